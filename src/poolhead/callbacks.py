@@ -1,0 +1,59 @@
+"""Lightning callbacks that Lightning itself lacks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
+from lightning.pytorch.trainer.states import TrainerFn
+
+
+class RNGState(L.Callback):
+    """Saves the RNG states in checkpoints and restores them on resume, so a resumed run draws the same dropout
+    masks and batches as an uninterrupted one (Lightning checkpoints keep model, optimizer and loops, not RNGs)."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = _collect_rng_states()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            self._pending = checkpoint["rng_states"]
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # restored here, not at load time, because Lightning reseeds/creates iterators in between
+        if getattr(self, "_pending", None) is not None:
+            _set_rng_states(self._pending)
+            self._pending = None
+
+
+class TrainThroughput(L.Callback):
+    """Training seconds and samples, validation excluded (Lightning's Timer counts validation as training)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.samples = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.samples += len(batch["labels"])
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and hasattr(self, "_start"):
+            self.seconds += time.perf_counter() - self._start
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:
+            self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.seconds += time.perf_counter() - self._start
+        self._start = time.perf_counter()  # validation after this hook is not training either
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds else 0.0

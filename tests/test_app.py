@@ -1,0 +1,179 @@
+"""The app: every offered config composes and instantiates; train.py runs end to end (single run, a multirun with a
+failing job, a resume) and leaves the output contract (results.json, predictions.csv, checkpoint, CSV log)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+import poolhead  # noqa: F401  (resolvers)
+from poolhead.hub import OfflineError
+from poolhead.model import PoolheadModel
+from poolhead.train import run
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+FAST = ["encoder=tiny", "trainer.max_epochs=1", "trainer.precision=32-true", "+trainer.enable_progress_bar=false"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_cfg(overrides: list[str], tmp_path: Path):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("train", overrides=[f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache",
+                                           *overrides])
+
+
+def build(cfg):
+    encoder = instantiate(cfg.encoder)
+    dm = instantiate(cfg.data, tokenizer=encoder.tokenizer, mode=cfg.mode, max_length=encoder.max_length,
+                     seed=cfg.seed, cache_dir=cfg.paths.cache_dir)
+    dm.setup("fit")
+    model = PoolheadModel(encoder, instantiate(cfg.pooling), instantiate(cfg.head), dm.task, cfg.mode,
+                          OmegaConf.to_container(cfg.optim))
+    return dm, model
+
+
+@pytest.mark.parametrize("mode", ["cross", "bi"])
+@pytest.mark.parametrize("head", options("head"))
+@pytest.mark.parametrize("pooling", options("pooling"))
+def test_pooling_head_mode_compose_and_run_a_batch(tmp_path, pooling, head, mode):
+    cfg = compose_cfg([f"pooling={pooling}", f"head={head}", f"mode={mode}", *FAST], tmp_path)
+    dm, model = build(cfg)
+    batch = next(iter(dm.train_dataloader()))
+    loss = model.head.loss(model(batch["features"]), batch["labels"])
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("encoder", options("encoder"))
+def test_every_encoder_composes_and_loads_or_says_how_to_go_offline(tmp_path, encoder):
+    cfg = compose_cfg([f"encoder={encoder}"], tmp_path)
+    try:
+        enc = instantiate(cfg.encoder)
+    except OfflineError as err:  # hub names on an offline machine: one clear message with the fix
+        assert "encoder.name_or_path=" in str(err)
+        return
+    assert enc.hidden_size > 0 and enc.tokenizer
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes(tmp_path, experiment):
+    cfg = compose_cfg([f"experiment={experiment}"], tmp_path)
+    assert cfg.task_name == experiment
+    OmegaConf.to_container(cfg.data, resolve=True)
+
+
+@pytest.mark.parametrize("logger", options("logger"))
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_loggers_and_trainers_compose(tmp_path, logger, trainer):
+    cfg = compose_cfg([f"logger={logger}", f"trainer={trainer}"], tmp_path)
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+    for name, logger_cfg in cfg.logger.items():
+        if name == "csv":
+            assert instantiate(logger_cfg).save_dir == str(tmp_path)
+
+
+def test_classification_csv_data_and_single_mode(tmp_path):
+    rows = ["text,label"] + [f"{'great good fine' if i % 2 else 'bad awful poor'} item {i},{'pos' if i % 2 else 'neg'}"
+                             for i in range(40)]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    cfg = compose_cfg(["data=csv", f"data.train={tmp_path}/train.csv", "data.task=class", "mode=single",
+                       "head=classification", *FAST], tmp_path)
+    results = run(cfg)
+    assert results["status"] == "ok", results["error"]
+    assert results["monitor"] == "val/accuracy" and "val/f1_macro" in results["metrics"]
+    assert json.loads((tmp_path / "labels.json").read_text())
+
+
+def train_py(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "POOLHEAD_CACHE": "/tmp/poolhead-test-cache"}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_train_py_single_run_leaves_the_output_contract(tmp_path):
+    proc = train_py(*FAST, f"hydra.run.dir={tmp_path}", "logger=wandb", f"paths.root_dir={tmp_path}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "ok" and results["error"] is None
+    assert results["config"]["encoder"] == "tiny" and results["config"]["pooling"] == "mean"
+    for key in ("val/spearman", "val/pearson", "val/mse", "val/mae", "val/f1", "test/spearman"):
+        assert key in results["metrics"], key
+    assert results["data"] == {"train": results["data"]["train"], "val": results["data"]["val"],
+                               "test": results["data"]["test"]} and results["data"]["train"] > 0
+    assert results["timing"]["train_samples_per_second"] > 0 and results["timing"]["eval_samples_per_second"] > 0
+    assert results["env"]["torch"] == torch.__version__
+    assert (tmp_path / ".hydra" / "config.yaml").exists()
+    assert (tmp_path / "checkpoints" / "best.ckpt").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
+    metrics_csv = pd.read_csv(tmp_path / "csv" / "metrics.csv")
+    assert "train/loss" in metrics_csv and "val/spearman" in metrics_csv
+    preds = pd.read_csv(tmp_path / "predictions.csv")
+    for split in ("val", "test"):
+        part = preds[preds.split == split]
+        assert part["index"].tolist() == list(range(results["data"][split])), "input order"
+        assert part["pred"].notna().all()
+    # W&B (offline here) got the metrics and the resolved config
+    run_dirs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert run_dirs, "an offline W&B run was written"
+    wandb_config = next(run_dirs[0].rglob("config.yaml")).read_text()
+    assert "pooling" in wandb_config and "encoder" in wandb_config
+
+
+def test_train_py_multirun_records_a_failed_job_and_goes_on(tmp_path):
+    """2 encoders x 2 poolings; the DistilBERT-style encoder has no pooler, so `pooling=pooler` fails there only."""
+    extra = tmp_path / "conf" / "encoder"
+    extra.mkdir(parents=True)
+    (extra / "tiny_distilbert.yaml").write_text(
+        "_target_: poolhead.encoder.Encoder\nname_or_path: null\ntokenizer: ${minilm:}\n"
+        "config: {model_type: distilbert, dim: 32, n_layers: 2, n_heads: 2, hidden_dim: 64}\n")
+    sweep = tmp_path / "sweep"
+    proc = train_py("-m", "encoder=tiny,tiny_distilbert", "pooling=mean,pooler", *FAST[1:],
+                    f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+    assert len(results) == 4
+    failed = [r for r in results.values() if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["config"]["encoder"] == "tiny_distilbert"
+    assert "pooling=pooler needs a model with a pooler" in failed[0]["error"]
+    ok = [r for r in results.values() if r["status"] == "ok"]
+    assert all("val/spearman" in r["metrics"] for r in ok)
+    assert (sweep / "summary.md").exists(), "the sweep report ran at the end"
+
+
+class StopAfterEpoch(L.Callback):
+    """Simulates an interruption: ends fit after `epochs` epochs, with checkpoints written as usual."""
+
+    def __init__(self, epochs: int) -> None:
+        self.epochs = epochs
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch + 1 >= self.epochs:
+            trainer.should_stop = True
+
+
+def test_resume_ends_with_the_same_metrics(tmp_path):
+    common = [*FAST[:1], "trainer.max_epochs=2", "trainer.precision=32-true", "+trainer.enable_progress_bar=false",
+              "trainer.deterministic=true"]
+    straight = run(compose_cfg(common, tmp_path / "straight"))
+    interrupted = run(compose_cfg(common, tmp_path / "resumed"), extra_callbacks=[StopAfterEpoch(1)])
+    resumed = run(compose_cfg([*common, "ckpt_path=last"], tmp_path / "resumed"))
+    assert straight["status"] == interrupted["status"] == resumed["status"] == "ok", resumed["error"]
+    assert interrupted["metrics"]["val/spearman"] != straight["metrics"]["val/spearman"]
+    for key, value in straight["metrics"].items():
+        assert resumed["metrics"][key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_resume_without_a_checkpoint_says_how(tmp_path):
+    results = run(compose_cfg([*FAST, "ckpt_path=last"], tmp_path))
+    assert results["status"] == "failed" and "hydra.run.dir=" in results["error"]

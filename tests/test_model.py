@@ -1,0 +1,133 @@
+"""The LightningModule: every pooling x head x mode learns on the tiny encoder; heads, metrics and errors."""
+
+from functools import partial
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from poolhead.data.task import TaskSpec
+from poolhead.heads import ClassificationHead, RegressionHead
+from poolhead.model import PoolheadModel
+from poolhead.pooling import Mean
+
+POOLINGS = ["pooler", "cls", "mean", "max", "mean_sqrt_len", "weighted_mean", "attention"]
+STS = TaskSpec(kind="score", score_range=(0.0, 5.0), label_names=None, binary_threshold=3.0)
+
+
+def features(input_ids):
+    ids = torch.as_tensor(input_ids)
+    mask = (ids != 0).long()
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+def toy_batch(mode):
+    """8 items; the score depends on which words appear, so a model can fit it."""
+    torch.manual_seed(0)
+    a = torch.randint(1000, 1100, (8, 6))
+    a[::2, 4:] = 0  # padding
+    b = torch.randint(1000, 1100, (8, 5))
+    labels = torch.tensor([0.0, 5.0, 1.0, 4.0, 2.0, 3.0, 0.5, 4.5])
+    if mode == "single":
+        inputs = [features(a)]
+    elif mode == "cross":
+        inputs = [features(torch.cat([a, b], 1))]
+    else:
+        inputs = [features(a), features(b)]
+    return {"features": inputs, "labels": labels, "index": torch.arange(8)}
+
+
+def build(conf_dir, tiny_encoder, pooling, head, mode, task=STS):
+    pool = instantiate(OmegaConf.load(conf_dir / "pooling" / f"{pooling}.yaml"))
+    head_cfg = OmegaConf.load(conf_dir / "head" / f"{head}.yaml")
+    head_cfg.dropout = 0.0
+    return PoolheadModel(tiny_encoder(), pool, instantiate(head_cfg), task, mode)
+
+
+@pytest.mark.parametrize("mode", ["single", "cross", "bi"])
+@pytest.mark.parametrize("head", ["regression", "classification"])
+@pytest.mark.parametrize("pooling", POOLINGS)
+def test_every_combination_learns(conf_dir, tiny_encoder, pooling, head, mode):
+    torch.manual_seed(0)
+    model = build(conf_dir, tiny_encoder, pooling, head, mode)
+    batch = toy_batch(mode)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(25):
+        loss = model.head.loss(model(batch["features"]), batch["labels"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], f"{pooling}/{head}/{mode}: loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+def test_classification_head_bins_sts_scores_and_predicts_expected_score():
+    head = ClassificationHead(4, "cross", STS)
+    assert head.num_classes == 2
+    assert head.target(torch.tensor([0.0, 2.99, 3.0, 5.0])).tolist() == [0, 0, 1, 1]
+    logits = torch.tensor([[0.0, 0.0], [10.0, -10.0]])
+    # bin centres are 1.5 (0-3) and 4.0 (3-5): even odds -> 2.75, sure of class 0 -> 1.5
+    torch.testing.assert_close(head.predict(logits), torch.tensor([2.75, 1.5]), atol=1e-4, rtol=0)
+    three = ClassificationHead(4, "cross", STS, bin_edges=[2.0, 4.0])
+    assert three.num_classes == 3 and three.target(torch.tensor([1.0, 2.0, 4.5])).tolist() == [0, 1, 2]
+
+
+def test_regression_head_scales_targets_and_predictions():
+    head = RegressionHead(4, "cross", STS)
+    torch.testing.assert_close(head.target(torch.tensor([0.0, 2.5, 5.0])), torch.tensor([0.0, 0.5, 1.0]))
+    torch.testing.assert_close(head.predict(torch.tensor([0.2])), torch.tensor([1.0]))
+    bi = RegressionHead(4, "bi", STS).eval()
+    u = torch.randn(3, 4)
+    torch.testing.assert_close(bi(u, u), torch.ones(3))  # cos(u, u) = 1 -> score 5
+    assert not list(bi.parameters()), "bi regression without an MLP is the bare cosine"
+
+
+def test_bi_classification_reads_u_v_and_difference():
+    head = ClassificationHead(4, "bi", STS)
+    assert head.out.in_features == 12
+
+
+def test_regression_on_class_labels_is_a_clear_error():
+    task = TaskSpec(kind="class", score_range=None, label_names=("neg", "pos"), binary_threshold=None)
+    with pytest.raises(ValueError, match="head=classification"):
+        RegressionHead(4, "single", task)
+
+
+def test_pooler_on_a_model_without_pooler_fails_before_training(conf_dir, tiny_encoder):
+    encoder = tiny_encoder()
+    encoder.model.pooler = None
+    with pytest.raises(ValueError, match="pooling=pooler needs a model with a pooler"):
+        PoolheadModel(encoder, instantiate(OmegaConf.load(conf_dir / "pooling/pooler.yaml")), partial(RegressionHead),
+                      STS, "cross")
+    PoolheadModel(encoder, partial(Mean), partial(RegressionHead), STS, "cross")  # other poolings still work
+
+
+def test_metrics_on_sts(conf_dir, tiny_encoder):
+    model = build(conf_dir, tiny_encoder, "mean", "classification", "cross")
+    output = torch.tensor([[2.0, -2.0], [-2.0, 2.0], [0.0, 0.0], [-3.0, 3.0]])
+    labels = torch.tensor([0.5, 4.0, 2.0, 5.0])
+    for collection in model.metrics["val"].update(model.head, output, labels):
+        values = collection.compute()
+        if "val/accuracy" in values:
+            assert values["val/accuracy"] == pytest.approx(1.0)
+        if "val/spearman" in values:
+            assert values["val/spearman"] > 0.9
+        if "val/f1" in values:
+            assert values["val/f1"] == pytest.approx(1.0)
+
+
+def test_optimizer_groups_skip_weight_decay_on_bias_and_layernorm(conf_dir, tiny_encoder):
+    model = build(conf_dir, tiny_encoder, "attention", "regression", "cross")
+    model.optim = {"lr": 1e-5, "head_lr": 1e-3, "weight_decay": 0.1}
+    model.trainer = type("T", (), {"estimated_stepping_batches": 100})()  # what configure_optimizers reads
+    optimizer = model.configure_optimizers()["optimizer"]
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            name = names[id(p)]
+            no_decay = name.endswith("bias") or "LayerNorm" in name
+            assert group["weight_decay"] == (0.0 if no_decay else 0.1), name
+            assert group["initial_lr"] == (1e-5 if name.startswith("encoder.") else 1e-3), name
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
