@@ -6,6 +6,8 @@ import time
 from typing import Any
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from lightning.pytorch.trainer.states import TrainerFn
 
@@ -15,7 +17,10 @@ class RNGState(L.Callback):
     masks and batches as an uninterrupted one (Lightning checkpoints keep model, optimizer and loops, not RNGs)."""
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rng_states"] = _collect_rng_states()
+        states = _collect_rng_states()
+        kind, keys, pos, has_gauss, gauss = states["numpy"]  # numpy arrays cannot pass torch's weights_only load
+        states["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)
+        checkpoint["rng_states"] = states
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         if "rng_states" in checkpoint:
@@ -24,6 +29,8 @@ class RNGState(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # restored here, not at load time, because Lightning reseeds/creates iterators in between
         if getattr(self, "_pending", None) is not None:
+            kind, keys, pos, has_gauss, gauss = self._pending["numpy"]
+            self._pending["numpy"] = (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
             _set_rng_states(self._pending)
             self._pending = None
 

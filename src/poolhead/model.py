@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from typing import Any, Callable
@@ -81,11 +82,15 @@ class PoolheadModel(L.LightningModule):
         self.head = head(in_features=self.pooling.output_dim(encoder.hidden_size), mode=mode, task=task)
         self.optim = dict(optim or {})
         self.metrics = nn.ModuleDict({s: SplitMetrics(task, self.head, s) for s in ("val", "test")})
-        self.save_hyperparameters(ignore=["encoder", "pooling", "head"])
+        self.save_hyperparameters({"mode": mode, "task": dataclasses.asdict(task), "optim": self.optim})
 
     def encode(self, features: dict[str, Tensor]) -> Tensor:
-        """One batch of texts -> pooled vectors [B, H']."""
-        out: EncoderOutput = self.encoder(features)
+        """One batch of texts -> pooled vectors [B, H']. Batches from the feature cache carry the frozen encoder's
+        `hidden_states` already, and skip it."""
+        if "hidden_states" in features:
+            out = EncoderOutput(features["hidden_states"], features["attention_mask"], features["pooler_output"])
+        else:
+            out = self.encoder(features)
         return self.pooling(*out)
 
     def forward(self, features: list[dict[str, Tensor]]) -> Tensor:

@@ -1,0 +1,187 @@
+"""Feature cache: a frozen encoder's token states, computed once and memory-mapped for every later job.
+
+With `encoder.freeze=true` every pooling and head sees the same hidden states, so a sweep need not run the encoder
+again for each job and epoch. An entry holds, for one side of one split (the texts of a cross/single split, or the
+`a` or `b` texts of a bi split):
+
+    hidden.npy   float16 [total real tokens, H]   the requested layer(s), averaged; no padding stored
+    pooler.npy   float16 [rows, H]                the encoder's pooler output (absent when it has none)
+    lengths.npy  int64   [rows]                   real tokens per row
+    meta.json    sizes, dtype and sha256 of each file; written last, so an entry without it is partial
+
+keyed by sha256(encoder weights, layers, token ids): max_length, tokenizer and data content all shape the ids.
+Entries are built in a temporary folder and renamed into place (atomic); one whose files do not match their meta is
+rebuilt, never read. Hand-written because nothing in Lightning/HF caches model outputs on disk with these checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from poolhead.encoder import Encoder
+
+log = logging.getLogger(__name__)
+VERSION = "poolhead-features-1"
+DTYPE = np.float16
+
+
+def weights_fingerprint(encoder: Encoder) -> str:
+    h = hashlib.sha256(json.dumps([VERSION, encoder.layers, type(encoder.model).__name__]).encode())
+    for name, tensor in sorted(encoder.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class CachedSide:
+    """One side of a split, memory-mapped: row i -> (hidden [T_i, H], pooler [H] | None)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.hidden = np.load(folder / "hidden.npy", mmap_mode="r")
+        self.lengths = np.load(folder / "lengths.npy")
+        self.starts = np.concatenate([[0], np.cumsum(self.lengths)])
+        self.pooler = np.load(folder / "pooler.npy", mmap_mode="r") if (folder / "pooler.npy").exists() else None
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.hidden[self.starts[i]:self.starts[i + 1]], None if self.pooler is None else self.pooler[i]
+
+
+class FeatureCache:
+    """`cache_dir/features/<key>/`: see the module docstring."""
+
+    def __init__(self, cache_dir: str | Path) -> None:
+        self.root = Path(cache_dir).expanduser() / "features"
+
+    def side(self, encoder: Encoder, fingerprint: str, ids: dict[str, np.ndarray], batch_size: int = 128,
+             autocast: torch.dtype | None = None, what: str = "") -> CachedSide:
+        """The cached states for one side (`ids`: flat `input_ids`, optional flat `token_type_ids`, `lengths`)."""
+        h = hashlib.sha256(fingerprint.encode())
+        for name in sorted(ids):
+            h.update(name.encode())
+            h.update(np.ascontiguousarray(ids[name]).tobytes())
+        folder = self.root / h.hexdigest()
+        if self.valid(folder):
+            log.info("%s: encoder features from cache %s", what, folder)
+            return CachedSide(folder)
+        if folder.exists():
+            log.warning("%s: feature cache entry %s is partial or corrupt; rebuilding it", what, folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        start = time.perf_counter()
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.root, prefix=".tmp-"))
+        try:
+            self._build(tmp, encoder, ids, batch_size, autocast)
+            tmp.rename(folder)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not self.valid(folder):  # another process may have won the race with the same entry
+                raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("%s: encoded %d rows once in %.1fs, cached at %s", what, len(ids["lengths"]),
+                 time.perf_counter() - start, folder)
+        return CachedSide(folder)
+
+    @staticmethod
+    def valid(folder: Path) -> bool:
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            return meta["version"] == VERSION and all(
+                (folder / name).stat().st_size == size and _sha256(folder / name) == digest
+                for name, (size, digest) in meta["files"].items())
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
+
+    @torch.no_grad()
+    def _build(self, folder: Path, encoder: Encoder, ids: dict[str, np.ndarray], batch_size: int,
+               autocast: torch.dtype | None) -> None:
+        lengths = ids["lengths"].astype(np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        has_pooler = encoder.has_pooler
+        hidden = np.lib.format.open_memmap(folder / "hidden.npy", "w+", DTYPE, (int(starts[-1]), encoder.hidden_size))
+        pooler = np.zeros((len(lengths), encoder.hidden_size), DTYPE) if has_pooler else None
+        encoder.eval()
+        order = np.argsort(-lengths, kind="stable")  # long rows together: little padding
+        for batch in np.array_split(order, max(1, -(-len(order) // batch_size))):
+            features = _pad_batch(ids, starts, lengths, batch)
+            ctx = torch.autocast("cpu", dtype=autocast) if autocast else contextlib.nullcontext()
+            with ctx:
+                out = encoder(features)
+            states = out.last_hidden_state.float().numpy()
+            for j, row in enumerate(batch):
+                hidden[starts[row]:starts[row + 1]] = states[j, :lengths[row]]
+            if has_pooler:
+                pooler[batch] = out.pooler_output.float().numpy()
+        hidden.flush()
+        del hidden
+        np.save(folder / "lengths.npy", lengths)
+        if has_pooler:
+            np.save(folder / "pooler.npy", pooler)
+        files = {p.name: (p.stat().st_size, _sha256(p)) for p in sorted(folder.glob("*.npy"))}
+        (folder / "meta.json").write_text(json.dumps({"version": VERSION, "rows": len(lengths),
+                                                      "hidden_size": encoder.hidden_size, "dtype": "float16",
+                                                      "files": files}, indent=1))
+
+    def entries(self) -> Iterator[tuple[Path, dict[str, Any] | None]]:
+        for folder in sorted(self.root.glob("*")) if self.root.exists() else []:
+            try:
+                yield folder, json.loads((folder / "meta.json").read_text())
+            except (OSError, ValueError):
+                yield folder, None
+
+
+def _pad_batch(ids: dict[str, np.ndarray], starts: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> dict[str, Tensor]:
+    width = int(lengths[rows].max())
+    out = {}
+    for name in ("input_ids", "token_type_ids"):
+        if name in ids:
+            array = np.zeros((len(rows), width), np.int64)
+            for j, row in enumerate(rows):
+                array[j, :lengths[row]] = ids[name][starts[row]:starts[row + 1]]
+            out[name] = torch.from_numpy(array)
+    out["attention_mask"] = torch.from_numpy((np.arange(width)[None, :] < lengths[rows][:, None]).astype(np.int64))
+    return out
+
+
+def collate_features(items: list[tuple[int, list[tuple[np.ndarray, np.ndarray | None]], Any]],
+                     label_dtype: torch.dtype) -> dict[str, Any]:
+    """Cached rows -> the batch the model reads: per side {"hidden_states", "attention_mask", "pooler_output"}."""
+    index, sides, labels = zip(*items)
+    features = []
+    for s in range(len(sides[0])):
+        rows = [side[s] for side in sides]
+        width = max(len(hidden) for hidden, _ in rows)
+        states = torch.zeros(len(rows), width, rows[0][0].shape[-1])
+        mask = torch.zeros(len(rows), width, dtype=torch.long)
+        for j, (hidden, _) in enumerate(rows):
+            states[j, :len(hidden)] = torch.from_numpy(np.asarray(hidden, dtype=np.float32))
+            mask[j, :len(hidden)] = 1
+        pooler = None if rows[0][1] is None else torch.from_numpy(np.stack([p for _, p in rows]).astype(np.float32))
+        features.append({"hidden_states": states, "attention_mask": mask, "pooler_output": pooler})
+    return {"features": features, "labels": torch.tensor(labels, dtype=label_dtype),
+            "index": torch.tensor(index, dtype=torch.long)}
