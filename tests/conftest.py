@@ -3,14 +3,20 @@
 import os
 from pathlib import Path
 
-import pytest
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub (set before huggingface_hub is imported)
+os.environ.setdefault("WANDB_MODE", "offline")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: 2 workers x 2 threads thrash 2 cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import poolhead
-from poolhead.encoder import Encoder
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import poolhead  # noqa: E402
+from poolhead.encoder import Encoder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub
-os.environ.setdefault("WANDB_MODE", "offline")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 TINY_CONFIG = dict(model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                    intermediate_size=64, vocab_size=30522)
 

@@ -61,7 +61,8 @@ def test_every_encoder_composes_and_loads_or_says_how_to_go_offline(tmp_path, en
     cfg = compose_cfg([f"encoder={encoder}"], tmp_path)
     try:
         enc = instantiate(cfg.encoder)
-    except OfflineError as err:  # hub names on an offline machine: one clear message with the fix
+    except Exception as err:  # hub names on an offline machine: one clear message with the fix
+        assert isinstance(err.__cause__, OfflineError), err
         assert "encoder.name_or_path=" in str(err)
         return
     assert enc.hidden_size > 0 and enc.tokenizer
@@ -126,8 +127,9 @@ def test_train_py_single_run_leaves_the_output_contract(tmp_path):
     # W&B (offline here) got the metrics and the resolved config
     run_dirs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert run_dirs, "an offline W&B run was written"
-    wandb_config = next(run_dirs[0].rglob("config.yaml")).read_text()
-    assert "pooling" in wandb_config and "encoder" in wandb_config
+    record = next(run_dirs[0].glob("*.wandb")).read_bytes()  # what `wandb sync` uploads later
+    for logged in (b"val/spearman", b"train/loss", b"pooling", b"encoder"):
+        assert logged in record, logged
 
 
 def test_train_py_multirun_records_a_failed_job_and_goes_on(tmp_path):
@@ -163,13 +165,14 @@ class StopAfterEpoch(L.Callback):
 
 
 def test_resume_ends_with_the_same_metrics(tmp_path):
-    common = [*FAST[:1], "trainer.max_epochs=2", "trainer.precision=32-true", "+trainer.enable_progress_bar=false",
-              "trainer.deterministic=true"]
+    common = [*FAST[:1], "trainer.max_epochs=2", "trainer.precision=32-true", "+trainer.enable_progress_bar=false"]
     straight = run(compose_cfg(common, tmp_path / "straight"))
     interrupted = run(compose_cfg(common, tmp_path / "resumed"), extra_callbacks=[StopAfterEpoch(1)])
+    last = lambda: torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)  # noqa: E731
+    steps_per_epoch = last()["global_step"]
     resumed = run(compose_cfg([*common, "ckpt_path=last"], tmp_path / "resumed"))
     assert straight["status"] == interrupted["status"] == resumed["status"] == "ok", resumed["error"]
-    assert interrupted["metrics"]["val/spearman"] != straight["metrics"]["val/spearman"]
+    assert last()["global_step"] == 2 * steps_per_epoch, "the resumed run trained the second epoch only"
     for key, value in straight["metrics"].items():
         assert resumed["metrics"][key] == pytest.approx(value, abs=1e-6), key
 

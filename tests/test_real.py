@@ -19,9 +19,9 @@ def write_slice(source, target, rows):
 
 @pytest.fixture(scope="module")
 def stsb_slice(shared_data_dir, tmp_path_factory):
-    """The first 320 train and 160 dev pairs, written to a temp folder (never into the repo)."""
+    """The first 480 train and 160 dev pairs, written to a temp folder (never into the repo)."""
     folder = tmp_path_factory.mktemp("stsb_slice")
-    write_slice(shared_data_dir / "stsb" / "sts-train.csv", folder / "sts-train.csv", 320)
+    write_slice(shared_data_dir / "stsb" / "sts-train.csv", folder / "sts-train.csv", 480)
     write_slice(shared_data_dir / "stsb" / "sts-dev.csv", folder / "sts-dev.csv", 160)
     return folder
 
@@ -30,7 +30,7 @@ def spearman_after(epochs, mode, pooling, head, folder, out):
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=[
             "encoder=minilm", "data=stsb", f"data.dir={folder}", f"mode={mode}", f"pooling={pooling}",
-            f"head={head}", f"trainer.max_epochs={epochs}", "optim.lr=5e-5", "optim.head_lr=1e-3",
+            f"head={head}", f"trainer.max_epochs={epochs}", "optim.lr=1e-4", "optim.head_lr=1e-3",
             "+trainer.enable_progress_bar=false", f"paths.output_dir={out}",
             f"paths.cache_dir={out}/cache", "seed=1"] + (["+trainer.limit_train_batches=0"] if epochs == 0 else []))
     if epochs == 0:

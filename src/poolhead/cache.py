@@ -29,6 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
 
 from poolhead.encoder import Encoder
 
@@ -68,6 +69,20 @@ class CachedSide:
 
     def row(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         return self.hidden[self.starts[i]:self.starts[i + 1]], None if self.pooler is None else self.pooler[i]
+
+
+class CachedSplit(Dataset):
+    """A split served from the cache: item i is (i, [(hidden, pooler) per side], label i), like `Encoded`."""
+
+    def __init__(self, sides: list[CachedSide], labels: list) -> None:
+        self.sides, self.labels = sides, labels
+        self.lengths = sum(side.lengths for side in sides)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[int, list[tuple[np.ndarray, np.ndarray | None]], Any]:
+        return i, [side.row(i) for side in self.sides], self.labels[i]
 
 
 class FeatureCache:
@@ -125,18 +140,18 @@ class FeatureCache:
         has_pooler = encoder.has_pooler
         hidden = np.lib.format.open_memmap(folder / "hidden.npy", "w+", DTYPE, (int(starts[-1]), encoder.hidden_size))
         pooler = np.zeros((len(lengths), encoder.hidden_size), DTYPE) if has_pooler else None
-        encoder.eval()
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        encoder.to(device).eval()
         order = np.argsort(-lengths, kind="stable")  # long rows together: little padding
         for batch in np.array_split(order, max(1, -(-len(order) // batch_size))):
-            features = _pad_batch(ids, starts, lengths, batch)
-            ctx = torch.autocast("cpu", dtype=autocast) if autocast else contextlib.nullcontext()
-            with ctx:
+            features = {k: v.to(device) for k, v in _pad_batch(ids, starts, lengths, batch).items()}
+            with torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext():
                 out = encoder(features)
-            states = out.last_hidden_state.float().numpy()
+            states = out.last_hidden_state.float().cpu().numpy()
             for j, row in enumerate(batch):
                 hidden[starts[row]:starts[row + 1]] = states[j, :lengths[row]]
             if has_pooler:
-                pooler[batch] = out.pooler_output.float().numpy()
+                pooler[batch] = out.pooler_output.float().cpu().numpy()
         hidden.flush()
         del hidden
         np.save(folder / "lengths.npy", lengths)
@@ -168,20 +183,24 @@ def _pad_batch(ids: dict[str, np.ndarray], starts: np.ndarray, lengths: np.ndarr
     return out
 
 
-def collate_features(items: list[tuple[int, list[tuple[np.ndarray, np.ndarray | None]], Any]],
-                     label_dtype: torch.dtype) -> dict[str, Any]:
+class CollateFeatures:
     """Cached rows -> the batch the model reads: per side {"hidden_states", "attention_mask", "pooler_output"}."""
-    index, sides, labels = zip(*items)
-    features = []
-    for s in range(len(sides[0])):
-        rows = [side[s] for side in sides]
-        width = max(len(hidden) for hidden, _ in rows)
-        states = torch.zeros(len(rows), width, rows[0][0].shape[-1])
-        mask = torch.zeros(len(rows), width, dtype=torch.long)
-        for j, (hidden, _) in enumerate(rows):
-            states[j, :len(hidden)] = torch.from_numpy(np.asarray(hidden, dtype=np.float32))
-            mask[j, :len(hidden)] = 1
-        pooler = None if rows[0][1] is None else torch.from_numpy(np.stack([p for _, p in rows]).astype(np.float32))
-        features.append({"hidden_states": states, "attention_mask": mask, "pooler_output": pooler})
-    return {"features": features, "labels": torch.tensor(labels, dtype=label_dtype),
-            "index": torch.tensor(index, dtype=torch.long)}
+
+    def __init__(self, label_dtype: torch.dtype) -> None:
+        self.label_dtype = label_dtype
+
+    def __call__(self, items: list[tuple[int, list[tuple[np.ndarray, np.ndarray | None]], Any]]) -> dict[str, Any]:
+        index, sides, labels = zip(*items)
+        features = []
+        for s in range(len(sides[0])):
+            rows = [side[s] for side in sides]
+            width = max(len(hidden) for hidden, _ in rows)
+            states = torch.zeros(len(rows), width, rows[0][0].shape[-1])
+            mask = torch.zeros(len(rows), width, dtype=torch.long)
+            for j, (hidden, _) in enumerate(rows):
+                states[j, :len(hidden)] = torch.from_numpy(np.asarray(hidden, dtype=np.float32))
+                mask[j, :len(hidden)] = 1
+            pooler = None if rows[0][1] is None else torch.from_numpy(np.stack([p for _, p in rows]).astype(np.float32))
+            features.append({"hidden_states": states, "attention_mask": mask, "pooler_output": pooler})
+        return {"features": features, "labels": torch.tensor(labels, dtype=self.label_dtype),
+                "index": torch.tensor(index, dtype=torch.long)}

@@ -9,7 +9,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
-from lightning.pytorch.trainer.states import TrainerFn
 
 
 class RNGState(L.Callback):
@@ -36,30 +35,23 @@ class RNGState(L.Callback):
 
 
 class TrainThroughput(L.Callback):
-    """Training seconds and samples, validation excluded (Lightning's Timer counts validation as training)."""
+    """Training seconds and samples: each epoch from its start to its last training batch, so validation and
+    checkpointing are not counted (Lightning's Timer counts both as training)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
         self.samples = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
+        self._start = self._last = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self.samples += len(batch["labels"])
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.FITTING and hasattr(self, "_start"):
-            self.seconds += time.perf_counter() - self._start
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.FITTING:
-            self._start = time.perf_counter()
+        self._last = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.seconds += time.perf_counter() - self._start
-        self._start = time.perf_counter()  # validation after this hook is not training either
+        self.seconds += self._last - self._start
 
     @property
     def samples_per_second(self) -> float:

@@ -68,6 +68,7 @@ class Encoder(nn.Module):
             self.model.gradient_checkpointing_enable()
         if freeze:
             self.model.requires_grad_(False)
+        self.model.train(not freeze)  # from_pretrained returns eval mode, and Lightning keeps modules' modes
         self._accepts = set(inspect.signature(self.model.forward).parameters)
 
     @property

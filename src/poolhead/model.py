@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import warnings
 from typing import Any, Callable
 
@@ -136,6 +137,6 @@ class PoolheadModel(L.LightningModule):
                                       fused=fused if fused is not None else None)
         steps = self.trainer.estimated_stepping_batches
         scheduler = get_scheduler(o.get("scheduler", "linear"), optimizer,
-                                  num_warmup_steps=int(float(o.get("warmup_ratio", 0.1)) * steps),
+                                  num_warmup_steps=math.ceil(float(o.get("warmup_ratio", 0.1)) * steps),
                                   num_training_steps=steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from poolhead.cache import FeatureCache
 from poolhead.callbacks import RNGState, TrainThroughput
 from poolhead.model import PoolheadModel
 
@@ -46,7 +47,11 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
             datamodule.save_label_map(out_dir / "labels.json")
         model = PoolheadModel(encoder, instantiate(cfg.pooling), instantiate(cfg.head), datamodule.task, cfg.mode,
                               OmegaConf.to_container(cfg.optim, resolve=True))
-        if cfg.compile:
+        if cfg.encoder.freeze and cfg.cache_features:
+            bf16 = str(cfg.trainer.precision).startswith("bf16")  # build the cache as the run would compute it
+            datamodule.use_encoder_features(FeatureCache(cfg.paths.cache_dir), encoder,
+                                            autocast=torch.bfloat16 if bf16 else None)
+        elif cfg.compile:
             model.encoder.model.compile()
 
         loggers = [instantiate(c) for c in cfg.logger.values()]
@@ -65,7 +70,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         results["metrics"] = {k: float(v) for k, v in sorted(metrics.items())}
 
         splits = ["val"] + (["test"] if cfg.test and datamodule.has_test else [])
-        predictions, eval_seconds = predict(trainer, model, datamodule, splits, best)
+        predictions, eval_seconds = predict(trainer, model, datamodule, splits)  # the best weights are loaded
         predictions.to_csv(out_dir / "predictions.csv", index=False)
         results["timing"] = {"train_seconds": round(throughput.seconds, 3),
                              "train_samples_per_second": round(throughput.samples_per_second, 2),
@@ -82,13 +87,12 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     return results
 
 
-def predict(trainer: L.Trainer, model: PoolheadModel, datamodule: Any, splits: list[str],
-            ckpt_path: str | None) -> tuple[pd.DataFrame, float]:
+def predict(trainer: L.Trainer, model: PoolheadModel, datamodule: Any, splits: list[str]) -> tuple[pd.DataFrame, float]:
     """Predictions for each split in input order (gold next to predicted), and the seconds the val pass took."""
     frames, val_seconds = [], 0.0
     for split in splits:
         start = time.perf_counter()
-        batches = trainer.predict(model, dataloaders=datamodule.predict_dataloader(split), ckpt_path=ckpt_path)
+        batches = trainer.predict(model, dataloaders=datamodule.predict_dataloader(split))
         if split == "val":
             val_seconds = time.perf_counter() - start
         index = torch.cat([b["index"] for b in batches]).numpy()

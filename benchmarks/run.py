@@ -1,0 +1,337 @@
+"""Side-by-side speed/quality benchmark: poolhead vs what researchers would use instead (issue 6).
+
+    python benchmarks/run.py --quick     # 1 epoch of 640 train pairs, 300 dev pairs, 1 repeat (minutes)
+    python benchmarks/run.py             # 4 epochs of all 5,749 pairs, all 1,500 dev pairs, 3 repeats (hours)
+
+Every contender runs in its own process (benchmarks/contenders/*.py), one at a time, in alternating order across
+repeats; the table holds medians over repeats. Results: benchmarks/results/<timestamp>-<quick|full>.{json,md};
+per-run JSON and logs: benchmarks/runs/<timestamp>/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+CONTENDERS = {  # key: (script in contenders/, extra arguments)
+    "poolhead_cross": ("poolhead_run.py", ["--mode", "cross", "--pooling", "cls"]),
+    "hf_trainer_grouped": ("hf_trainer_cross.py", ["--padding", "longest_grouped"]),
+    "hf_trainer_max_length": ("hf_trainer_cross.py", ["--padding", "max_length"]),
+    "bare_loop": ("bare_loop.py", []),
+    "poolhead_bi": ("poolhead_run.py", ["--mode", "bi", "--pooling", "mean"]),
+    "st_bi": ("st_bi.py", []),
+    "st_encode": ("st_encode.py", []),
+    "hf_predict": ("hf_predict.py", []),
+}
+COMPARISONS = {  # name: (poolhead contender, other contenders, the throughput compared)
+    "cross fine-tune": ("poolhead_cross", ["hf_trainer_grouped", "hf_trainer_max_length"], "train"),
+    "bi fine-tune": ("poolhead_bi", ["st_bi"], "train"),
+    "encoding": ("poolhead_bi", ["st_encode", "hf_predict"], "eval"),
+    "overhead": ("poolhead_cross", ["bare_loop"], "train"),
+}
+FIELDS = ["train_pairs_per_second", "eval_pairs_per_second", "peak_rss_mb", "dev_spearman", "train_seconds",
+          "eval_seconds", "step_seconds_median", "wall_seconds"]
+# Seed-to-seed spread of an STS-B fine-tune is a few tenths of a Spearman point; "within noise" = within the larger of
+# this floor and the max-min spread of either side's repeats.
+SPEARMAN_NOISE_FLOOR = 0.005
+BUSY_SHARE = 0.10  # other processes using more than this share of all cores during a run: flagged in the report
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="1 epoch, 640 train / 300 dev pairs, 1 repeat")
+    p.add_argument("--train-pairs", type=int, help="first N training pairs (quick: 640, full: all)")
+    p.add_argument("--dev-pairs", type=int, help="first M dev pairs (quick: 300, full: all)")
+    p.add_argument("--epochs", type=int, help="quick: 1, full: 4")
+    p.add_argument("--repeats", type=int, help="quick: 1, full: 3")
+    p.add_argument("--precisions", default="fp32,bf16", help="comma-separated, of fp32,bf16")
+    p.add_argument("--only", default=",".join(COMPARISONS), help="comma-separated comparisons to run")
+    p.add_argument("--data-dir", type=Path, default=common.default_data_dir())
+    p.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per contender run")
+    p.add_argument("--update-readme", action="store_true", help="put the table into benchmarks/README.md")
+    a = p.parse_args()
+    mode = "quick" if a.quick else "full"
+    train_n = a.train_pairs or (640 if a.quick else None)
+    dev_n = a.dev_pairs or (300 if a.quick else None)
+    epochs = a.epochs or (1 if a.quick else 4)
+    repeats = a.repeats or (1 if a.quick else 3)
+    precisions = a.precisions.split(",")
+    comparisons = {k: COMPARISONS[k] for k in a.only.split(",")}
+    keys = [k for k in CONTENDERS if any(k == c[0] or k in c[1] for c in comparisons.values())]
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    runs_dir = common.BENCH / "runs" / stamp
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        train, dev = a.data_dir / "sts-train.csv", a.data_dir / "sts-dev.csv"
+        if train_n or dev_n:  # every contender reads the same subset files
+            train, dev = Path(tmp) / "sts-train.csv", Path(tmp) / "sts-dev.csv"
+            common.write_subset(a.data_dir / "sts-train.csv", train, train_n)
+            common.write_subset(a.data_dir / "sts-dev.csv", dev, dev_n)
+        pairs = {"train": len(common.read_sts(train)[2]), "dev": len(common.read_sts(dev)[2])}
+        plan = [(k, prec) for prec in precisions for k in keys]
+        raw = []
+        for r in range(repeats):
+            for key, prec in plan if r % 2 == 0 else plan[::-1]:  # alternate the order across repeats
+                raw.append(run_one(key, prec, r, train, dev, epochs, runs_dir, a.timeout))
+
+    summary = summarize(raw)
+    report = {
+        "mode": mode, "command": shlex.join([sys.executable, *sys.argv]), "started": stamp,
+        "settings": {"train_pairs": pairs["train"], "dev_pairs": pairs["dev"], "epochs": epochs, "repeats": repeats,
+                     "precisions": precisions, "batch_size": common.BATCH_SIZE, "lr": common.LR,
+                     "warmup_ratio": common.WARMUP_RATIO, "weight_decay": common.WEIGHT_DECAY,
+                     "max_grad_norm": common.MAX_GRAD_NORM, "max_length": common.MAX_LENGTH, "seed": common.SEED,
+                     "data_dir": str(a.data_dir)},
+        "machine": machine(),
+        "table": table(summary, comparisons, precisions),
+        "targets": targets(summary, precisions),
+        "summary": summary, "runs": raw,
+    }
+    out = common.BENCH / "results" / f"{stamp}-{mode}"
+    out.parent.mkdir(exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    md = markdown(report)
+    out.with_suffix(".md").write_text(md)
+    if a.update_readme:
+        update_readme(md, out.with_suffix(".md"))
+    print(md)
+    print(f"\nwritten: {out}.json, {out}.md (per-run files: {runs_dir})")
+
+
+# --- running -----------------------------------------------------------------------------------------------------
+
+
+def cpu_busy_seconds() -> float:
+    """Seconds all CPUs spent not idle since boot (from /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def run_one(key, prec, repeat, train, dev, epochs, runs_dir, timeout) -> dict:
+    script, extra = CONTENDERS[key]
+    stem = runs_dir / f"{key}-{prec}-r{repeat}"
+    cmd = [sys.executable, str(common.BENCH / "contenders" / script), "--train", str(train), "--dev", str(dev),
+           "--epochs", str(epochs), "--precision", prec, "--out", f"{stem}.json", *extra]
+    print(f"[{datetime.now():%H:%M:%S}] {key} {prec} repeat {repeat + 1}", flush=True)
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy0, t0 = cpu_busy_seconds(), time.perf_counter()
+    with open(f"{stem}.log", "w") as log:
+        try:
+            rc = subprocess.run(cmd, cwd=common.REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    wall, after = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
+    own_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    other = max(0.0, cpu_busy_seconds() - busy0 - own_cpu) / (wall * (os.cpu_count() or 1))
+    try:
+        res = json.loads(Path(f"{stem}.json").read_text())
+    except (OSError, ValueError):
+        res = {"error": f"no result JSON (exit {rc}); see {stem}.log"}
+    if rc != 0 and "error" not in res:
+        res["error"] = f"exit {rc}; see {stem}.log"
+    if "error" in res:
+        print(f"    failed: {res['error']}", flush=True)
+    return res | {"key": key, "precision": prec, "repeat": repeat, "command": shlex.join(cmd),
+                  "process_seconds": wall, "other_cpu_share": other}
+
+
+def summarize(raw: list[dict]) -> dict:
+    """Median of each field over the successful repeats, per contender and precision; failures keep their errors."""
+    out: dict = {}
+    for r in raw:
+        out.setdefault(f"{r['key']}|{r['precision']}", []).append(r)
+    summary = {}
+    for name, rs in out.items():
+        ok = [r for r in rs if "error" not in r]
+        s = {"ok_repeats": len(ok), "errors": [r["error"] for r in rs if "error" in r],
+             "max_other_cpu_share": max(r["other_cpu_share"] for r in rs)}
+        for f in FIELDS:
+            vals = [r[f] for r in ok if r.get(f) is not None]
+            s[f] = statistics.median(vals) if vals else None
+        sp = [r["dev_spearman"] for r in ok if r.get("dev_spearman") is not None]
+        s["dev_spearman_spread"] = max(sp) - min(sp) if sp else None
+        summary[name] = s
+    return summary
+
+
+# --- table and targets (every number comes from `summary`) -----------------------------------------------------------
+
+
+def get(summary, key, prec, field):
+    return (summary.get(f"{key}|{prec}") or {}).get(field)
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def table(summary, comparisons, precisions) -> list[dict]:
+    rows = []
+    for comp, (ph, others, what) in comparisons.items():
+        metric = f"{what}_pairs_per_second"
+        for prec in precisions:
+            for key in [ph, *others]:
+                s = summary.get(f"{key}|{prec}")
+                if s is None:
+                    continue
+                rows.append({
+                    "comparison": comp, "contender": key, "precision": prec,
+                    "train_pairs_per_second": s["train_pairs_per_second"],
+                    "eval_pairs_per_second": s["eval_pairs_per_second"], "peak_rss_mb": s["peak_rss_mb"],
+                    "dev_spearman": s["dev_spearman"],
+                    "ratio_metric": what,
+                    "ratio_poolhead_over_contender": None if key == ph else ratio(
+                        get(summary, ph, prec, metric), s[metric]),
+                    "error": "; ".join(s["errors"]) if not s["ok_repeats"] else None,
+                })
+    return rows
+
+
+def targets(summary, precisions) -> list[dict]:
+    """Each target, per precision: the two values compared, the measured figure, the threshold, met or not."""
+    out = []
+
+    def add(target, prec, detail, value, threshold, ok):
+        out.append({"target": target, "precision": prec, "compared": detail, "value": value,
+                    "threshold": threshold, "met": None if value is None else bool(ok(value))})
+
+    tps, eps = "train_pairs_per_second", "eval_pairs_per_second"
+    for prec in precisions:
+        add("cross train >= 1.5x HF Trainer (grouped)", prec, "poolhead_cross / hf_trainer_grouped, train pairs/s",
+            ratio(get(summary, "poolhead_cross", prec, tps), get(summary, "hf_trainer_grouped", prec, tps)),
+            1.5, lambda v: v >= 1.5)
+        add("bi train >= 2x ST trainer", prec, "poolhead_bi / st_bi, train pairs/s",
+            ratio(get(summary, "poolhead_bi", prec, tps), get(summary, "st_bi", prec, tps)), 2.0, lambda v: v >= 2)
+        add("eval >= 2x ST encode fp32", prec, f"poolhead_bi ({prec}) / st_encode (fp32), eval pairs/s",
+            ratio(get(summary, "poolhead_bi", prec, eps), get(summary, "st_encode", "fp32", eps)), 2.0,
+            lambda v: v >= 2)
+        bare = ratio(get(summary, "bare_loop", prec, tps), get(summary, "poolhead_cross", prec, tps))
+        add("per-step overhead <= 5% vs bare loop", prec,
+            "bare_loop / poolhead_cross train pairs/s - 1 (extra time per step)",
+            None if bare is None else bare - 1, 0.05, lambda v: v <= 0.05)
+        for ph, other in [("poolhead_cross", "hf_trainer_grouped"), ("poolhead_cross", "hf_trainer_max_length"),
+                          ("poolhead_cross", "bare_loop"), ("poolhead_bi", "st_bi")]:
+            a, b = get(summary, ph, prec, "dev_spearman"), get(summary, other, prec, "dev_spearman")
+            noise = max([SPEARMAN_NOISE_FLOOR] + [get(summary, k, prec, "dev_spearman_spread") or 0
+                                                  for k in (ph, other)])
+            add("poolhead dev Spearman >= contender's (within noise)", prec,
+                f"{ph} - {other} dev Spearman (noise allowance {noise:.4f})",
+                None if a is None or b is None else a - b, -noise, lambda v, n=noise: v >= -n)
+        add("peak RSS <= 1.2x HF Trainer", prec, "poolhead_cross / hf_trainer_grouped peak RSS",
+            ratio(get(summary, "poolhead_cross", prec, "peak_rss_mb"),
+                  get(summary, "hf_trainer_grouped", prec, "peak_rss_mb")), 1.2, lambda v: v <= 1.2)
+    if {"fp32", "bf16"} <= set(precisions):
+        for ph in ("poolhead_cross", "poolhead_bi"):
+            a, b = get(summary, ph, "fp32", "dev_spearman"), get(summary, ph, "bf16", "dev_spearman")
+            add("bf16 costs <= 0.3 Spearman points vs fp32", "bf16 vs fp32", f"{ph}: (fp32 - bf16) x 100",
+                None if a is None or b is None else (a - b) * 100, 0.3, lambda v: v <= 0.3)
+    return out
+
+
+# --- machine and report -----------------------------------------------------------------------------------------
+
+
+def machine() -> dict:
+    from importlib import metadata
+
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), None)
+    flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), [])
+    mem = next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+    vers = {}
+    for pkg in ("torch", "transformers", "sentence-transformers", "accelerate", "datasets", "lightning"):
+        try:
+            vers[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            vers[pkg] = None
+    torch_cpu = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability(), "
+                                "torch.get_num_threads())"], capture_output=True, text=True).stdout.split()
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=common.REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=common.REPO, capture_output=True, text=True)
+    return {"cpu": model, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "memory_gb": round(int(mem) / 1024**2, 1),
+            "cpu_flags": [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags],
+            "torch_cpu_capability": torch_cpu[0] if torch_cpu else None,
+            "torch_threads": int(torch_cpu[1]) if len(torch_cpu) > 1 else None,
+            "platform": platform.platform(), "python": platform.python_version(), "versions": vers,
+            "git": (git.stdout.strip() or None) and git.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")}
+
+
+def fmt(v, spec=".1f"):
+    return "—" if v is None else format(v, spec)
+
+
+def markdown(rep: dict) -> str:
+    m, s = rep["machine"], rep["settings"]
+    lines = [f"# poolhead benchmark ({rep['mode']}, {rep['started']})", "",
+             f"Machine: {m['cpu']}, {m['usable_cores']} of {m['cores']} cores, {m['memory_gb']} GB, "
+             f"flags {' '.join(m['cpu_flags']) or 'none'}, torch CPU capability {m['torch_cpu_capability']}, "
+             f"{m['torch_threads']} torch threads; {m['platform']}; python {m['python']}; "
+             + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + f"; git {m['git']}", "",
+             f"Command: `{rep['command']}`", "",
+             f"Data: {s['train_pairs']} STS-B train pairs x {s['epochs']} epoch(s), {s['dev_pairs']} dev pairs; "
+             f"batch {s['batch_size']}, lr {s['lr']}, warm-up {s['warmup_ratio']}, weight decay {s['weight_decay']}, "
+             f"grad clip {s['max_grad_norm']}, max_length {s['max_length']}, seed {s['seed']}; "
+             f"medians of {s['repeats']} repeat(s), each contender in its own process, order alternating.", "",
+             "| comparison | contender | precision | train pairs/s | eval pairs/s | peak RSS MB | dev Spearman "
+             "| poolhead / contender |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rep["table"]:
+        rr = r["ratio_poolhead_over_contender"]
+        lines.append(f"| {r['comparison']} | {r['contender']} | {r['precision']} | {fmt(r['train_pairs_per_second'])} "
+                     f"| {fmt(r['eval_pairs_per_second'])} | {fmt(r['peak_rss_mb'], '.0f')} "
+                     f"| {fmt(r['dev_spearman'], '.4f')} | "
+                     + (f"{rr:.2f}x ({r['ratio_metric']})" if rr is not None else "—")
+                     + (f" **failed**: {r['error'][:200]}" if r["error"] else "") + " |")
+    lines += ["", "| target | precision | compared | value | threshold | met |", "|---|---|---|---:|---:|---|"]
+    for t in rep["targets"]:
+        met = {True: "met", False: "**not met**", None: "no data"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['precision']} | {t['compared']} | {fmt(t['value'], '.3f')} "
+                     f"| {t['threshold']:.3g} | {met} |")
+    steps = -(-s["train_pairs"] // s["batch_size"]) * s["epochs"]
+    for prec in s["precisions"]:
+        ph, bare = (rep["summary"].get(f"{k}|{prec}") or {} for k in ("poolhead_cross", "bare_loop"))
+        if ph.get("train_seconds") and bare.get("train_seconds"):
+            lines += ["", f"Seconds per optimizer step, {prec} ({steps} steps, mean over the run): poolhead_cross "
+                      f"{ph['train_seconds'] / steps:.3f}, bare_loop {bare['train_seconds'] / steps:.3f}; bare_loop "
+                      f"median after its warm-up steps {fmt(bare.get('step_seconds_median'), '.3f')}."]
+    busy = [f"{k} ({v['max_other_cpu_share']:.0%})" for k, v in rep["summary"].items()
+            if v["max_other_cpu_share"] > BUSY_SHARE]
+    if busy:
+        lines += ["", f"**Warning: other processes used more than {BUSY_SHARE:.0%} of the CPUs during:** "
+                  + ", ".join(busy) + ". Their timings are not trustworthy; rerun on a quiet machine."]
+    lines += ["", "What each timer covers: see benchmarks/README.md. Raw per-run results: the JSON next to this file."]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(md: str, path: Path) -> None:
+    readme = common.BENCH / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- RESULTS -->", "<!-- /RESULTS -->"
+    if start not in text or end not in text:
+        print(f"warning: {readme} lacks the {start} ... {end} markers; not updated", file=sys.stderr)
+        return
+    body = md.split("\n", 1)[1].strip()  # without the title line
+    rel = path.relative_to(common.BENCH)
+    head, rest = text.split(start, 1)
+    readme.write_text(f"{head}{start}\nFrom `{rel}`:\n\n{body}\n{end}{rest.split(end, 1)[1]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""TextDataModule: rows read strictly -> tokenized once (disk cache) -> length-grouped, dynamically padded batches.
+
+Subclasses say where rows come from (`read`); everything after reading is shared:
+
+    dm = StsData(dir="../shared/data/stsb", tokenizer=poolhead.minilm_path(), mode="cross", max_length=128, seed=0)
+    dm.setup("fit")
+    dm.task      # TaskSpec(kind="score", score_range=(0.0, 5.0), binary_threshold=3.0)
+    dm.counts    # {"train": {"read": 5749, "kept": 5749, "skipped": 0}, "val": ..., "test": ...}
+    batch = next(iter(dm.train_dataloader()))
+    # {"features": [{"input_ids": [B,T], "attention_mask": [B,T], "token_type_ids": [B,T]}],
+    #  "labels": float32[B] (score) or int64[B] (class), "index": int64[B] (row position in its split)}
+
+Bad input stops the run with a DataError naming file, line and field, or (empty texts only) is skipped with a
+warning and counted: see README.md and poolhead.data.read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Subset
+from transformers import AutoTokenizer
+
+from poolhead.cache import CachedSplit, CollateFeatures, FeatureCache, weights_fingerprint
+from poolhead.data.read import DataError, Split
+from poolhead.data.sampling import LengthGroupedBatchSampler, sorted_order
+from poolhead.data.task import TaskSpec
+from poolhead.data.tokens import Collate, Encoded, cached_encode, fingerprint
+from poolhead.hub import from_hub_or_folder
+
+log = logging.getLogger("poolhead.data")
+MODES = ("single", "cross", "bi")
+SPLITS = ("train", "val", "test")
+
+
+class TextDataModule(L.LightningDataModule):
+    """Shared machinery; a subclass implements `read()` (split name -> Split) and `pair` (texts come in pairs).
+
+    tokenizer: a tokenizer folder or hub name (or a loaded tokenizer). mode: single | cross | bi.
+    max_length: tokens per text (cross: per joined pair). seed: the val carve and the training shuffle.
+    cache_dir: where tokenized splits are cached (default ~/.cache/poolhead).
+    task: "score" or "class"; score_range: declared [low, high] (rows outside stop the run);
+    binary_threshold: scores >= it count as positive in a binarised F1.
+    val_fraction: share of train carved off (seeded) as val when the data has no val split.
+    group_by_length: training batches of similar-length rows, evaluation sorted by length (else plain order).
+    """
+
+    pair: bool = True
+
+    def __init__(self, tokenizer: Any, mode: str = "cross", max_length: int = 128, seed: int = 0,
+                 cache_dir: str | Path | None = None, *, name: str | None = None, task: str = "score",
+                 score_range: Sequence[float] | None = None, binary_threshold: float | None = None,
+                 batch_size: int = 32, eval_batch_size: int = 128, val_fraction: float = 0.1,
+                 group_by_length: bool = True, num_workers: int = 0) -> None:
+        super().__init__()
+        self.name = name or type(self).__name__
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if self.pair and mode == "single":
+            raise ValueError(f"data {self.name!r} holds text pairs, but mode='single' encodes one text. Use mode=cross "
+                             "(the pair joined: [CLS] a [SEP] b [SEP]) or mode=bi (each text encoded on its own).")
+        if not self.pair and mode != "single":
+            raise ValueError(f"data {self.name!r} has one text per row, but mode={mode!r} needs pairs. Use "
+                             "mode=single, or name the second text's column: data.text_pair=COLUMN.")
+        if task not in ("score", "class"):
+            raise ValueError(f"data.task must be 'score' or 'class', got {task!r}")
+        self.tokenizer_name, self.mode, self.max_length, self.seed = tokenizer, mode, max_length, int(seed)
+        self.cache_dir = Path(cache_dir or "~/.cache/poolhead").expanduser()
+        self.task_kind, self.binary_threshold = task, binary_threshold
+        self.score_range = tuple(float(x) for x in score_range) if score_range is not None else None
+        self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
+        self.val_fraction, self.group_by_length = val_fraction, group_by_length
+        self._tokenizer: Any = None
+        self._splits: dict[str, Split] = {}
+        self._data: dict[str, Encoded] = {}
+        self._counts: dict[str, dict[str, int]] = {}
+        self._task: TaskSpec | None = None
+        self._features_cached = False
+
+    # --- what a subclass provides -------------------------------------------------------------------------------
+    def read(self) -> dict[str, Split]:
+        """Split name ("train", optional "val", "test") -> rows, checked (see poolhead.data.read.build_split)."""
+        raise NotImplementedError
+
+    # --- setup ----------------------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            if isinstance(self.tokenizer_name, (str, Path)):
+                self._tokenizer = from_hub_or_folder(AutoTokenizer.from_pretrained, str(self.tokenizer_name),
+                                                     "tokenizer", "encoder.tokenizer=/path/to/folder")
+            else:
+                self._tokenizer = self.tokenizer_name
+        return self._tokenizer
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read, check, carve val, map labels and tokenize (or load the cached tokens); later calls do nothing."""
+        if self._data:
+            return
+        splits = self.read()
+        counts = {k: {"read": s.read, "kept": len(s), "skipped": s.skipped} for k, s in splits.items()}
+        sources = {"test": "absent"} | {k: s.source for k, s in splits.items()}
+        if "val" not in splits:
+            splits["train"], splits["val"] = self._carve_val(splits["train"])
+            counts["train"] |= {"kept": len(splits["train"]), "to_val": len(splits["val"])}
+            counts["val"] = {"read": len(splits["val"]), "kept": len(splits["val"]), "skipped": 0}
+            sources["val"] = f"carved from train: val_fraction={self.val_fraction}, seed={self.seed}"
+        counts.setdefault("test", {"read": 0, "kept": 0, "skipped": 0})
+        self._task = self._make_task(splits["train"])
+        labels = {key: self._label_ids(split) for key, split in splits.items()}  # unseen labels fail before tokenizing
+        tokenizer_id = fingerprint(self.tokenizer)
+        data = {}
+        for key, split in splits.items():
+            sides = cached_encode(self.tokenizer, tokenizer_id, split.text, split.text_pair, self.mode,
+                                  self.max_length, self.cache_dir, f"{self.name} {key}")
+            data[key] = Encoded(sides, labels[key])
+        self._splits, self._data, self._counts = splits, data, {k: counts[k] for k in SPLITS}
+        for key, c in self._counts.items():
+            moved = f", {c['to_val']} moved to val" if "to_val" in c else ""
+            log.info("%s %s: read %d rows (%s), kept %d, skipped %d (empty text)%s", self.name, key, c["read"],
+                     sources[key], c["kept"], c["skipped"], moved)
+
+    def _carve_val(self, train: Split) -> tuple[Split, Split]:
+        n = len(train)
+        n_val = round(n * self.val_fraction)
+        if not 0 < n_val < n:
+            raise DataError(f"{train.source}: cannot carve val_fraction={self.val_fraction} of {n} training rows as "
+                            "a val split; give a val file or change data.val_fraction")
+        val = np.sort(np.random.default_rng(self.seed).permutation(n)[:n_val])
+        keep = np.setdiff1d(np.arange(n), val)
+        return replace(train.take(keep.tolist()), read=train.read, skipped=train.skipped), train.take(val.tolist())
+
+    def _make_task(self, train: Split) -> TaskSpec:
+        if self.task_kind == "score":
+            return TaskSpec("score", self.score_range, None, self.binary_threshold)
+        names = set(train.label)
+        by_number = all(name.lstrip("-").isdigit() for name in names)  # "2" < "10" for integer labels
+        return TaskSpec("class", None, tuple(sorted(names, key=int if by_number else str)), None)
+
+    def _label_ids(self, split: Split) -> list:
+        if self.task.kind == "score":
+            return split.label
+        ids = {name: i for i, name in enumerate(self.task.label_names)}
+        for i, name in enumerate(split.label):
+            if name not in ids:
+                raise DataError(f"{split.at(i, 'label')}: class label {name!r} does not occur in the training split "
+                                f"(training labels: {list(ids)})")
+        return [ids[name] for name in split.label]
+
+    # --- what the rest of the system reads ---------------------------------------------------------------------
+    @property
+    def task(self) -> TaskSpec:
+        if self._task is None:
+            raise RuntimeError(f"data {self.name!r}: call setup() before reading .task")
+        return self._task
+
+    @property
+    def has_test(self) -> bool:
+        return "test" in self._ready()
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{"train": {"read", "kept", "skipped"[, "to_val"]}, "val": {...}, "test": {...}} (test zeros if absent)."""
+        self._ready()
+        return {k: dict(v) for k, v in self._counts.items()}
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {k: c["kept"] for k, c in self.counts.items()}
+
+    def rows(self, split: str) -> pd.DataFrame:
+        """The split's rows in input order (index = position): text, text_pair (pairs), label (gold, as read)."""
+        return self._ready(split)[split].frame()
+
+    def save_label_map(self, path: str | Path) -> Path | None:
+        """Write {id: name} as JSON for class tasks (nothing for score tasks); returns the path written."""
+        if self.task.kind != "class":
+            return None
+        path = Path(path)
+        path.write_text(json.dumps({str(i): n for i, n in enumerate(self.task.label_names)}, indent=2,
+                                   ensure_ascii=False) + "\n")
+        return path
+
+    # --- dataloaders -----------------------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        data = self._ready("train", self._data)["train"]
+        if self.group_by_length:
+            sampler = LengthGroupedBatchSampler(data.lengths, self.batch_size, seed=self.seed)
+            return self._loader(data, batch_sampler=sampler)
+        return self._loader(data, batch_size=self.batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(self.seed))
+
+    def val_dataloader(self) -> DataLoader:
+        return self.predict_dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.predict_dataloader("test")
+
+    def predict_dataloader(self, split: str = "val") -> DataLoader:
+        """Evaluation order: longest rows first, never shuffled; batch["index"] puts predictions back in order."""
+        data = self._ready(split, self._data)[split]
+        order = sorted_order(data.lengths) if self.group_by_length else np.arange(len(data))
+        return self._loader(Subset(data, order.tolist()), batch_size=self.eval_batch_size, shuffle=False)
+
+    def use_encoder_features(self, cache: FeatureCache, encoder: Any, autocast: torch.dtype | None = None) -> None:
+        """Serve a frozen encoder's token states from the feature cache instead of token ids (poolhead.cache):
+        each side of each split is encoded once, then read from disk by every later job."""
+        fingerprint = weights_fingerprint(encoder)
+        for key, data in self._ready(table=self._data).items():
+            sides = [cache.side(encoder, fingerprint, {k: side[k] for k in ("input_ids", "token_type_ids", "lengths")
+                                                       if k in side}, self.eval_batch_size, autocast,
+                                f"{self.name} {key}") for side in data.sides]
+            self._data[key] = CachedSplit(sides, data.labels)
+        self._features_cached = True
+
+    def _loader(self, dataset: Any, **kwargs: Any) -> DataLoader:
+        dtype = torch.float32 if self.task.kind == "score" else torch.long
+        collate = CollateFeatures(dtype) if self._features_cached else Collate(self.tokenizer, dtype)
+        return DataLoader(dataset, collate_fn=collate, num_workers=self.num_workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0, **kwargs)
+
+    def _ready(self, split: str | None = None, table: dict | None = None) -> dict:
+        table = self._splits if table is None else table
+        if not self._data:
+            raise RuntimeError(f"data {self.name!r}: call setup() first")
+        if split is not None and split not in table:
+            raise ValueError(f"data {self.name!r} has no {split!r} split (it has {list(table)})")
+        return table

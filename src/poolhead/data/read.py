@@ -1,0 +1,278 @@
+"""Strict reading: every row is kept as written, skipped with a warning, or stops the run naming file, line and field.
+
+Policy (the table in README.md):
+  stop the run (DataError): missing or empty file, bytes that are not UTF-8, a line with too few fields or a missing
+      column, bad quoting/JSON, a score that is not a number / NaN / infinite / outside the declared range, an empty
+      class label, a class label in val/test that training never saw.
+  skip, count and log a warning: a row whose text (or text_pair) is empty or only whitespace.
+  ignore: extra trailing fields on STS lines (some STS-B rows carry two source fields).
+Text is kept byte for byte (no stripping, no quote handling); only the line ending (\\n or \\r\\n) and a UTF-8 BOM go.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+log = logging.getLogger("poolhead.data")
+
+STS_FIELDS = ("genre", "file", "year", "id", "score", "sentence1", "sentence2")
+STS_NAMES = {"text": "sentence1", "text_pair": "sentence2", "label": "score"}  # field names for messages
+TABLE_NAMES = {"text": "text", "text_pair": "text_pair", "label": "label"}
+Row = tuple[int, dict[str, Any]]  # (line or item number, {"text", "text_pair", "label"} raw values)
+
+
+class DataError(ValueError):
+    """A data file is not what its config promises; the message names the file, the line (or item) and the field."""
+
+
+@dataclass
+class Split:
+    """One split as read: the kept rows in input order, where each came from, and how many were skipped."""
+
+    source: str  # file path, or hub name[split]
+    unit: str  # "line" or "item": what `where` counts
+    text: list[str]
+    text_pair: list[str] | None
+    label: list  # float scores or str class names, as read
+    where: list[int]
+    read: int
+    skipped: int = 0
+    names: dict[str, str] = field(default_factory=lambda: dict(TABLE_NAMES))  # key -> field name for messages
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    def at(self, i: int, key: str) -> str:
+        """Where row i's `key` ("text", "text_pair", "label") came from, for messages."""
+        return f"{self.source} {self.unit} {self.where[i]}, field {self.names[key]}"
+
+    def take(self, positions: Sequence[int]) -> Split:
+        """The rows at `positions`, in that order, as a new split (read = the rows taken, none skipped)."""
+        pick = lambda xs: None if xs is None else [xs[p] for p in positions]  # noqa: E731
+        return replace(self, text=pick(self.text), text_pair=pick(self.text_pair), label=pick(self.label),
+                       where=pick(self.where), read=len(positions), skipped=0)
+
+    def frame(self) -> pd.DataFrame:
+        """Columns text, text_pair (pair data), label; the index is the position in the split."""
+        cols = {"text": self.text} | ({"text_pair": self.text_pair} if self.text_pair is not None else {})
+        return pd.DataFrame(cols | {"label": self.label})
+
+
+def read_text(path: Path) -> str:
+    """The file decoded as strict UTF-8 (a BOM is dropped); undecodable bytes and empty files stop the run."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(f"{path} line {line}: bytes {data[err.start:err.end + 3]!r}... are not valid UTF-8 "
+                        "(re-save the file as UTF-8)") from None
+    if not text.strip():
+        raise DataError(f"{path}: empty file")
+    return text.rstrip("\r\n")  # trailing newlines end the last row; they are not rows
+
+
+def read_sts(path: Path, header: bool = False) -> list[Row]:
+    """STS-format lines: tab-separated genre, file, year, id, score, sentence1, sentence2 [, extras ignored].
+
+    Written by hand because pandas and csv silently accept ragged rows and treat `"` as quoting.
+    Only "\\n" ends a line (str.splitlines would also split on \\x0b, \\x1c, \\u2028 ... inside sentences).
+    """
+    rows = []
+    for no, line in enumerate(read_text(path).split("\n"), 1):
+        fields = line.removesuffix("\r").split("\t")
+        if no == 1:  # a header is told apart by its score field: a name, not a number
+            named = len(fields) > 4 and not _is_number(fields[4])
+            if header and not named:
+                raise DataError(f"{path} line 1, field score: expected a header (a column name), got the line "
+                                f"{line[:80]!r}; if the file has no header, set data.header=false")
+            if named and not header:
+                raise DataError(f"{path} line 1, field score: {fields[4]!r} is not a number; if line 1 is a header, "
+                                "set data.header=true")
+            if header:
+                continue
+        if len(fields) < len(STS_FIELDS):
+            raise DataError(f"{path} line {no}, field {STS_FIELDS[len(fields)]}: missing (the line has {len(fields)} "
+                            f"tab-separated fields, expected {len(STS_FIELDS)}: {', '.join(STS_FIELDS)})")
+        rows.append((no, {"label": fields[4], "text": fields[5], "text_pair": fields[6]}))
+    if not rows:
+        raise DataError(f"{path}: no data rows (only a header)")
+    return rows
+
+
+def read_table(path: Path, columns: dict[str, str]) -> tuple[list[Row], str]:
+    """Rows of a .csv (header, "-quoting), .tsv (header, tab-separated, no quoting), .jsonl (an object a line) or
+    .json (a list of objects; columns may be dotted paths like labels.real-label), mapped to the keys of `columns`
+    ({"text": column, ...}). Returns the rows and the unit their numbers count ("line" or "item")."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".tsv", ".tab", ".jsonl", ".json"):
+        raise DataError(f"{path}: unknown file type {suffix!r}; use .csv, .tsv, .jsonl or .json")
+    text = read_text(path)
+    if suffix == ".json":
+        records, unit = _json_items(path, text), "item"
+    elif suffix == ".jsonl":
+        records, unit = _jsonl_lines(path, text), "line"
+    else:
+        records, unit = _delimited_lines(path, text, columns, "," if suffix == ".csv" else "\t"), "line"
+    rows = [(where, pick_fields(record, columns, f"{path} {unit} {where}")) for where, record in records]
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    return rows, unit
+
+
+def build_split(rows: Iterable[Row], source: str, unit: str, *, pair: bool, task: str,
+                score_range: tuple[float, float] | None = None, scale: float = 1.0,
+                names: dict[str, str] | None = None) -> Split:
+    """Check every row and keep it, skip it (empty text) or raise DataError (see the module docstring)."""
+    names = names or TABLE_NAMES
+    split = Split(source, unit, [], [] if pair else None, [], [], read=0, names=dict(names))
+    empty: list[int] = []
+    for where, row in rows:
+        split.read += 1
+        at = lambda key: f"{source} {unit} {where}, field {names[key]}"  # noqa: E731
+        if task == "score":
+            label: float | str = _score(row["label"], at("label"), score_range, scale)
+        else:
+            label = _name(row["label"], at("label"))
+        texts = [_text(row[key], at(key)) for key in (("text", "text_pair") if pair else ("text",))]
+        if any(not t.strip() for t in texts):
+            empty.append(where)
+            continue
+        split.text.append(texts[0])
+        if pair:
+            split.text_pair.append(texts[1])
+        split.label.append(label)
+        split.where.append(where)
+    split.skipped = len(empty)
+    if empty:
+        shown = ", ".join(f"{unit} {w}" for w in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        log.warning("%s: skipped %d row(s) with an empty text: %s", source, len(empty), shown)
+    if split.read == 0:
+        raise DataError(f"{source}: no data rows")
+    if not split.text:
+        raise DataError(f"{source}: every row has an empty text")
+    return split
+
+
+def pick_fields(record: dict, columns: dict[str, str], at: str) -> dict[str, Any]:
+    """{key: record[column]} for each key -> column (dotted columns reach into nested objects); missing: DataError."""
+    row = {}
+    for key, column in columns.items():
+        row[key] = _field_of(record, column)
+        if row[key] is _MISSING:
+            raise DataError(f"{at}, field {column}: missing (this row has {sorted(record)}; "
+                            f"set data.{key}=COLUMN to read another one)")
+    return row
+
+
+_MISSING = object()
+
+
+def _field_of(record: dict, column: str) -> Any:
+    if column in record:
+        return record[column]
+    value: Any = record
+    for part in column.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _score(value: Any, at: str, score_range: tuple[float, float] | None, scale: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise DataError(f"{at}: {value!r} is not a number")
+    try:
+        score = float(value)
+    except ValueError:
+        raise DataError(f"{at}: {value!r} is not a number") from None
+    if not math.isfinite(score):
+        raise DataError(f"{at}: {value!r} is not a finite number")
+    if scale != 1.0:
+        score = round(score * scale, 6)
+    if score_range is not None and not score_range[0] <= score <= score_range[1]:
+        raise DataError(f"{at}: {score:g} is outside the declared score range [{score_range[0]:g}, {score_range[1]:g}]")
+    return score
+
+
+def _name(value: Any, at: str) -> str:
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        raise DataError(f"{at}: {value!r} is not a class label (expected a string or an integer)")
+    if value is None or (isinstance(value, float) and not math.isfinite(value)) or not str(value).strip():
+        raise DataError(f"{at}: empty class label")
+    return str(value)
+
+
+def _text(value: Any, at: str) -> str:
+    if value is None:
+        return ""  # a missing value in JSON: an empty text, skipped
+    if not isinstance(value, str):
+        raise DataError(f"{at}: {value!r} is not a text")
+    return value
+
+
+def _delimited_lines(path: Path, text: str, columns: dict[str, str], delimiter: str) -> list[tuple[int, dict]]:
+    quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
+    records = []
+    try:
+        header = next(reader)
+        for key, column in columns.items():
+            if column not in header:
+                raise DataError(f"{path} line 1, field {column}: no such column (columns: {header}); "
+                                f"set data.{key}=COLUMN")
+        end = reader.line_num  # a row starts on the line after the previous one ended (quoted fields span lines)
+        for fields in reader:
+            no, end = end + 1, reader.line_num
+            if len(fields) != len(header):
+                name = header[len(fields)] if len(fields) < len(header) else f"#{len(header) + 1} (extra)"
+                raise DataError(f"{path} line {no}, field {name}: {len(fields)} fields, the header has {len(header)}")
+            records.append((no, dict(zip(header, fields))))
+    except csv.Error as err:
+        raise DataError(f"{path} line {reader.line_num}: {err}") from None
+    return records
+
+
+def _jsonl_lines(path: Path, text: str) -> list[tuple[int, dict]]:
+    records = []
+    for no, line in enumerate(text.split("\n"), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path} line {no}: not a JSON object ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path} line {no}: not a JSON object")
+        records.append((no, record))
+    return records
+
+
+def _json_items(path: Path, text: str) -> list[tuple[int, dict]]:
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(items, list):
+        raise DataError(f"{path}: expected a JSON list of objects, got {type(items).__name__}")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise DataError(f"{path} item {i}: not a JSON object")
+    return list(enumerate(items))

@@ -1,0 +1,54 @@
+"""Batches of rows of similar length, so little of each batch is padding."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffled batches of similar-length rows (for `DataLoader(batch_sampler=...)`).
+
+    Each epoch: a seeded random permutation, cut into groups of `batch_size * group_batches` rows; each group sorted by
+    length and cut into batches; then the batches shuffled. Random across epochs, little padding within a batch.
+    The epoch comes from `set_epoch` (Lightning calls it each epoch); without it, each pass counts one up.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, group_batches: int = 50,
+                 drop_last: bool = False) -> None:
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.group_batches, self.drop_last = batch_size, seed, group_batches, drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def sampler(self) -> LengthGroupedBatchSampler:
+        """Lightning calls `batch_sampler.sampler.set_epoch(epoch)`: point it here."""
+        return self
+
+    def __len__(self) -> int:  # groups hold whole batches, so only the last batch can be short
+        n, b = len(self.lengths), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        perm, group = rng.permutation(len(self.lengths)), self.batch_size * self.group_batches
+        batches = []
+        for start in range(0, len(perm), group):
+            chunk = perm[start:start + group]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        if self.drop_last:
+            batches = [b for b in batches if len(b) == self.batch_size]
+        for i in rng.permutation(len(batches)):
+            yield batches[i].tolist()
+
+
+def sorted_order(lengths: np.ndarray) -> np.ndarray:
+    """Positions from longest to shortest (ties in input order): evaluation batches with little padding."""
+    return np.argsort(-np.asarray(lengths), kind="stable")

@@ -1,0 +1,234 @@
+"""Strict reading: real STS-B / KorSTS files read exactly, and every kind of bad input named by file, line and field."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+import poolhead
+from poolhead.data import DataError, StsData, TableData
+
+TOK = poolhead.minilm_path()
+
+
+def sts_line(score: str, a: str, b: str, *extra: str) -> str:
+    return "\t".join(["demo", "test", "2025", "0001", score, a, b, *extra]) + "\n"
+
+
+def sts_dir(tmp_path: Path, train: str, dev: str | None = None, name: str = "sts-train.csv") -> Path:
+    folder = tmp_path / "sts"
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(train, encoding="utf-8")
+    dev = dev if dev is not None else sts_line("1.0", "A dev sentence.", "Another one.") * 3
+    (folder / "sts-dev.csv").write_text(dev, encoding="utf-8")
+    return folder
+
+
+def sts(folder: Path, tmp_path: Path, **kwargs) -> StsData:
+    dm = StsData(dir=folder, name="t", tokenizer=TOK, mode="cross", max_length=32, seed=0,
+                 cache_dir=tmp_path / "cache", **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+GOOD = sts_line("4.2", "A cat sits.", "A cat is sitting.") + sts_line("0.5", "Rain today.", "Stocks fell.")
+
+
+# --- real files ------------------------------------------------------------------------------------------------------
+@pytest.mark.real
+def test_stsb_reads_every_row_exactly(shared_data_dir: Path, tmp_path: Path) -> None:
+    folder = shared_data_dir / "stsb"
+    dm = sts(folder, tmp_path)
+    assert dm.sizes == {"train": 5749, "val": 1500, "test": 0} and not dm.has_test
+    assert dm.counts["train"] == {"read": 5749, "kept": 5749, "skipped": 0}
+    train, val = dm.rows("train"), dm.rows("val")
+    assert list(train.columns) == ["text", "text_pair", "label"] and list(train.index) == list(range(5749))
+    assert train["label"].sum() == pytest.approx(15528.043) and val["label"].sum() == pytest.approx(3545.861)
+    assert train["label"].between(0, 5).all()
+    raw = (folder / "sts-train.csv").read_bytes().decode().split("\n")[:-1]  # CRLF file, one row a line
+    quoted = train["text"].str.contains('"') | train["text_pair"].str.contains('"')
+    assert sum('"' in line for line in raw) == quoted.sum() > 0  # `"` is a character, never quoting
+    extra = [i for i, line in enumerate(raw) if line.count("\t") > 6]
+    assert len(extra) == 197
+    for i in extra[:3] + extra[-1:]:  # rows with 2 extra trailing fields: kept, extras ignored
+        fields = raw[i].rstrip("\r").split("\t")
+        assert train.loc[i].tolist() == [fields[5], fields[6], float(fields[4])]
+    assert not train["text"].str.endswith("\r").any() and not train["text_pair"].str.endswith("\r").any()
+
+
+@pytest.mark.real
+def test_korsts_three_splits_with_header(shared_data_dir: Path) -> None:
+    # read() only: MiniLM's English WordPiece takes ~8 s on 8,600 Korean pairs (the datamodule tests tokenize STS-B)
+    dm = StsData(dir=shared_data_dir / "korsts", header=True, tokenizer=TOK, mode="cross",
+                 files={"train": "sts-train.tsv", "val": "sts-dev.tsv", "test": "sts-test.tsv"})
+    splits = dm.read()
+    assert {k: (s.read, len(s), s.skipped) for k, s in splits.items()} == {
+        "train": (5749, 5749, 0), "val": (1500, 1500, 0), "test": (1379, 1379, 0)}
+    assert sum(splits["test"].label) == pytest.approx(3596.317)
+    assert sum(splits["train"].label) == pytest.approx(15528.043)
+    assert splits["train"].where[0] == 2 and "sentence1" not in splits["train"].text  # the header is not a row
+    assert sum('"' in a + b for a, b in zip(splits["train"].text, splits["train"].text_pair)) == 260
+
+
+# --- what is kept as written ----------------------------------------------------------------------------------------
+def test_quotes_extras_crlf_and_bom_are_kept_or_ignored(tmp_path: Path) -> None:
+    train = ("\ufeff" + sts_line("5", 'He said "hi".', '"Hi," he said.', "src", "src")).replace("\n", "\r\n") + GOOD
+    dm = sts(sts_dir(tmp_path, train), tmp_path)
+    assert dm.rows("train").loc[0].tolist() == ['He said "hi".', '"Hi," he said.', 5.0]
+    assert len(dm.rows("train")) == 3
+
+
+def test_line_breaks_other_than_newline_stay_inside_the_text(tmp_path: Path) -> None:
+    dm = sts(sts_dir(tmp_path, sts_line("3", "a\x0bb\u2028c", "d") + GOOD), tmp_path)
+    assert dm.rows("train").loc[0, "text"] == "a\x0bb\u2028c" and dm.sizes["train"] == 3
+
+
+# --- bad input stops the run -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("line, message", [
+    (sts_line("abc", "a", "b"), "line 2, field score: 'abc' is not a number"),
+    (sts_line("nan", "a", "b"), "line 2, field score: 'nan' is not a finite number"),
+    (sts_line("-inf", "a", "b"), "line 2, field score: '-inf' is not a finite number"),
+    (sts_line("", "a", "b"), "line 2, field score: '' is not a number"),
+    (sts_line("5.5", "a", "b"), "line 2, field score: 5.5 is outside the declared score range [0, 5]"),
+    ("demo\ttest\t2025\t0001\t3.0\tonly one sentence\n", "line 2, field sentence2: missing"),
+    ("\n", "line 2, field file: missing"),
+])
+def test_bad_sts_rows_stop_the_run(tmp_path: Path, line: str, message: str) -> None:
+    folder = sts_dir(tmp_path, GOOD[: GOOD.index("\n") + 1] + line + GOOD)
+    with pytest.raises(DataError, match="sts-train.csv " + message.replace("[", r"\[").replace("]", r"\]")):
+        sts(folder, tmp_path)
+
+
+def test_bad_row_in_dev_names_the_dev_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"sts-dev.csv line 1, field score: 'x' is not a number"):
+        sts(sts_dir(tmp_path, GOOD, dev=sts_line("x", "a", "b")), tmp_path)
+
+
+def test_undecodable_bytes_name_the_line(tmp_path: Path) -> None:
+    folder = sts_dir(tmp_path, GOOD)
+    (folder / "sts-train.csv").write_bytes(GOOD.encode() + sts_line("1", "caf\xe9", "b").encode("latin-1"))
+    with pytest.raises(DataError, match=r"sts-train.csv line 3: bytes .* not valid UTF-8"):
+        sts(folder, tmp_path)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "  \r\n"])
+def test_empty_file_stops_the_run(tmp_path: Path, content: str) -> None:
+    with pytest.raises(DataError, match=r"sts-train.csv: empty file"):
+        sts(sts_dir(tmp_path, content), tmp_path)
+
+
+def test_header_only_file_stops_the_run(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"sts-train.csv: no data rows"):
+        sts(sts_dir(tmp_path, "genre\tfile\tyear\tid\tscore\tsentence1\tsentence2\n"), tmp_path, header=True)
+
+
+def test_header_setting_must_match_the_file(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"sts-train.csv line 1, field score: expected a header .*data.header=false"):
+        sts(sts_dir(tmp_path, GOOD), tmp_path, header=True)  # would have dropped a data row
+    with pytest.raises(DataError, match=r"sts-train.csv line 1, field score: 'score' is not a number; .*header=true"):
+        sts(sts_dir(tmp_path, "genre\tfile\tyear\tid\tscore\tsentence1\tsentence2\n" + GOOD), tmp_path)
+
+
+def test_missing_folder_and_file_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data.dir=.*nowhere: no such folder .*pass data.dir="):
+        sts(tmp_path / "nowhere", tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"sts-train.csv: no such file"):
+        sts(tmp_path / "empty", tmp_path)
+
+
+# --- empty text is skipped, counted and logged ---------------------------------------------------------------------
+def test_empty_text_rows_are_skipped_counted_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    train = GOOD + sts_line("2", "", "b") + sts_line("2", "a", "   ") + GOOD
+    with caplog.at_level(logging.INFO, logger="poolhead.data"):
+        dm = sts(sts_dir(tmp_path, train), tmp_path)
+    assert dm.counts["train"] == {"read": 6, "kept": 4, "skipped": 2}
+    assert list(dm.rows("train").index) == [0, 1, 2, 3]
+    warning = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("sts-train.csv" in m and "line 3, line 4" in m for m in warning)
+    info = [r.getMessage() for r in caplog.records]
+    assert any("t train: read 6 rows" in m and "kept 4, skipped 2" in m for m in info)
+
+
+def test_a_file_of_only_empty_texts_stops_the_run(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="every row has an empty text"):
+        sts(sts_dir(tmp_path, sts_line("1", "", "b") * 3), tmp_path)
+
+
+# --- tables: csv / tsv / jsonl / json -------------------------------------------------------------------------------
+def table(tmp_path: Path, **kwargs) -> TableData:
+    kwargs = {"tokenizer": TOK, "mode": "single", "max_length": 32, "seed": 0, "cache_dir": tmp_path / "c"} | kwargs
+    dm = TableData(**kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+CLASS_CSV = "text,label\n" + "".join(f'"row {i}, with a comma",{"pos" if i % 2 else "neg"}\n' for i in range(20))
+
+
+def test_csv_class_task_with_quoting(tmp_path: Path) -> None:
+    dm = table(tmp_path, train=write(tmp_path / "t.csv", CLASS_CSV), task="class")
+    assert dm.task.label_names == ("neg", "pos") and dm.task.num_classes == 2 and dm.task.monitor == "accuracy"
+    assert dm.sizes == {"train": 18, "val": 2, "test": 0}
+    assert dm.rows("train")["text"].str.contains(", with a comma").all()
+
+
+def test_integer_labels_sort_as_numbers(tmp_path: Path) -> None:
+    lines = "".join(json.dumps({"sentence": f"s{i}", "y": [2, 10, 1][i % 3]}) + "\n" for i in range(30))
+    dm = table(tmp_path, train=write(tmp_path / "t.jsonl", lines), text="sentence", label="y", task="class")
+    assert dm.task.label_names == ("1", "2", "10")
+    assert json.loads(dm.save_label_map(tmp_path / "labels.json").read_text()) == {"0": "1", "1": "2", "2": "10"}
+
+
+def test_unseen_class_label_in_val_stops_the_run(tmp_path: Path) -> None:
+    val = write(tmp_path / "v.csv", "text,label\na,pos\nb,neutral\n")
+    with pytest.raises(DataError, match=r"v.csv line 3, field label: class label 'neutral' does not occur in the train"):
+        table(tmp_path, train=write(tmp_path / "t.csv", CLASS_CSV), val=val, task="class")
+
+
+def test_empty_class_label_stops_the_run(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"t.csv line 3, field label: empty class label"):
+        table(tmp_path, train=write(tmp_path / "t.csv", "text,label\na,pos\nb,\n"), task="class")
+
+
+def test_csv_missing_column_and_ragged_rows(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"t.csv line 1, field sentence: no such column .*data.text=COLUMN"):
+        table(tmp_path, train=write(tmp_path / "t.csv", "text,label\na,1\n"), text="sentence")
+    with pytest.raises(DataError, match=r"t.csv line 3, field label: 1 fields, the header has 2"):
+        table(tmp_path, train=write(tmp_path / "t.csv", "text,label\na,1\nb\nc,2\n"))
+    with pytest.raises(DataError, match=r"t.csv line 5, field #3 \(extra\): 3 fields, the header has 2"):
+        table(tmp_path, train=write(tmp_path / "t.csv", 'text,label\na,1\n"multi\nline",2\nc,2,x\n'))
+
+
+def test_tsv_keeps_quotes(tmp_path: Path) -> None:
+    rows = "".join(f'say "{i}"\t{i / 10}\n' for i in range(20))
+    dm = table(tmp_path, train=write(tmp_path / "t.tsv", "text\tlabel\n" + rows), score_range=[0, 2])
+    assert sorted(dm.rows("train")["text"].tolist() + dm.rows("val")["text"].tolist())[0] == 'say "0"'
+    assert dm.task.score_range == (0.0, 2.0) and dm.rows("val")["label"].dtype == float
+
+
+def test_jsonl_and_json_problems_name_line_or_item(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"t.jsonl line 2: not a JSON object"):
+        table(tmp_path, train=write(tmp_path / "t.jsonl", '{"text": "a", "label": 1}\n{"text": "b", \n'))
+    with pytest.raises(DataError, match=r"t.jsonl line 2, field label: missing"):
+        table(tmp_path, train=write(tmp_path / "t.jsonl", '{"text": "a", "label": 1}\n{"text": "b"}\n'))
+    items = [{"text": "a", "label": 1}, {"text": "b", "label": "high"}]
+    with pytest.raises(DataError, match=r"t.json item 1, field label: 'high' is not a number"):
+        table(tmp_path, train=write(tmp_path / "t.json", json.dumps(items)))
+    with pytest.raises(DataError, match=r"t.json item 0, field text: 3 is not a text"):
+        table(tmp_path, train=write(tmp_path / "t.json", json.dumps([{"text": 3, "label": 1}])))
+    with pytest.raises(DataError, match=r"unknown file type '.xlsx'"):
+        table(tmp_path, train=write(tmp_path / "t.xlsx", "x"))
+
+
+def test_table_without_train_file_is_clear(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"needs a training file: data.train=PATH"):
+        table(tmp_path)
