@@ -10,7 +10,9 @@ import argparse
 import csv
 import json
 import os
+import platform
 import resource
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -74,6 +76,40 @@ def write_subset(src: str | Path, dst: str | Path, limit: int | None) -> int:
     return n
 
 
+def machine() -> dict:
+    from importlib import metadata
+
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), None)
+    flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), [])
+    mem = next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+    vers = {}
+    for pkg in ("torch", "transformers", "sentence-transformers", "accelerate", "datasets", "lightning"):
+        try:
+            vers[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            vers[pkg] = None
+    torch_cpu = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability(), "
+                                "torch.get_num_threads())"], capture_output=True, text=True).stdout.split()
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+    return {"cpu": model, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+            "memory_gb": round(int(mem) / 1024**2, 1),
+            "cpu_flags": [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags],
+            "torch_cpu_capability": torch_cpu[0] if torch_cpu else None,
+            "torch_threads": int(torch_cpu[1]) if len(torch_cpu) > 1 else None,
+            "platform": platform.platform(), "python": platform.python_version(), "versions": vers,
+            "git": (git.stdout.strip() or None) and git.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")}
+
+
+def describe_machine(m: dict) -> str:
+    """One line for a report, from `machine()`."""
+    return (f"{m['cpu']}, {m['usable_cores']} of {m['cores']} cores, {m['memory_gb']} GB, "
+            f"flags {' '.join(m['cpu_flags']) or 'none'}, torch CPU capability {m['torch_cpu_capability']}, "
+            f"{m['torch_threads']} torch threads; {m['platform']}; python {m['python']}; "
+            + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + f"; git {m['git']}")
+
+
 # --- measurements ----------------------------------------------------------------------------------------------------
 
 
@@ -81,6 +117,24 @@ def spearman(pred, gold) -> float:
     from scipy.stats import spearmanr
 
     return float(spearmanr(list(map(float, pred)), list(map(float, gold))).statistic)
+
+
+def st_dev_spearman(model, dev: str | Path, precision: str) -> tuple[float, float]:
+    """Encode both sides of the dev file with SentenceTransformer.encode (batch 32) and score cos(u, v): the timed
+    seconds (tokenization included) and the Spearman against gold."""
+    import contextlib
+    import time
+
+    import torch
+
+    d1, d2, gold = read_sts(dev)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    start = time.perf_counter()
+    with autocast:
+        e1 = model.encode(d1, batch_size=BATCH_SIZE, convert_to_tensor=True)
+        e2 = model.encode(d2, batch_size=BATCH_SIZE, convert_to_tensor=True)
+        cos = torch.nn.functional.cosine_similarity(e1.float(), e2.float())
+    return time.perf_counter() - start, spearman(cos, gold)
 
 
 def peak_rss_mb(children: bool = False) -> float:

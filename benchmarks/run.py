@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -97,7 +96,7 @@ def main() -> None:
                      "warmup_ratio": common.WARMUP_RATIO, "weight_decay": common.WEIGHT_DECAY,
                      "max_grad_norm": common.MAX_GRAD_NORM, "max_length": common.MAX_LENGTH, "seed": common.SEED,
                      "data_dir": str(a.data_dir)},
-        "machine": machine(),
+        "machine": common.machine(),
         "table": table(summary, comparisons, precisions),
         "targets": targets(summary, precisions),
         "summary": summary, "runs": raw,
@@ -248,32 +247,6 @@ def targets(summary, precisions) -> list[dict]:
 # --- machine and report -----------------------------------------------------------------------------------------
 
 
-def machine() -> dict:
-    from importlib import metadata
-
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), None)
-    flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), [])
-    mem = next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
-    vers = {}
-    for pkg in ("torch", "transformers", "sentence-transformers", "accelerate", "datasets", "lightning"):
-        try:
-            vers[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            vers[pkg] = None
-    torch_cpu = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability(), "
-                                "torch.get_num_threads())"], capture_output=True, text=True).stdout.split()
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=common.REPO, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=common.REPO, capture_output=True, text=True)
-    return {"cpu": model, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "memory_gb": round(int(mem) / 1024**2, 1),
-            "cpu_flags": [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags],
-            "torch_cpu_capability": torch_cpu[0] if torch_cpu else None,
-            "torch_threads": int(torch_cpu[1]) if len(torch_cpu) > 1 else None,
-            "platform": platform.platform(), "python": platform.python_version(), "versions": vers,
-            "git": (git.stdout.strip() or None) and git.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")}
-
-
 def fmt(v, spec=".1f"):
     return "—" if v is None else format(v, spec)
 
@@ -281,10 +254,7 @@ def fmt(v, spec=".1f"):
 def markdown(rep: dict) -> str:
     m, s = rep["machine"], rep["settings"]
     lines = [f"# poolhead benchmark ({rep['mode']}, {rep['started']})", "",
-             f"Machine: {m['cpu']}, {m['usable_cores']} of {m['cores']} cores, {m['memory_gb']} GB, "
-             f"flags {' '.join(m['cpu_flags']) or 'none'}, torch CPU capability {m['torch_cpu_capability']}, "
-             f"{m['torch_threads']} torch threads; {m['platform']}; python {m['python']}; "
-             + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + f"; git {m['git']}", "",
+             f"Machine: {common.describe_machine(m)}", "",
              f"Command: `{rep['command']}`", "",
              f"Data: {s['train_pairs']} STS-B train pairs x {s['epochs']} epoch(s), {s['dev_pairs']} dev pairs; "
              f"batch {s['batch_size']}, lr {s['lr']}, warm-up {s['warmup_ratio']}, weight decay {s['weight_decay']}, "

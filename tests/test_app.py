@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import torch
@@ -150,7 +151,32 @@ def test_train_py_multirun_records_a_failed_job_and_goes_on(tmp_path):
     assert "pooling=pooler needs a model with a pooler" in failed[0]["error"]
     ok = [r for r in results.values() if r["status"] == "ok"]
     assert all("val/spearman" in r["metrics"] for r in ok)
-    assert (sweep / "summary.md").exists(), "the sweep report ran at the end"
+    summary = (sweep / "summary.md").read_text()  # the sweep report ran at the end and lists the failure
+    assert "## Failed jobs" in summary and "pooling=pooler needs a model with a pooler" in summary
+
+
+def test_real_multirun_report_matches_the_jobs(tmp_path):
+    """2 poolings x 2 heads x 2 seeds on the tiny encoder: the report's rows, means and stds are the jobs' own."""
+    sweep = tmp_path / "sweep"
+    proc = train_py("-m", "pooling=mean,cls", "head=regression,classification", "seed=1,2", *FAST,
+                    f"hydra.sweep.dir={sweep}", "test=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/results.json"))]
+    assert len(jobs) == 8 and all(j["status"] == "ok" for j in jobs), [j["error"] for j in jobs]
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert len(summary) == 8 and {"pooling", "head", "seed", "val/spearman"} <= set(summary.columns)
+    groups = pd.read_csv(sweep / "summary_groups.csv").set_index(["pooling", "head"])
+    assert len(groups) == 4
+    for pooling, head in groups.index:
+        values = pd.Series([j["metrics"]["val/spearman"] for j in jobs
+                            if (j["config"]["pooling"], j["config"]["head"]) == (pooling, head)])
+        assert groups.loc[(pooling, head), "n"] == 2
+        assert groups.loc[(pooling, head), "val/spearman mean"] == pytest.approx(values.mean())
+        assert groups.loc[(pooling, head), "val/spearman std"] == pytest.approx(values.std())
+    assert groups["best"].sum() == 1
+    assert "| pooling | head |" in (sweep / "summary.md").read_text().replace("**", "")
+    image = plt.imread(sweep / "summary.png")
+    assert image.ndim == 3 and min(image.shape[:2]) > 200
 
 
 class StopAfterEpoch(L.Callback):

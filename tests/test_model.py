@@ -1,13 +1,18 @@
 """The LightningModule: every pooling x head x mode learns on the tiny encoder; heads, metrics and errors."""
 
+import logging
 from functools import partial
 
 import pytest
 import torch
+from conftest import TINY_CONFIG
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from transformers import BertConfig, BertModel
 
+import poolhead
 from poolhead.data.task import TaskSpec
+from poolhead.encoder import Encoder
 from poolhead.heads import ClassificationHead, RegressionHead
 from poolhead.model import PoolheadModel
 from poolhead.pooling import Mean
@@ -38,6 +43,20 @@ def toy_batch(mode):
     return {"features": inputs, "labels": labels, "index": torch.arange(8)}
 
 
+def fit_toy_batch(model, mode, steps):
+    """AdamW steps on the toy batch; the losses."""
+    batch = toy_batch(mode)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        loss = model.head.loss(model(batch["features"]), batch["labels"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 def build(conf_dir, tiny_encoder, pooling, head, mode, task=STS):
     pool = instantiate(OmegaConf.load(conf_dir / "pooling" / f"{pooling}.yaml"))
     head_cfg = OmegaConf.load(conf_dir / "head" / f"{head}.yaml")
@@ -51,15 +70,7 @@ def build(conf_dir, tiny_encoder, pooling, head, mode, task=STS):
 def test_every_combination_learns(conf_dir, tiny_encoder, pooling, head, mode):
     torch.manual_seed(0)
     model = build(conf_dir, tiny_encoder, pooling, head, mode)
-    batch = toy_batch(mode)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(25):
-        loss = model.head.loss(model(batch["features"]), batch["labels"])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = fit_toy_batch(model, mode, steps=25)
     assert losses[-1] < 0.7 * losses[0], f"{pooling}/{head}/{mode}: loss {losses[0]:.3f} -> {losses[-1]:.3f}"
 
 
@@ -131,3 +142,36 @@ def test_optimizer_groups_skip_weight_decay_on_bias_and_layernorm(conf_dir, tiny
             assert group["weight_decay"] == (0.0 if no_decay else 0.1), name
             assert group["initial_lr"] == (1e-5 if name.startswith("encoder.") else 1e-3), name
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("config", [
+    # DistilBERT: no token_type_ids argument and no pooler
+    dict(model_type="distilbert", dim=32, n_layers=2, n_heads=2, hidden_dim=64),
+    # RoBERTa-style: one token type only (roberta-base's type_vocab_size), padding id 0 for this test's vocab
+    dict(model_type="roberta", hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+         type_vocab_size=1, pad_token_id=0),
+], ids=["distilbert", "roberta"])
+@pytest.mark.parametrize("pooling", [p for p in POOLINGS if p != "pooler"])
+def test_models_without_token_types_or_pooler_train_every_other_pooling(conf_dir, config, pooling):
+    torch.manual_seed(0)
+    encoder = Encoder(None, tokenizer=poolhead.minilm_path(), config=dict(config, vocab_size=30522))
+    model = PoolheadModel(encoder, instantiate(OmegaConf.load(conf_dir / "pooling" / f"{pooling}.yaml")),
+                          partial(RegressionHead, dropout=0.0), STS, "cross")
+    losses = fit_toy_batch(model, "cross", steps=15)  # the batch carries token_type_ids; DistilBERT takes none
+    assert losses[-1] < 0.7 * losses[0], f"{config['model_type']}/{pooling}: {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+def test_pooler_missing_from_the_checkpoint_warns_loudly(conf_dir, tmp_path, caplog):
+    """A checkpoint saved without pooler weights (as RoBERTa/ELECTRA often are) gets a random pooler: say so."""
+    config = BertConfig(**{k: v for k, v in TINY_CONFIG.items() if k != "model_type"})
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "no_pooler")
+    encoder = Encoder(str(tmp_path / "no_pooler"), tokenizer=poolhead.minilm_path())
+    assert encoder.has_pooler and encoder.pooler_is_random
+    with caplog.at_level(logging.WARNING, logger="poolhead.model"):
+        PoolheadModel(encoder, instantiate(OmegaConf.load(conf_dir / "pooling/pooler.yaml")), partial(RegressionHead),
+                      STS, "cross")
+    assert "RANDOMLY INITIALISED" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="poolhead.model"):
+        PoolheadModel(encoder, partial(Mean), partial(RegressionHead), STS, "cross")
+    assert "RANDOMLY" not in caplog.text  # only pooling=pooler reads the random pooler

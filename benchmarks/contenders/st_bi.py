@@ -5,7 +5,6 @@ eval = model.encode() of both dev sides (tokenization included, as in ST) + cosi
 bf16: training with bf16=True (CPU autocast); encode runs under torch.autocast("cpu", bfloat16).
 """
 
-import contextlib
 import sys
 import tempfile
 import time
@@ -17,7 +16,6 @@ import common  # noqa: E402
 
 def main():
     args = common.contender_args(__doc__)
-    import torch
     from datasets import Dataset
     from sentence_transformers import (SentenceTransformer, SentenceTransformerTrainer,
                                        SentenceTransformerTrainingArguments)
@@ -43,19 +41,12 @@ def main():
         trainer.train()
         train_seconds = time.perf_counter() - t0
 
-    d1, d2, gold = common.read_sts(args.dev)
     model.eval()
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext())
-    t0 = time.perf_counter()
-    with autocast:
-        e1 = model.encode(d1, batch_size=common.BATCH_SIZE, convert_to_tensor=True)
-        e2 = model.encode(d2, batch_size=common.BATCH_SIZE, convert_to_tensor=True)
-        cos = torch.nn.functional.cosine_similarity(e1.float(), e2.float())
-    eval_seconds = time.perf_counter() - t0
+    eval_seconds, dev_spearman = common.st_dev_spearman(model, args.dev, args.precision)
 
     common.write_result(
         args.out, "st_bi", train_pairs=len(y) * args.epochs, train_seconds=train_seconds,
-        eval_pairs=len(gold), eval_seconds=eval_seconds, dev_spearman=common.spearman(cos, gold),
+        eval_pairs=len(common.read_sts(args.dev)[2]), eval_seconds=eval_seconds, dev_spearman=dev_spearman,
         versions=common.versions("sentence-transformers", "accelerate", "datasets"), precision=args.precision,
         optimizer_steps=trainer.state.global_step,
     )

@@ -8,7 +8,6 @@ bf16: encode runs under torch.autocast("cpu", bfloat16); fp32 is ST's default.
 
 import contextlib
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,16 +25,11 @@ def main():
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext())
     with autocast:
         model.encode(d1[:common.BATCH_SIZE], batch_size=common.BATCH_SIZE)  # warm-up, not timed
-    t0 = time.perf_counter()
-    with autocast:
-        e1 = model.encode(d1, batch_size=common.BATCH_SIZE, convert_to_tensor=True)
-        e2 = model.encode(d2, batch_size=common.BATCH_SIZE, convert_to_tensor=True)
-        cos = torch.nn.functional.cosine_similarity(e1.float(), e2.float())
-    eval_seconds = time.perf_counter() - t0
+    eval_seconds, dev_spearman = common.st_dev_spearman(model, args.dev, args.precision)
 
     common.write_result(
         args.out, "st_encode", eval_pairs=len(gold), eval_seconds=eval_seconds,
-        dev_spearman=common.spearman(cos, gold), versions=common.versions("sentence-transformers"),
+        dev_spearman=dev_spearman, versions=common.versions("sentence-transformers"),
         precision=args.precision,
     )
 
