@@ -127,3 +127,15 @@ def test_metrics_with_and_without_cache_agree(tmp_path):
     without, with_cache = (results[k]["metrics"]["val/spearman"] for k in (False, True))
     assert abs(without - with_cache) < 0.001, (without, with_cache)
     assert list((tmp_path / "cache" / "features").glob("*/meta.json"))
+
+
+def test_size_limit_removes_least_recently_used_entries_never_the_ones_in_use(tmp_path, tiny_encoder):
+    old = demo(tmp_path, "cross")
+    old.use_encoder_features(FeatureCache(tmp_path / "cache"), tiny_encoder(freeze=True))  # 3 entries, no limit
+    first = {folder for folder, _ in FeatureCache(tmp_path / "cache").entries()}
+    assert len(first) == 3
+    limited = FeatureCache(tmp_path / "cache", max_gb=1e-9)  # smaller than any entry
+    demo(tmp_path, "cross").use_encoder_features(limited, tiny_encoder(freeze=True))  # another random encoder
+    left = {folder for folder, _ in limited.entries()}
+    assert left == limited.in_use and len(left) == 3, "the older entries went, this run's stayed"
+    assert not first & left

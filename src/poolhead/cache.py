@@ -11,7 +11,7 @@ again for each job and epoch. An entry holds, for one side of one split (the tex
 
 keyed by sha256(encoder weights, layers, token ids): max_length, tokenizer and data content all shape the ids.
 Entries are built in a temporary folder and renamed into place (atomic); one whose files do not match their meta is
-rebuilt, never read. Hand-written because nothing in Lightning/HF caches model outputs on disk with these checks.
+rebuilt, never read. Past `paths.cache_max_gb` the least recently used entries go (never one the current run reads). Hand-written because nothing in Lightning/HF caches model outputs on disk with these checks.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -88,8 +89,10 @@ class CachedSplit(Dataset):
 class FeatureCache:
     """`cache_dir/features/<key>/`: see the module docstring."""
 
-    def __init__(self, cache_dir: str | Path) -> None:
+    def __init__(self, cache_dir: str | Path, max_gb: float | None = None) -> None:
         self.root = Path(cache_dir).expanduser() / "features"
+        self.max_bytes = None if max_gb is None else int(float(max_gb) * 2**30)
+        self.in_use: set[Path] = set()  # entries this run reads: never evicted by it
 
     def side(self, encoder: Encoder, fingerprint: str, ids: dict[str, np.ndarray], batch_size: int = 128,
              autocast: torch.dtype | None = None, what: str = "") -> CachedSide:
@@ -99,8 +102,10 @@ class FeatureCache:
             h.update(name.encode())
             h.update(np.ascontiguousarray(ids[name]).tobytes())
         folder = self.root / h.hexdigest()
+        self.in_use.add(folder)
         if self.valid(folder):
             log.info("%s: encoder features from cache %s", what, folder)
+            os.utime(folder / "meta.json")  # last use, for eviction
             return CachedSide(folder)
         if folder.exists():
             log.warning("%s: feature cache entry %s is partial or corrupt; rebuilding it", what, folder)
@@ -120,7 +125,32 @@ class FeatureCache:
             raise
         log.info("%s: encoded %d rows once in %.1fs, cached at %s", what, len(ids["lengths"]),
                  time.perf_counter() - start, folder)
+        self.evict()
         return CachedSide(folder)
+
+    def evict(self) -> list[Path]:
+        """Past `max_gb`, delete the least recently used entries that this run does not read; returns them."""
+        if self.max_bytes is None:
+            return []
+        entries = sorted(((folder, folder_size(folder), folder.stat().st_mtime if meta is None else
+                           (folder / "meta.json").stat().st_mtime) for folder, meta in self.entries()),
+                         key=lambda entry: entry[2])
+        total = sum(size for _, size, _ in entries)
+        removed = []
+        for folder, size, _ in entries:
+            if total <= self.max_bytes:
+                break
+            if folder not in self.in_use:
+                shutil.rmtree(folder, ignore_errors=True)
+                total -= size
+                removed.append(folder)
+        if removed:
+            log.info("feature cache over %.1f GiB: removed %d least recently used entries", self.max_bytes / 2**30,
+                     len(removed))
+        if total > self.max_bytes:
+            log.warning("feature cache: this run alone needs %.2f GiB, over paths.cache_max_gb=%.2f", total / 2**30,
+                        self.max_bytes / 2**30)
+        return removed
 
     @staticmethod
     def valid(folder: Path) -> bool:
@@ -163,11 +193,16 @@ class FeatureCache:
                                                       "files": files}, indent=1))
 
     def entries(self) -> Iterator[tuple[Path, dict[str, Any] | None]]:
-        for folder in sorted(self.root.glob("*")) if self.root.exists() else []:
+        for folder in sorted(self.root.glob("[!.]*")) if self.root.exists() else []:  # not .tmp-* being built
             try:
                 yield folder, json.loads((folder / "meta.json").read_text())
             except (OSError, ValueError):
                 yield folder, None
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of the files under `folder` (0 if it does not exist)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
 def _pad_batch(ids: dict[str, np.ndarray], starts: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> dict[str, Tensor]:

@@ -7,15 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
-from poolhead.cache import FeatureCache
+from poolhead.cache import FeatureCache, folder_size
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("POOLHEAD_CACHE", Path.home() / ".cache" / "poolhead")).expanduser()
-
-
-def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,19 +25,19 @@ def main(argv: list[str] | None = None) -> int:
 
     root: Path = args.cache_dir.expanduser()
     if args.action == "clear":
-        freed = _size(root)
+        freed = folder_size(root)
         for part in ("features", "tokens"):
             shutil.rmtree(root / part, ignore_errors=True)
         print(f"cleared {root} ({freed / 2**20:.1f} MiB)")
         return 0
     features = FeatureCache(root)
     print(f"cache: {root}")
-    print(f"tokens:   {len(list((root / 'tokens').glob('*.npz')))} files, {_size(root / 'tokens') / 2**20:.1f} MiB")
+    print(f"tokens:   {len(list((root / 'tokens').glob('*.npz')))} files, {folder_size(root / 'tokens') / 2**20:.1f} MiB")
     entries = list(features.entries())
-    print(f"features: {len(entries)} entries, {_size(features.root) / 2**20:.1f} MiB")
+    print(f"features: {len(entries)} entries, {folder_size(features.root) / 2**20:.1f} MiB")
     for folder, meta in entries:
         state = f"{meta['rows']} rows x {meta['hidden_size']} ({meta['dtype']})" if meta else "PARTIAL (rebuilt on use)"
-        print(f"  {folder.name[:16]}  {_size(folder) / 2**20:8.1f} MiB  {state}")
+        print(f"  {folder.name[:16]}  {folder_size(folder) / 2**20:8.1f} MiB  {state}")
     return 0
 
 
