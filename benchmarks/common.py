@@ -77,8 +77,6 @@ def write_subset(src: str | Path, dst: str | Path, limit: int | None) -> int:
 
 
 def machine() -> dict:
-    from importlib import metadata
-
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), None)
     flags = next((ln.split(":", 1)[1].split() for ln in cpuinfo.splitlines() if ln.startswith("flags")), [])
@@ -119,15 +117,14 @@ def spearman(pred, gold) -> float:
     return float(spearmanr(list(map(float, pred)), list(map(float, gold))).statistic)
 
 
-def st_dev_spearman(model, dev: str | Path, precision: str) -> tuple[float, float]:
-    """Encode both sides of the dev file with SentenceTransformer.encode (batch 32) and score cos(u, v): the timed
+def st_dev_spearman(model, d1: list[str], d2: list[str], gold: list[float], precision: str) -> tuple[float, float]:
+    """Encode both sides of the dev pairs with SentenceTransformer.encode (batch 32) and score cos(u, v): the timed
     seconds (tokenization included) and the Spearman against gold."""
     import contextlib
     import time
 
     import torch
 
-    d1, d2, gold = read_sts(dev)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     start = time.perf_counter()
     with autocast:

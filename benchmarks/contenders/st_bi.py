@@ -42,11 +42,12 @@ def main():
         train_seconds = time.perf_counter() - t0
 
     model.eval()
-    eval_seconds, dev_spearman = common.st_dev_spearman(model, args.dev, args.precision)
+    d1, d2, gold = common.read_sts(args.dev)
+    eval_seconds, dev_spearman = common.st_dev_spearman(model, d1, d2, gold, args.precision)
 
     common.write_result(
         args.out, "st_bi", train_pairs=len(y) * args.epochs, train_seconds=train_seconds,
-        eval_pairs=len(common.read_sts(args.dev)[2]), eval_seconds=eval_seconds, dev_spearman=dev_spearman,
+        eval_pairs=len(gold), eval_seconds=eval_seconds, dev_spearman=dev_spearman,
         versions=common.versions("sentence-transformers", "accelerate", "datasets"), precision=args.precision,
         optimizer_steps=trainer.state.global_step,
     )

@@ -25,7 +25,7 @@ def main():
     autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext())
     with autocast:
         model.encode(d1[:common.BATCH_SIZE], batch_size=common.BATCH_SIZE)  # warm-up, not timed
-    eval_seconds, dev_spearman = common.st_dev_spearman(model, args.dev, args.precision)
+    eval_seconds, dev_spearman = common.st_dev_spearman(model, d1, d2, gold, args.precision)
 
     common.write_result(
         args.out, "st_encode", eval_pairs=len(gold), eval_seconds=eval_seconds,

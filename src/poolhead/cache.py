@@ -11,7 +11,8 @@ again for each job and epoch. An entry holds, for one side of one split (the tex
 
 keyed by sha256(encoder weights, layers, token ids): max_length, tokenizer and data content all shape the ids.
 Entries are built in a temporary folder and renamed into place (atomic); one whose files do not match their meta is
-rebuilt, never read. Past `paths.cache_max_gb` the least recently used entries go (never one the current run reads). Hand-written because nothing in Lightning/HF caches model outputs on disk with these checks.
+rebuilt, never read. Past `paths.cache_max_gb` the least recently used entries go (never one the current run reads).
+Hand-written because nothing in Lightning/HF caches model outputs on disk with these checks.
 """
 
 from __future__ import annotations
@@ -132,17 +133,15 @@ class FeatureCache:
         """Past `max_gb`, delete the least recently used entries that this run does not read; returns them."""
         if self.max_bytes is None:
             return []
-        entries = sorted(((folder, folder_size(folder), folder.stat().st_mtime if meta is None else
-                           (folder / "meta.json").stat().st_mtime) for folder, meta in self.entries()),
-                         key=lambda entry: entry[2])
-        total = sum(size for _, size, _ in entries)
+        sizes = {folder: folder_size(folder) for folder, _ in self.entries()}
+        total = sum(sizes.values())
         removed = []
-        for folder, size, _ in entries:
+        for folder in sorted(sizes, key=_last_used):
             if total <= self.max_bytes:
                 break
             if folder not in self.in_use:
                 shutil.rmtree(folder, ignore_errors=True)
-                total -= size
+                total -= sizes[folder]
                 removed.append(folder)
         if removed:
             log.info("feature cache over %.1f GiB: removed %d least recently used entries", self.max_bytes / 2**30,
@@ -198,6 +197,12 @@ class FeatureCache:
                 yield folder, json.loads((folder / "meta.json").read_text())
             except (OSError, ValueError):
                 yield folder, None
+
+
+def _last_used(folder: Path) -> float:
+    """meta.json's mtime (touched on every read), or the folder's for a partial entry."""
+    meta = folder / "meta.json"
+    return (meta if meta.exists() else folder).stat().st_mtime
 
 
 def folder_size(folder: Path) -> int:

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     features = FeatureCache(root)
     print(f"cache: {root}")
-    print(f"tokens:   {len(list((root / 'tokens').glob('*.npz')))} files, {folder_size(root / 'tokens') / 2**20:.1f} MiB")
+    tokens = root / "tokens"
+    print(f"tokens:   {len(list(tokens.glob('*.npz')))} files, {folder_size(tokens) / 2**20:.1f} MiB")
     entries = list(features.entries())
     print(f"features: {len(entries)} entries, {folder_size(features.root) / 2**20:.1f} MiB")
     for folder, meta in entries:

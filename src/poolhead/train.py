@@ -49,7 +49,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
                               OmegaConf.to_container(cfg.optim, resolve=True))
         if cfg.encoder.freeze and cfg.cache_features:
             bf16 = str(cfg.trainer.precision).startswith("bf16")  # build the cache as the run would compute it
-            cache = FeatureCache(cfg.paths.cache_dir, cfg.paths.get("cache_max_gb"))
+            cache = FeatureCache(cfg.paths.cache_dir, cfg.paths.cache_max_gb)
             datamodule.use_encoder_features(cache, encoder, autocast=torch.bfloat16 if bf16 else None)
         elif cfg.compile:
             model.encoder.model.compile()
