@@ -175,3 +175,41 @@ def test_pooler_missing_from_the_checkpoint_warns_loudly(conf_dir, tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="poolhead.model"):
         PoolheadModel(encoder, partial(Mean), partial(RegressionHead), STS, "cross")
     assert "RANDOMLY" not in caplog.text  # only pooling=pooler reads the random pooler
+
+
+def test_bi_one_encoder_pass_equals_each_side_alone(conf_dir, tiny_encoder):
+    model = build(conf_dir, tiny_encoder, "mean", "classification", "bi").eval()
+    sides = toy_batch("bi")["features"]  # sides of different lengths: 6 and 5 tokens
+    with torch.no_grad():
+        together = model(sides)
+        apart = model.head(*(model.encode(side) for side in sides))
+    torch.testing.assert_close(together, apart, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_default_fused_adamw_still_clips_gradients(conf_dir, tiny_encoder, precision, monkeypatch, tmp_path):
+    """Lightning refuses to clip for fused optimizers under mixed precision; poolhead clips itself when no loss
+    scaler is involved. Each step must see the clipped norm."""
+    import lightning as L
+
+    seen = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, closure=None):
+        loss = closure()  # forward, backward and clipping
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        seen.append((self.defaults["fused"], torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item()))
+        step(self)
+        return loss
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    model = build(conf_dir, tiny_encoder, "mean", "regression", "cross")
+    model.optim = dict(OmegaConf.load(conf_dir / "optim" / "adamw.yaml"))
+    batch = toy_batch("cross")
+    trainer = L.Trainer(max_steps=3, precision=precision, gradient_clip_val=1e-3, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(model, train_dataloaders=torch.utils.data.DataLoader([batch], batch_size=None))
+    assert len(seen) == 3
+    assert all(fused for fused, _ in seen), "optim/adamw.yaml asks for the fused AdamW"
+    assert all(norm <= 1e-3 * 1.01 for _, norm in seen), seen

@@ -1,6 +1,6 @@
 """Contender: bare PyTorch loop with the math of poolhead's cross-encoder step (the framework-overhead floor).
 
-AutoModel MiniLM -> CLS token -> Linear(384, 1) -> MSE against labels/5; AdamW (no weight decay on biases and
+AutoModel MiniLM -> CLS token -> Linear(384, 1) -> MSE against labels/5; fused AdamW (no weight decay on biases and
 LayerNorm), gradients clipped to norm 1; linear warm-up (int(10% of steps)) and decay from transformers.get_scheduler;
 length-grouped batches (shuffled groups of 50 batches, each sorted by length, as poolhead's and HF's samplers),
 dynamic padding; --precision bf16 runs forward+loss under torch.autocast("cpu", bf16).
@@ -64,7 +64,7 @@ def main():
     steps_per_epoch = math.ceil(len(train) / common.BATCH_SIZE)
     total = steps_per_epoch * args.epochs
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": common.WEIGHT_DECAY},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=common.LR)
+                             {"params": no_decay, "weight_decay": 0.0}], lr=common.LR, fused=True)
     sched = get_scheduler("linear", opt, num_warmup_steps=int(common.WARMUP_RATIO * total),
                           num_training_steps=total)
     gen = torch.Generator().manual_seed(common.SEED)

@@ -2,7 +2,8 @@
 
 Timers are poolhead's own, read from RUN/results.json: train = its TrainThroughput callback (fit time minus the
 per-epoch validation passes; tokenization happens before fit); eval = val pairs / seconds of its trainer.predict over
-the val split (data.eval_batch_size pinned to 32 as for every contender; poolhead's default is 128). wall_seconds
+the val split, in poolhead's default eval batches of 128, sorted by length: larger eval batches are one of the
+levers the comparison is about). wall_seconds
 (the whole child process, imports and model load included) is reported too. Peak RSS is the child's (getrusage
 RUSAGE_CHILDREN; this wrapper imports nothing heavy). The training-pair count is limited by writing the first N rows
 to DIR/sts-train.csv; DIR/sts-dev.csv is a copy of --dev (both in a temp dir). Checkpointing is switched off
@@ -43,7 +44,7 @@ def main():
         run = Path(args.run_dir or Path(tmp) / "run")
         cmd = [sys.executable, "train.py", "encoder=minilm", "data=stsb", f"data.dir={data}", f"mode={args.mode}",
                f"pooling={pooling}", "head=regression", f"trainer.max_epochs={args.epochs}",
-               f"data.batch_size={common.BATCH_SIZE}", f"data.eval_batch_size={common.BATCH_SIZE}",
+               f"data.batch_size={common.BATCH_SIZE}",
                f"optim.lr={common.LR}", f"optim.warmup_ratio={common.WARMUP_RATIO}",
                f"encoder.max_length={common.MAX_LENGTH}", f"seed={common.SEED}",
                f"trainer.precision={PRECISION[args.precision]}", "logger=csv", f"hydra.run.dir={run}",
