@@ -47,7 +47,6 @@ def measure(name: str, steps: int, data_dir: str) -> dict:
     import torch.nn.functional as F
     from transformers import AutoModel, AutoTokenizer
 
-    sys.path.insert(0, str(common.REPO / "src"))
     from poolhead.data.sampling import LengthGroupedBatchSampler
 
     mode, precision, fused, one_pass, compiled, grouped = VARIANTS[name]
@@ -103,10 +102,11 @@ def measure(name: str, steps: int, data_dir: str) -> dict:
         parts.append((t1 - t0, t2 - t1, time.perf_counter() - t2))
     p = np.array(parts)
     counted = p[WARMUP:]
-    return {"variant": name, "steps": len(counted), "first_step_seconds": float(p[0].sum()),
-            "step_seconds": float(counted.sum(1).mean()), "forward": float(counted[:, 0].mean()),
-            "backward": float(counted[:, 1].mean()), "optimizer": float(counted[:, 2].mean()),
-            "pairs_per_second": common.BATCH_SIZE / float(counted.sum(1).mean())}
+    step = float(counted.sum(1).mean())
+    forward, backward, optimizer = counted.mean(0).tolist()
+    return {"variant": name, "steps": len(counted), "first_step_seconds": float(p[0].sum()), "step_seconds": step,
+            "forward": forward, "backward": backward, "optimizer": optimizer,
+            "pairs_per_second": common.BATCH_SIZE / step}
 
 
 def main() -> None:

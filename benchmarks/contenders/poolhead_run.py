@@ -2,8 +2,8 @@
 
 Timers are poolhead's own, read from RUN/results.json: train = its TrainThroughput callback (fit time minus the
 per-epoch validation passes; tokenization happens before fit); eval = val pairs / seconds of its trainer.predict over
-the val split, in poolhead's default eval batches of 128, sorted by length: larger eval batches are one of the
-levers the comparison is about). wall_seconds
+the val split (poolhead's default eval batches of 128, sorted by length: larger eval batches are one of the levers
+the comparison is about). wall_seconds
 (the whole child process, imports and model load included) is reported too. Peak RSS is the child's (getrusage
 RUSAGE_CHILDREN; this wrapper imports nothing heavy). The training-pair count is limited by writing the first N rows
 to DIR/sts-train.csv; DIR/sts-dev.csv is a copy of --dev (both in a temp dir). Checkpointing is switched off
