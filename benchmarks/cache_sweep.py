@@ -62,7 +62,7 @@ def main() -> None:
                  "dev": common.write_subset(a.data_dir / "sts-dev.csv", data / "sts-dev.csv", dev_n)}
         shared = ["encoder=minilm", "encoder.freeze=true", "data=stsb", f"data.dir={data}",
                   f"trainer.max_epochs={epochs}", f"trainer.precision={a.precision}", "optim.head_lr=1e-3",
-                  "+trainer.enable_progress_bar=false", f"paths.root_dir={tmp}"]
+                  "trainer.enable_progress_bar=false", f"paths.root_dir={tmp}"]
         single_cmd = [*shared, "cache_features=false", "pooling=mean", "head=regression",
                       f"paths.cache_dir={tmp}/cache-single", f"hydra.run.dir={runs}/single"]
         sweep_cmd = ["-m", *shared, "cache_features=true", f"pooling={POOLINGS}", f"head={HEADS}",

@@ -51,8 +51,15 @@ FIELDS = ["train_pairs_per_second", "eval_pairs_per_second", "peak_rss_mb", "dev
 SPEARMAN_NOISE_FLOOR = 0.005
 BUSY_SHARE = 0.10  # other processes using more than this share of all cores during a run: flagged in the report
 # what `python train.py` uses, read from its config so the "as a user runs it" targets follow a changed default
-DEFAULT_PRECISION = "bf16" if str(yaml.safe_load((common.REPO / "conf/trainer/default.yaml").read_text())
-                                  ["precision"]).startswith("bf16") else "fp32"
+def _default_precision() -> str:
+    """What poolhead runs in by default on this machine: conf/trainer/default.yaml, with `auto` resolved."""
+    from poolhead.builder import resolve_precision
+
+    value = yaml.safe_load((common.REPO / "conf/trainer/default.yaml").read_text())["precision"]
+    return "bf16" if resolve_precision(value).startswith("bf16") else "fp32"
+
+
+DEFAULT_PRECISION = _default_precision()
 
 
 def main() -> None:

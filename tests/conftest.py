@@ -10,11 +10,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: 2 workers x 
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 import poolhead  # noqa: E402
 from poolhead.encoder import Encoder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+# the fast settings of a real run: the tiny random encoder, one epoch, fp32, no progress bar
+FAST = ["encoder=tiny", "trainer.max_epochs=1", "trainer.precision=32-true", "trainer.enable_progress_bar=false"]
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 TINY_CONFIG = dict(model_type="bert", hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -43,3 +49,56 @@ def shared_data_dir() -> Path:
     if not (path / "stsb" / "sts-train.csv").exists():
         pytest.skip(f"real data not found at {path} (set POOLHEAD_DATA_DIR to the folder holding stsb/ and korsts/)")
     return path
+
+
+def compose_cfg(overrides: list[str], tmp_path: Path, hydra: bool = False):
+    """conf/train.yaml composed as `python train.py OVERRIDES` would, writing into tmp_path (hydra: keep the
+    `hydra` node, e.g. to read a preset's sweep)."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose("train", overrides=[f"paths.output_dir={tmp_path}", f"paths.cache_dir={tmp_path}/cache",
+                                           *overrides], return_hydra_config=hydra)
+
+
+def component(group: str, name: str, **changes):
+    """conf/<group>/<name>.yaml instantiated (a partial for poolings and heads), with `changes` merged in."""
+    return instantiate(OmegaConf.merge(OmegaConf.load(CONF / group / f"{name}.yaml"), changes))
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def assert_predictions_match_results(run_dir: Path, splits: tuple[str, ...] = ("val", "test")) -> None:
+    """results.json's metrics recomputed from predictions.csv with scipy/sklearn-free numpy (not poolhead's code):
+    Spearman, Pearson, MSE, MAE for scores, accuracy for classes, micro F1 for label sets; rows in input order."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    from scipy import stats
+
+    results = json.loads((run_dir / "results.json").read_text())
+    frame = pd.read_csv(run_dir / "predictions.csv", keep_default_na=False)
+    checked = 0
+    for split in splits:
+        if not results["data"].get(split):
+            continue  # e.g. no test file
+        part = frame[frame["split"] == split]
+        assert part["index"].tolist() == list(range(results["data"][split])), f"{split}: rows in input order"
+        metrics = {k.split("/", 1)[1]: v for k, v in results["metrics"].items() if k.startswith(f"{split}/")}
+        if "spearman" in metrics:
+            gold, pred = part["gold"].astype(float).to_numpy(), part["pred"].astype(float).to_numpy()
+            expected = {"spearman": stats.spearmanr(gold, pred).statistic, "pearson": stats.pearsonr(gold, pred).statistic,
+                        "mse": np.mean((gold - pred) ** 2), "mae": np.mean(np.abs(gold - pred))}
+        elif "accuracy" in metrics:
+            expected = {"accuracy": np.mean(part["gold"].astype(str) == part["pred"].astype(str))}
+        else:
+            names = [c.removeprefix("prob_") for c in part.columns if c.startswith("prob_")]
+            gold = np.array([[n in str(g).split("|") for n in names] for g in part["gold"]])
+            pred = np.array([[n in str(p).split("|") for n in names] for p in part["pred"]])
+            tp = (gold & pred).sum()
+            expected = {"f1_micro": 2 * tp / (gold.sum() + pred.sum())}
+        for name, value in expected.items():
+            assert metrics[name] == pytest.approx(value, abs=1e-6, rel=1e-6), f"{split}/{name}"
+            checked += 1
+    assert checked, "no metric was checked"

@@ -1,93 +1,109 @@
-"""Feature cache: built once, reused, never read when partial or corrupt; same outputs and metrics as no cache."""
-
-from functools import partial
+"""Feature cache: the CachedEncoder gives the encoder's outputs from disk; built once, reused, never read when
+partial or corrupt; texts it has not seen run the encoder; same metrics as no cache."""
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from conftest import compose_cfg, component
 
 import poolhead
-from poolhead.cache import FeatureCache
+from poolhead.cache import CachedEncoder, FeatureCache
 from poolhead.cli import main as cli
 from poolhead.data import DemoSts
-from poolhead.heads import ClassificationHead, RegressionHead
-from poolhead.model import PoolheadModel
+from poolhead.modes import Bi, Cross, Single
 from poolhead.train import run
-
-from test_app import CONF
 
 POOLINGS = ["pooler", "cls", "mean", "max", "mean_sqrt_len", "weighted_mean", "attention"]
 
 
-def demo(tmp_path, mode):
-    dm = DemoSts(tokenizer=poolhead.minilm_path(), mode=mode, max_length=64, seed=0, cache_dir=tmp_path / "cache",
-                 batch_size=16)
+def demo(tmp_path, mode=None):
+    dm = DemoSts(tokenizer=poolhead.minilm_path(), mode=mode or Cross(), max_length=64, seed=0,
+                 cache_dir=tmp_path / "cache", batch_size=16)
     dm.setup("fit")
     return dm
 
 
-@pytest.mark.parametrize("layers", [[-1], [0, -1]])
-@pytest.mark.parametrize("mode", ["cross", "bi"])
-def test_cached_batches_give_the_same_outputs_for_every_pooling(tmp_path, tiny_encoder, mode, layers):
-    torch.manual_seed(0)
-    encoder = tiny_encoder(freeze=True, layers=layers)
-    plain, cached = demo(tmp_path, mode), demo(tmp_path, mode)
-    cached.use_encoder_features(FeatureCache(tmp_path / "cache"), encoder)
-    batch = next(iter(plain.predict_dataloader("val")))
-    cached_batch = next(iter(cached.predict_dataloader("val")))
-    assert torch.equal(batch["index"], cached_batch["index"])
-    assert "hidden_states" in cached_batch["features"][0] and "input_ids" not in cached_batch["features"][0]
-    for name in POOLINGS:
-        pooling = instantiate(OmegaConf.load(CONF / "pooling" / f"{name}.yaml"))
-        head = ClassificationHead if mode == "bi" else RegressionHead
-        model = PoolheadModel(encoder, pooling, partial(head), plain.task, mode).eval()
-        with torch.no_grad():
-            expected, got = model(batch["features"]), model(cached_batch["features"])
-        torch.testing.assert_close(got, expected, atol=2e-3, rtol=2e-3, msg=f"{name} {mode} {layers}")
-
-
-def test_single_mode_and_class_labels(tmp_path, tiny_encoder):
-    rows = ["text,label"] + [f"text number {i} {'x' * (i % 7)},{'a' if i % 3 else 'b'}" for i in range(30)]
-    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
-    from poolhead.data import TableData
-
-    dm = TableData(tokenizer=poolhead.minilm_path(), mode="single", seed=0, cache_dir=tmp_path / "cache",
-                   train=str(tmp_path / "train.csv"), task="class")
-    dm.setup("fit")
-    dm.use_encoder_features(FeatureCache(tmp_path / "cache"), tiny_encoder(freeze=True))
-    batch = next(iter(dm.train_dataloader()))
-    assert batch["labels"].dtype == torch.long and batch["features"][0]["hidden_states"].shape[-1] == 32
+def cached(encoder, dm, tmp_path, **kwargs):
+    return CachedEncoder(encoder, FeatureCache(tmp_path / "cache", **kwargs), dm.token_sides())
 
 
 def count_forwards(encoder):
     calls = []
-    encoder.register_forward_hook(lambda *args: calls.append(1))
+    encoder.model.register_forward_hook(lambda *args: calls.append(1))
     return calls
+
+
+@pytest.mark.parametrize("layers", [[-1], [0, -1]])
+@pytest.mark.parametrize("mode", [Cross(), Bi()], ids=["cross", "bi"])
+def test_cached_encoder_gives_the_encoders_outputs_for_every_pooling(tmp_path, tiny_encoder, mode, layers):
+    torch.manual_seed(0)
+    encoder = tiny_encoder(freeze=True, layers=layers)
+    dm = demo(tmp_path, mode)
+    from_cache = cached(encoder, dm, tmp_path)
+    calls = count_forwards(encoder)
+    for side in next(iter(dm.predict_dataloader("val")))["features"]:
+        with torch.no_grad():
+            got = from_cache(side)
+            assert not calls, "a batch of cached rows never runs the encoder"
+            expected = encoder(side)
+            calls.clear()
+        real = side["attention_mask"].bool()
+        # float16 storage: ~3 significant digits
+        torch.testing.assert_close(got.last_hidden_state[real], expected.last_hidden_state[real], atol=2e-3, rtol=2e-3)
+        assert (got.last_hidden_state[~real] == 0).all()
+        torch.testing.assert_close(got.pooler_output, expected.pooler_output, atol=2e-3, rtol=2e-3)
+        for name in POOLINGS:
+            pooling = component("pooling", name)(hidden_size=32)
+            torch.testing.assert_close(pooling(*got), pooling(*expected), atol=2e-3, rtol=2e-3, msg=name)
+
+
+def test_texts_the_cache_has_not_seen_run_the_encoder(tmp_path, tiny_encoder):
+    encoder = tiny_encoder(freeze=True)
+    from_cache = cached(encoder, demo(tmp_path), tmp_path)
+    new = encoder.model.config.vocab_size - 1 - torch.arange(12).reshape(2, 6)  # ids no demo row has
+    features = {"input_ids": new, "attention_mask": torch.ones_like(new), "token_type_ids": torch.zeros_like(new)}
+    calls = count_forwards(encoder)
+    with torch.no_grad():
+        torch.testing.assert_close(from_cache(features).last_hidden_state, encoder(features).last_hidden_state)
+    assert len(calls) == 2
+
+
+def test_only_a_frozen_encoder_is_cached(tmp_path, tiny_encoder):
+    with pytest.raises(ValueError, match="encoder.freeze=true"):
+        CachedEncoder(tiny_encoder(freeze=False))
+
+
+def test_single_mode_class_labels_through_build(tmp_path):
+    rows = ["text,label"] + [f"text number {i} {'x' * (i % 7)},{'a' if i % 3 else 'b'}" for i in range(30)]
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    cfg = compose_cfg(["encoder=tiny", "encoder.freeze=true", "data=csv", f"data.train={tmp_path}/train.csv",
+                       "data.task=class", "mode=single", "head=classification"], tmp_path)
+    dm, model = poolhead.build(cfg)
+    assert isinstance(model.encoder, CachedEncoder) and isinstance(model.mode, Single)
+    calls = count_forwards(model.encoder.encoder)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["labels"].dtype == torch.long and model(batch["features"]).shape == (len(batch["labels"]), 2)
+    assert not calls
 
 
 def test_built_once_then_reused(tmp_path, tiny_encoder):
     encoder = tiny_encoder(freeze=True)
     calls = count_forwards(encoder)
-    demo(tmp_path, "cross").use_encoder_features(FeatureCache(tmp_path / "cache"), encoder)
+    cached(encoder, demo(tmp_path), tmp_path)
     built = len(calls)
     assert built > 0
-    demo(tmp_path, "cross").use_encoder_features(FeatureCache(tmp_path / "cache"), encoder)
+    cached(encoder, demo(tmp_path), tmp_path)
     assert len(calls) == built, "the second use read the cache"
     other = tiny_encoder(freeze=True)  # other weights: another entry
     other_calls = count_forwards(other)
-    demo(tmp_path, "cross").use_encoder_features(FeatureCache(tmp_path / "cache"), other)
+    cached(other, demo(tmp_path), tmp_path)
     assert other_calls
 
 
 @pytest.mark.parametrize("damage", ["partial", "corrupt", "truncated"])
 def test_partial_or_corrupt_entries_are_rebuilt(tmp_path, tiny_encoder, damage):
     encoder = tiny_encoder(freeze=True)
-    cache = FeatureCache(tmp_path / "cache")
-    demo(tmp_path, "cross").use_encoder_features(cache, encoder)
-    entries = [folder for folder, _ in cache.entries()]
-    target = entries[0]
+    cached(encoder, demo(tmp_path), tmp_path)
+    target = next(FeatureCache(tmp_path / "cache").entries())[0]
     if damage == "partial":
         (target / "meta.json").unlink()
     elif damage == "corrupt":
@@ -98,13 +114,13 @@ def test_partial_or_corrupt_entries_are_rebuilt(tmp_path, tiny_encoder, damage):
         (target / "hidden.npy").write_bytes((target / "hidden.npy").read_bytes()[:-100])
     assert not FeatureCache.valid(target)
     calls = count_forwards(encoder)
-    demo(tmp_path, "cross").use_encoder_features(cache, encoder)
+    cached(encoder, demo(tmp_path), tmp_path)
     assert calls, "the damaged entry was rebuilt"
     assert FeatureCache.valid(target)
 
 
 def test_cli_info_and_clear(tmp_path, tiny_encoder, capsys):
-    demo(tmp_path, "bi").use_encoder_features(FeatureCache(tmp_path / "cache"), tiny_encoder(freeze=True))
+    cached(tiny_encoder(freeze=True), demo(tmp_path, Bi()), tmp_path)
     assert cli(["cache", "info", "--cache-dir", str(tmp_path / "cache")]) == 0
     out = capsys.readouterr().out
     assert "features: 6 entries" in out  # 3 splits x 2 sides
@@ -112,30 +128,27 @@ def test_cli_info_and_clear(tmp_path, tiny_encoder, capsys):
     assert not list((tmp_path / "cache" / "features").glob("*"))
 
 
+def test_size_limit_removes_least_recently_used_entries_never_the_ones_in_use(tmp_path, tiny_encoder):
+    cached(tiny_encoder(freeze=True), demo(tmp_path), tmp_path)  # 3 entries, no limit
+    first = {folder for folder, _ in FeatureCache(tmp_path / "cache").entries()}
+    assert len(first) == 3
+    limited = FeatureCache(tmp_path / "cache", max_gb=1e-9)  # smaller than any entry
+    CachedEncoder(tiny_encoder(freeze=True), limited, demo(tmp_path).token_sides())  # another random encoder
+    left = {folder for folder, _ in limited.entries()}
+    assert left == limited.in_use and len(left) == 3, "the older entries went, this run's stayed"
+    assert not first & left
+
+
 @pytest.mark.real
 def test_metrics_with_and_without_cache_agree(tmp_path):
-    """Frozen MiniLM on the demo set: the cache changes Spearman by less than 0.1 points (0.001)."""
+    """Frozen MiniLM on the demo set: the cache changes val Spearman by less than 0.1 points (0.001)."""
     results = {}
     for use_cache in (False, True):
-        with initialize_config_dir(str(CONF), version_base="1.3"):
-            cfg = compose("train", overrides=[
-                "encoder=minilm", "encoder.freeze=true", f"cache_features={use_cache}", "pooling=mean",
-                "trainer.max_epochs=2", "optim.head_lr=1e-2", "+trainer.enable_progress_bar=false",
-                f"paths.output_dir={tmp_path}/{use_cache}", f"paths.cache_dir={tmp_path}/cache"])
+        cfg = compose_cfg(["encoder=minilm", "encoder.freeze=true", f"cache_features={use_cache}", "pooling=mean",
+                           "trainer.max_epochs=2", "optim.head_lr=1e-2", "trainer.enable_progress_bar=false",
+                           "trainer.precision=32-true", f"paths.cache_dir={tmp_path}/cache"], tmp_path / str(use_cache))
         results[use_cache] = run(cfg)
         assert results[use_cache]["status"] == "ok", results[use_cache]["error"]
     without, with_cache = (results[k]["metrics"]["val/spearman"] for k in (False, True))
     assert abs(without - with_cache) < 0.001, (without, with_cache)
     assert list((tmp_path / "cache" / "features").glob("*/meta.json"))
-
-
-def test_size_limit_removes_least_recently_used_entries_never_the_ones_in_use(tmp_path, tiny_encoder):
-    old = demo(tmp_path, "cross")
-    old.use_encoder_features(FeatureCache(tmp_path / "cache"), tiny_encoder(freeze=True))  # 3 entries, no limit
-    first = {folder for folder, _ in FeatureCache(tmp_path / "cache").entries()}
-    assert len(first) == 3
-    limited = FeatureCache(tmp_path / "cache", max_gb=1e-9)  # smaller than any entry
-    demo(tmp_path, "cross").use_encoder_features(limited, tiny_encoder(freeze=True))  # another random encoder
-    left = {folder for folder, _ in limited.entries()}
-    assert left == limited.in_use and len(left) == 3, "the older entries went, this run's stayed"
-    assert not first & left

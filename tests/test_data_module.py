@@ -16,11 +16,12 @@ from omegaconf import OmegaConf
 import poolhead
 from poolhead.data import DemoSts, LengthGroupedBatchSampler, StsData, TableData, TaskSpec, TextDataModule, tokens
 from poolhead.hub import OfflineError
+from poolhead.modes import Bi, Cross, Mode, Single
 
 TOK = poolhead.minilm_path()
 
 
-def build(conf_dir: Path, name: str, tmp_path: Path, mode: str = "cross", **overrides) -> TextDataModule:
+def build(conf_dir: Path, name: str, tmp_path: Path, mode: Mode = Cross(), **overrides) -> TextDataModule:
     """What the app does: instantiate conf/data/<name>.yaml with the run's tokenizer, mode, max_length, seed, cache."""
     cfg = OmegaConf.merge(OmegaConf.load(conf_dir / "data" / f"{name}.yaml"), overrides)
     return instantiate(cfg, tokenizer=TOK, mode=mode, max_length=64, seed=7, cache_dir=str(tmp_path / "cache"))
@@ -32,7 +33,7 @@ def padding(loader) -> int:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoSts:
-    dm = DemoSts(tokenizer=TOK, mode="cross", max_length=64, seed=0, cache_dir=tmp_path_factory.mktemp("cache"),
+    dm = DemoSts(tokenizer=TOK, mode=Cross(), max_length=64, seed=0, cache_dir=tmp_path_factory.mktemp("cache"),
                  batch_size=16, eval_batch_size=32)
     dm.setup("fit")
     return dm
@@ -43,7 +44,7 @@ def test_every_config_builds_with_the_run_arguments(conf_dir: Path, tmp_path: Pa
         cfg = OmegaConf.load(path)
         assert cfg._target_.startswith("poolhead.data.")
         assert not {"tokenizer", "mode", "max_length", "seed", "cache_dir"} & set(cfg), path.name
-        mode = "single" if path.stem == "csv" else "cross"
+        mode = Single() if path.stem == "csv" else Cross()
         assert isinstance(build(conf_dir, path.stem, tmp_path, mode=mode), TextDataModule)
 
 
@@ -83,7 +84,7 @@ def test_batches_follow_the_contract(demo: DemoSts) -> None:
 
 
 def test_bi_mode_pads_each_side_on_its_own(tmp_path: Path) -> None:
-    dm = DemoSts(tokenizer=TOK, mode="bi", max_length=64, seed=0, cache_dir=tmp_path, batch_size=8)
+    dm = DemoSts(tokenizer=TOK, mode=Bi(), max_length=64, seed=0, cache_dir=tmp_path, batch_size=8)
     dm.setup("fit")
     batch = next(iter(dm.predict_dataloader("test")))
     a, b = batch["features"]
@@ -96,17 +97,17 @@ def test_bi_mode_pads_each_side_on_its_own(tmp_path: Path) -> None:
 
 
 def test_wrong_mode_for_the_data_is_a_clear_error(conf_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"data 'demo' holds text pairs, but mode='single'.*mode=cross.*mode=bi"):
-        DemoSts(tokenizer=TOK, mode="single")
-    with pytest.raises(ValueError, match=r"data 'csv' has one text per row, but mode='bi'.*data.text_pair=COLUMN"):
-        TableData(train="x.csv", tokenizer=TOK, mode="bi")
-    with pytest.raises(ValueError, match=r"mode must be one of"):
+    with pytest.raises(ValueError, match=r"data 'demo' holds text pairs, but mode=single.*mode=cross.*mode=bi"):
+        DemoSts(tokenizer=TOK, mode=Single())
+    with pytest.raises(ValueError, match=r"data 'csv' has one text per row, but mode=bi.*data.text_pair=COLUMN"):
+        TableData(train="x.csv", tokenizer=TOK, mode=Bi())
+    with pytest.raises(TypeError, match=r"mode must be a poolhead.modes.Mode"):
         DemoSts(tokenizer=TOK, mode="siamese")
     # through Hydra (which wraps it in an InstantiationException), the message survives
-    with pytest.raises(Exception, match=r"data 'stsb' holds text pairs, but mode='single'"):
-        build(conf_dir, "stsb", tmp_path, mode="single")
-    with pytest.raises(Exception, match=r"data 'csv' has one text per row, but mode='cross'"):
-        build(conf_dir, "csv", tmp_path, mode="cross")
+    with pytest.raises(Exception, match=r"data 'stsb' holds text pairs, but mode=single"):
+        build(conf_dir, "stsb", tmp_path, mode=Single())
+    with pytest.raises(Exception, match=r"data 'csv' has one text per row, but mode=cross"):
+        build(conf_dir, "csv", tmp_path, mode=Cross())
 
 
 def test_length_grouping_cuts_padding(demo: DemoSts) -> None:
@@ -122,7 +123,7 @@ def test_length_grouping_cuts_padding(demo: DemoSts) -> None:
 
 @pytest.mark.real
 def test_length_grouping_on_stsb(shared_data_dir: Path, tmp_path: Path) -> None:
-    dm = StsData(dir=shared_data_dir / "stsb", tokenizer=TOK, mode="cross", max_length=128, seed=0,
+    dm = StsData(dir=shared_data_dir / "stsb", tokenizer=TOK, mode=Cross(), max_length=128, seed=0,
                  cache_dir=tmp_path, batch_size=32)
     dm.setup("fit")
     grouped, tokens_total = padding(dm.train_dataloader()), int(dm._data["train"].lengths.sum())
@@ -171,7 +172,7 @@ def test_second_setup_reads_the_token_cache(tmp_path: Path, monkeypatch: pytest.
     calls = []
     encode = tokens.encode
     monkeypatch.setattr(tokens, "encode", lambda *a, **k: calls.append(1) or encode(*a, **k))
-    make = lambda **k: DemoSts(**({"tokenizer": TOK, "mode": "cross", "max_length": 64, "seed": 0,  # noqa: E731
+    make = lambda **k: DemoSts(**({"tokenizer": TOK, "mode": Cross(), "max_length": 64, "seed": 0,  # noqa: E731
                                    "cache_dir": tmp_path} | k))
     first = make()
     first.setup("fit")
@@ -182,22 +183,22 @@ def test_second_setup_reads_the_token_cache(tmp_path: Path, monkeypatch: pytest.
     assert [b["features"][0]["input_ids"].tolist() for b in first.val_dataloader()] == \
            [b["features"][0]["input_ids"].tolist() for b in second.val_dataloader()]
     make(max_length=32).setup("fit")
-    make(mode="bi").setup("fit")
+    make(mode=Bi()).setup("fit")
     assert len(calls) == 9  # another max_length or mode is another cache entry
     assert len(list((tmp_path / "tokens").glob("*.npz"))) == 9 and not list((tmp_path / "tokens").glob(".tmp*"))
 
 
 def test_broken_cache_file_is_remade(tmp_path: Path) -> None:
-    DemoSts(tokenizer=TOK, mode="cross", max_length=16, seed=0, cache_dir=tmp_path).setup()
+    DemoSts(tokenizer=TOK, mode=Cross(), max_length=16, seed=0, cache_dir=tmp_path).setup()
     for path in (tmp_path / "tokens").glob("*.npz"):
         path.write_bytes(b"not a zip")
-    dm = DemoSts(tokenizer=TOK, mode="cross", max_length=16, seed=0, cache_dir=tmp_path)
+    dm = DemoSts(tokenizer=TOK, mode=Cross(), max_length=16, seed=0, cache_dir=tmp_path)
     dm.setup()
     assert dm.sizes["train"] == 300 and next(iter(dm.val_dataloader()))["features"][0]["input_ids"].shape[1] <= 16
 
 
 def test_setup_for_any_stage_and_twice(tmp_path: Path) -> None:
-    dm = DemoSts(tokenizer=TOK, mode="cross", max_length=64, seed=0, cache_dir=tmp_path)
+    dm = DemoSts(tokenizer=TOK, mode=Cross(), max_length=64, seed=0, cache_dir=tmp_path)
     with pytest.raises(RuntimeError, match="setup"):
         dm.task  # noqa: B018
     dm.setup("test")
@@ -211,7 +212,7 @@ def test_val_is_carved_from_train_by_seed(tmp_path: Path) -> None:
     folder = tmp_path / "stsb"
     folder.mkdir()
     (folder / "sts-train.csv").write_bytes((poolhead.data.DEMO_DIR / "sts-train.csv").read_bytes())
-    made = [StsData(dir=folder, tokenizer=TOK, mode="cross", max_length=64, seed=s, cache_dir=tmp_path,
+    made = [StsData(dir=folder, tokenizer=TOK, mode=Cross(), max_length=64, seed=s, cache_dir=tmp_path,
                     val_fraction=0.2) for s in (1, 1, 2)]
     for dm in made:
         dm.setup("fit")
@@ -220,7 +221,7 @@ def test_val_is_carved_from_train_by_seed(tmp_path: Path) -> None:
     assert a.counts["val"] == {"read": 60, "kept": 60, "skipped": 0} and not a.has_test
     assert a.rows("val").equals(b.rows("val")) and not a.rows("val").equals(c.rows("val"))
     together = sorted(a.rows("train")["text"].tolist() + a.rows("val")["text"].tolist())
-    assert together == sorted(StsData(dir=folder, tokenizer=TOK).read()["train"].text)
+    assert together == sorted(StsData(dir=folder, tokenizer=TOK, mode=Cross()).read()["train"].text)
     assert a._splits["val"].where == sorted(a._splits["val"].where)  # val keeps file order
 
 

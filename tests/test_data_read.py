@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import poolhead
+from poolhead.modes import Cross, Single
 from poolhead.data import DataError, StsData, TableData
 
 TOK = poolhead.minilm_path()
@@ -28,7 +29,7 @@ def sts_dir(tmp_path: Path, train: str, dev: str | None = None, name: str = "sts
 
 
 def sts(folder: Path, tmp_path: Path, **kwargs) -> StsData:
-    dm = StsData(dir=folder, name="t", tokenizer=TOK, mode="cross", max_length=32, seed=0,
+    dm = StsData(dir=folder, name="t", tokenizer=TOK, mode=Cross(), max_length=32, seed=0,
                  cache_dir=tmp_path / "cache", **kwargs)
     dm.setup("fit")
     return dm
@@ -62,7 +63,7 @@ def test_stsb_reads_every_row_exactly(shared_data_dir: Path, tmp_path: Path) -> 
 @pytest.mark.real
 def test_korsts_three_splits_with_header(shared_data_dir: Path) -> None:
     # read() only: MiniLM's English WordPiece takes ~8 s on 8,600 Korean pairs (the datamodule tests tokenize STS-B)
-    dm = StsData(dir=shared_data_dir / "korsts", header=True, tokenizer=TOK, mode="cross",
+    dm = StsData(dir=shared_data_dir / "korsts", header=True, tokenizer=TOK, mode=Cross(),
                  files={"train": "sts-train.tsv", "val": "sts-dev.tsv", "test": "sts-test.tsv"})
     splits = dm.read()
     assert {k: (s.read, len(s), s.skipped) for k, s in splits.items()} == {
@@ -160,7 +161,7 @@ def test_a_file_of_only_empty_texts_stops_the_run(tmp_path: Path) -> None:
 
 # --- tables: csv / tsv / jsonl / json -------------------------------------------------------------------------------
 def table(tmp_path: Path, **kwargs) -> TableData:
-    kwargs = {"tokenizer": TOK, "mode": "single", "max_length": 32, "seed": 0, "cache_dir": tmp_path / "c"} | kwargs
+    kwargs = {"tokenizer": TOK, "mode": Single(), "max_length": 32, "seed": 0, "cache_dir": tmp_path / "c"} | kwargs
     dm = TableData(**kwargs)
     dm.setup("fit")
     return dm

@@ -31,8 +31,8 @@ def spearman_after(epochs, mode, pooling, head, folder, out):
         cfg = compose("train", overrides=[
             "encoder=minilm", "data=stsb", f"data.dir={folder}", f"mode={mode}", f"pooling={pooling}",
             f"head={head}", f"trainer.max_epochs={epochs}", "optim.lr=1e-4", "optim.head_lr=1e-3",
-            "+trainer.enable_progress_bar=false", f"paths.output_dir={out}",
-            f"paths.cache_dir={out}/cache", "seed=1"] + (["+trainer.limit_train_batches=0"] if epochs == 0 else []))
+            "trainer.enable_progress_bar=false", f"paths.output_dir={out}",
+            f"paths.cache_dir={out}/cache", "seed=1"] + (["trainer.limit_train_batches=0"] if epochs == 0 else []))
     if epochs == 0:
         cfg.trainer.max_epochs = 1
     results = run(cfg)

@@ -23,7 +23,7 @@ import common  # noqa: E402
 PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
 # No checkpoint files, as HF/ST run with save_strategy="no"; this also makes poolhead report the last epoch's dev
 # Spearman like every other contender (by default it reports its best epoch, picked on that same dev set).
-NO_CHECKPOINTS = ["~callbacks.model_checkpoint", "+trainer.enable_checkpointing=false"]
+NO_CHECKPOINTS = ["~callbacks.model_checkpoint", "~callbacks.last_checkpoint", "+trainer.enable_checkpointing=false"]
 
 
 def extra(p):

@@ -33,3 +33,11 @@ def wandb_offline() -> bool:
 OmegaConf.register_new_resolver("minilm", minilm_path, replace=True)  # ${minilm:} -> the bundled MiniLM folder
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
 OmegaConf.register_new_resolver("basename", lambda path: Path(str(path)).name, replace=True)
+
+
+def __getattr__(name: str):  # poolhead.build / poolhead.load, imported on first use (they pull in torch)
+    if name in ("build", "load"):
+        from poolhead import builder
+
+        return getattr(builder, name)
+    raise AttributeError(f"module 'poolhead' has no attribute {name!r}")

@@ -26,14 +26,13 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch import Tensor
-from torch.utils.data import Dataset
+from torch import Tensor, nn
 
-from poolhead.encoder import Encoder
+from poolhead.encoder import Encoder, EncoderOutput
 
 log = logging.getLogger(__name__)
 VERSION = "poolhead-features-1"
@@ -71,20 +70,6 @@ class CachedSide:
 
     def row(self, i: int) -> tuple[np.ndarray, np.ndarray | None]:
         return self.hidden[self.starts[i]:self.starts[i + 1]], None if self.pooler is None else self.pooler[i]
-
-
-class CachedSplit(Dataset):
-    """A split served from the cache: item i is (i, [(hidden, pooler) per side], label i), like `Encoded`."""
-
-    def __init__(self, sides: list[CachedSide], labels: list) -> None:
-        self.sides, self.labels = sides, labels
-        self.lengths = sum(side.lengths for side in sides)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[int, list[tuple[np.ndarray, np.ndarray | None]], Any]:
-        return i, [side.row(i) for side in self.sides], self.labels[i]
 
 
 class FeatureCache:
@@ -223,24 +208,56 @@ def _pad_batch(ids: dict[str, np.ndarray], starts: np.ndarray, lengths: np.ndarr
     return out
 
 
-class CollateFeatures:
-    """Cached rows -> the batch the model reads: per side {"hidden_states", "attention_mask", "pooler_output"}."""
+class CachedEncoder(nn.Module):
+    """A frozen encoder whose token states come from the feature cache: the same `EncoderOutput` as the encoder.
 
-    def __init__(self, label_dtype: torch.dtype) -> None:
-        self.label_dtype = label_dtype
+    Chosen once by `poolhead.build` (encoder.freeze=true, cache_features=true): every side of every split is
+    encoded once into the cache, and a batch whose rows are all there is served from disk; any other batch (new
+    texts at predict time, a cache built from other data) runs the encoder. Rows are recognised by their token ids,
+    so the data module and the model do the same work with and without the cache.
+    """
 
-    def __call__(self, items: list[tuple[int, list[tuple[np.ndarray, np.ndarray | None]], Any]]) -> dict[str, Any]:
-        index, sides, labels = zip(*items)
-        features = []
-        for s in range(len(sides[0])):
-            rows = [side[s] for side in sides]
-            width = max(len(hidden) for hidden, _ in rows)
-            states = torch.zeros(len(rows), width, rows[0][0].shape[-1])
-            mask = torch.zeros(len(rows), width, dtype=torch.long)
-            for j, (hidden, _) in enumerate(rows):
-                states[j, :len(hidden)] = torch.from_numpy(np.asarray(hidden, dtype=np.float32))
-                mask[j, :len(hidden)] = 1
-            pooler = None if rows[0][1] is None else torch.from_numpy(np.stack([p for _, p in rows]).astype(np.float32))
-            features.append({"hidden_states": states, "attention_mask": mask, "pooler_output": pooler})
-        return {"features": features, "labels": torch.tensor(labels, dtype=self.label_dtype),
-                "index": torch.tensor(index, dtype=torch.long)}
+    def __init__(self, encoder: Encoder, cache: FeatureCache | None = None, sides: Sequence[tuple[str, dict]] = (),
+                 batch_size: int = 128, autocast: torch.dtype | None = None) -> None:
+        super().__init__()
+        if not encoder.freeze:
+            raise ValueError("the feature cache serves a frozen encoder only: set encoder.freeze=true, or "
+                             "cache_features=false")
+        self.encoder = encoder
+        self.rows: dict[bytes, tuple[CachedSide, int]] = {}
+        fingerprint = weights_fingerprint(encoder) if sides else ""
+        for what, ids in sides:  # ("demo train", {"input_ids": flat, "token_type_ids": flat, "lengths": per row})
+            side = cache.side(encoder, fingerprint, ids, batch_size, autocast, what)
+            starts = side.starts
+            for i in range(len(side)):
+                self.rows[_row_key({k: ids[k][starts[i]:starts[i + 1]] for k in KEYS if k in ids})] = (side, i)
+
+    def __getattr__(self, name: str) -> Any:  # hidden_size, has_pooler, tokenizer, ...: the encoder's
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["encoder"], name)
+
+    def forward(self, features: dict[str, Tensor]) -> EncoderOutput:
+        mask = features["attention_mask"]
+        real = mask.bool().cpu().numpy()
+        ids = {k: features[k].cpu().numpy() for k in KEYS if k in features}
+        hits = [self.rows.get(_row_key({k: v[j][real[j]] for k, v in ids.items()})) for j in range(len(real))]
+        if not hits or any(hit is None for hit in hits):
+            return self.encoder(features)
+        hidden = torch.zeros(*mask.shape, self.encoder.hidden_size)
+        pooler = torch.zeros(len(hits), self.encoder.hidden_size) if hits[0][0].pooler is not None else None
+        for j, (side, i) in enumerate(hits):
+            states, pooled = side.row(i)
+            hidden[j, torch.from_numpy(real[j])] = torch.from_numpy(np.asarray(states, dtype=np.float32))
+            if pooler is not None:
+                pooler[j] = torch.from_numpy(np.asarray(pooled, dtype=np.float32))
+        device = mask.device
+        return EncoderOutput(hidden.to(device), mask, None if pooler is None else pooler.to(device))
+
+
+KEYS = ("input_ids", "token_type_ids")
+
+
+def _row_key(row: dict[str, np.ndarray]) -> bytes:
+    return b"|".join(np.ascontiguousarray(row[k], dtype=np.int64).tobytes() for k in KEYS if k in row)

@@ -1,8 +1,8 @@
-"""The LightningModule: encoder x pooling x head, for `single`, `cross` and `bi` input modes."""
+"""The LightningModule: encoder x pooling x head, for any input mode. Built by `poolhead.build`."""
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 import logging
 import math
 import warnings
@@ -12,100 +12,108 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import Precision
 from torch import Tensor, nn
-from torch.nn import functional as F
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, PearsonCorrCoef, SpearmanCorrCoef
-from torchmetrics.classification import BinaryF1Score, MulticlassAccuracy, MulticlassF1Score
-from transformers import get_scheduler
+from torchmetrics import MetricCollection
 
-from poolhead.data.task import TaskSpec
-from poolhead.encoder import Encoder, EncoderOutput
-from poolhead.heads import ClassificationHead
+from poolhead.encoder import Encoder
+from poolhead.heads import Head
+from poolhead.modes import Mode
 from poolhead.pooling import Pooling
+from poolhead.task import TaskSpec
 
 log = logging.getLogger(__name__)
 # Spearman keeps every prediction of an epoch: that is what it needs (and STS splits are small)
 warnings.filterwarnings("ignore", message="Metric `SpearmanCorrcoef` will save all targets")
-MODES = ("single", "cross", "bi")
 
 
 class SplitMetrics(nn.Module):
-    """torchmetrics for one split: score metrics on predicted scores, F1 of scores binarised at the task's
-    threshold, and accuracy/F1 on classes when the head classifies."""
+    """One split's metrics: the task's on predictions vs labels, the head's on outputs vs targets."""
 
-    def __init__(self, task: TaskSpec, head: nn.Module, split: str) -> None:
+    def __init__(self, task: TaskSpec, head: Head, prefix: str = "") -> None:
         super().__init__()
-        prefix = f"{split}/"
-        self.score = self.binary = self.classes = None
-        if task.kind == "score":
-            self.score = MetricCollection({"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef(),
-                                           "mse": MeanSquaredError(), "mae": MeanAbsoluteError()}, prefix=prefix)
-            if task.binary_threshold is not None:
-                self.threshold = task.binary_threshold
-                self.binary = MetricCollection({"f1": BinaryF1Score()}, prefix=prefix)
-        if isinstance(head, ClassificationHead):
-            k = head.num_classes
-            self.classes = MetricCollection({"accuracy": MulticlassAccuracy(k, average="micro"),
-                                             "f1_macro": MulticlassF1Score(k, average="macro")}, prefix=prefix)
+        self.on_predictions = MetricCollection(task.metrics(), prefix=prefix)
+        self.on_outputs = MetricCollection(head.metrics(), prefix=prefix)
 
-    def update(self, head: nn.Module, output: Tensor, labels: Tensor) -> list[MetricCollection]:
-        if self.score is not None:
-            pred = head.predict(output)
-            self.score.update(pred, labels.float())
-        if self.binary is not None:
-            self.binary.update((pred >= self.threshold).long(), (labels >= self.threshold).long())
-        if self.classes is not None:
-            self.classes.update(output.argmax(-1), head.target(labels))
-        return [c for c in (self.score, self.binary, self.classes) if c is not None]
+    def update(self, head: Head, output: Tensor, labels: Tensor) -> None:
+        if len(self.on_predictions):
+            self.on_predictions.update(head.predict(output), labels.float())
+        if len(self.on_outputs):
+            self.on_outputs.update(output, head.target(labels))
+
+    def compute(self) -> dict[str, float]:
+        values = {}
+        for collection in (self.on_predictions, self.on_outputs):
+            if len(collection):
+                values |= {k: float(v) for k, v in collection.compute().items()}
+        return values
+
+    def reset(self) -> None:
+        self.on_predictions.reset()
+        self.on_outputs.reset()
+
+    def higher_is_better(self, name: str) -> bool | None:
+        for collection in (self.on_predictions, self.on_outputs):
+            for key, metric in collection.items(keep_base=True):
+                if name == key or name.startswith(f"{key}_"):
+                    return metric.higher_is_better
+        return None
 
 
 class PoolheadModel(L.LightningModule):
     """Args:
-        encoder: an `Encoder`.
-        pooling: a partial of a `Pooling` class (completed with the encoder's hidden size).
-        head: a partial of a head class (completed with the pooled size, mode and task).
+        encoder: an `Encoder` (or a `CachedEncoder`).
+        pooling: a partial of a `Pooling` class, completed with the encoder's hidden size.
+        head: a partial of a `Head` class, completed with the pooled size, the mode's pooled vectors per row and
+            the task.
         task: what the labels are (from the data module).
-        mode: `single` (one text), `cross` (pair in one sequence) or `bi` (each text encoded and pooled alone).
-        optim: lr (encoder), head_lr (head and pooling; default lr), weight_decay, betas, eps, scheduler
-            (any `transformers.get_scheduler` name), warmup_ratio, fused.
+        mode: a `Mode` (single, cross, bi).
+        optimizer: a partial of any torch optimizer (conf/optim/*.yaml `optimizer`), called with parameter groups.
+        scheduler: a partial of `transformers.get_scheduler` (or alike), called with the optimizer, warm-up and
+            total steps; None: constant learning rate.
+        lr, head_lr: learning rate of the encoder, and of pooling + head (None: lr). weight_decay: on all weights
+            but biases and LayerNorm. warmup_ratio: share of the training steps that warm up.
     """
 
-    def __init__(self, encoder: Encoder, pooling: Callable[..., Pooling], head: Callable[..., nn.Module],
-                 task: TaskSpec, mode: str = "cross", optim: dict | None = None) -> None:
+    def __init__(self, encoder: Encoder, pooling: Callable[..., Pooling], head: Callable[..., Head], task: TaskSpec,
+                 mode: Mode, optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+                 scheduler: Callable[..., Any] | None = None, lr: float = 3e-5, head_lr: float | None = None,
+                 weight_decay: float = 0.01, warmup_ratio: float = 0.1) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode={mode!r}: choose one of {MODES}")
         self.encoder, self.mode, self.task = encoder, mode, task
-        self.pooling = pooling(hidden_size=encoder.hidden_size)
-        if self.pooling.needs_pooler and not encoder.has_pooler:
+        # a pooling gets the hidden size only if it asks for it: a plain nn.Module with forward(...) is a pooling too
+        asks = "hidden_size" in inspect.signature(pooling).parameters
+        self.pooling = pooling(**({"hidden_size": encoder.hidden_size} if asks else {}))
+        needs_pooler = getattr(self.pooling, "needs_pooler", False)
+        if needs_pooler and not encoder.has_pooler:
             raise ValueError(f"pooling=pooler needs a model with a pooler, and {encoder.name_or_path or 'this encoder'}"
                              " has none (e.g. DistilBERT): choose pooling=cls, mean, max, ...")
-        if self.pooling.needs_pooler and encoder.pooler_is_random:
+        if needs_pooler and encoder.pooler_is_random:
             log.warning("!!! pooling=pooler: %s has no trained pooler weights; its pooler is RANDOMLY INITIALISED "
                         "(learned from scratch here). Consider pooling=cls.", encoder.name_or_path)
-        self.head = head(in_features=self.pooling.output_dim(encoder.hidden_size), mode=mode, task=task)
-        self.optim = dict(optim or {})
-        self.metrics = nn.ModuleDict({s: SplitMetrics(task, self.head, s) for s in ("val", "test")})
-        self.save_hyperparameters({"mode": mode, "task": dataclasses.asdict(task), "optim": self.optim})
+        pooled_size = getattr(self.pooling, "output_dim", lambda size: size)(encoder.hidden_size)
+        self.head = head(in_features=pooled_size, sides=mode.sides, task=task)
+        self.optimizer_factory = optimizer or torch.optim.AdamW
+        self.scheduler_factory = scheduler
+        self.lr, self.head_lr, self.weight_decay, self.warmup_ratio = lr, head_lr or lr, weight_decay, warmup_ratio
+        self.metrics = nn.ModuleDict({s: SplitMetrics(task, self.head, f"{s}/") for s in ("val", "test")})
+
+    description: dict[str, Any] | None = None  # set by poolhead.build; what poolhead.load rebuilds the model from
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.description is not None:
+            checkpoint["poolhead"] = self.description
+
+    @property
+    def trainable(self) -> bool:
+        """False when nothing learns (e.g. a frozen encoder, a weightless pooling and the bi cosine head): such a
+        configuration is evaluated as it is, a zero-shot baseline."""
+        return any(p.requires_grad for p in self.parameters())
 
     def encode(self, features: dict[str, Tensor]) -> Tensor:
-        """One batch of texts -> pooled vectors [B, H']. Batches from the feature cache carry the frozen encoder's
-        `hidden_states` already, and skip it."""
-        if "hidden_states" in features:
-            out = EncoderOutput(features["hidden_states"], features["attention_mask"], features["pooler_output"])
-        else:
-            out = self.encoder(features)
-        return self.pooling(*out)
+        """One batch of texts -> pooled vectors [B, H']."""
+        return self.pooling(*self.encoder(features))
 
     def forward(self, features: list[dict[str, Tensor]]) -> Tensor:
-        if len(features) > 1 and "hidden_states" not in features[0]:
-            # bi: both sides in one encoder pass (larger matrix products: ~12% faster training on CPU than two
-            # passes); zeros pad the shorter side, masked out like any padding
-            length = max(f["input_ids"].shape[1] for f in features)
-            both = {k: torch.cat([F.pad(f[k], (0, length - f[k].shape[1])) for f in features]) for k in features[0]}
-            pooled = self.encode(both).chunk(len(features))
-        else:
-            pooled = [self.encode(f) for f in features]
-        return self.head(*pooled)
+        return self.head(*self.mode.pool(self.encode, features))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = self.head.loss(self(batch["features"]), batch["labels"])
@@ -114,42 +122,56 @@ class PoolheadModel(L.LightningModule):
 
     def _evaluate(self, batch: dict[str, Any], split: str) -> None:
         output = self(batch["features"])
-        n = len(batch["labels"])
-        self.log(f"{split}/loss", self.head.loss(output, batch["labels"]), batch_size=n)
-        for collection in self.metrics[split].update(self.head, output, batch["labels"]):
-            self.log_dict(collection, batch_size=n)
+        self.log(f"{split}/loss", self.head.loss(output, batch["labels"]), batch_size=len(batch["labels"]))
+        self.metrics[split].update(self.head, output, batch["labels"])
+
+    def _log_epoch(self, split: str) -> None:
+        self.log_dict(self.metrics[split].compute())
+        self.metrics[split].reset()
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
-    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Tensor]:
-        return {"index": batch["index"], "pred": self.head.predict(self(batch["features"])).float()}
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch("test")
+
+    def monitor_mode(self, monitor: str) -> str:
+        """"max" or "min": which way `monitor` (e.g. val/spearman, val/loss) is better, from the metric itself."""
+        name = monitor.split("/", 1)[-1]
+        better = False if name == "loss" else self.metrics["val"].higher_is_better(name)
+        if better is None:
+            raise ValueError(f"monitor={monitor}: no such metric; this run logs val/loss and "
+                             f"{sorted('val/' + k for k in self.metric_names())}")
+        return "max" if better else "min"
+
+    def metric_names(self) -> list[str]:
+        m = self.metrics["val"]
+        return [k for c in (m.on_predictions, m.on_outputs) for k in c.keys(keep_base=True)]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        o = self.optim
-        lr = float(o.get("lr", 3e-5))
-        head_lr = float(o.get("head_lr") or lr)
-        decay = float(o.get("weight_decay", 0.01))
         groups = []
-        for module, group_lr in ((self.encoder, lr), (nn.ModuleList([self.pooling, self.head]), head_lr)):
+        for module, lr in ((self.encoder, self.lr), (nn.ModuleList([self.pooling, self.head]), self.head_lr)):
             named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-            # no weight decay on biases and LayerNorm weights (the BERT recipe)
-            no_decay = [p for n, p in named if n.endswith("bias") or "norm" in n.lower()]
-            with_decay = [p for n, p in named if not (n.endswith("bias") or "norm" in n.lower())]
-            groups += [{"params": with_decay, "lr": group_lr, "weight_decay": decay},
-                       {"params": no_decay, "lr": group_lr, "weight_decay": 0.0}]
+            no_decay = lambda n: n.endswith("bias") or "norm" in n.lower()  # noqa: E731  (the BERT recipe)
+            groups += [{"params": [p for n, p in named if not no_decay(n)], "lr": lr, "weight_decay": self.weight_decay},
+                       {"params": [p for n, p in named if no_decay(n)], "lr": lr, "weight_decay": 0.0}]
         groups = [g for g in groups if g["params"]]
-        # a fused AdamW unscales fp16 gradients itself, so they could not be clipped first: not with a loss scaler
-        fused = bool(o.get("fused")) and self._loss_scaler() is None
-        optimizer = torch.optim.AdamW(groups, betas=tuple(o.get("betas", (0.9, 0.999))), eps=float(o.get("eps", 1e-8)),
-                                      fused=fused)
+        factory = self.optimizer_factory
+        if self._loss_scaler() is not None and getattr(factory, "keywords", {}).get("fused"):
+            # a fused optimizer unscales fp16 gradients itself, so they could not be clipped first
+            factory = type(factory)(factory.func, *factory.args, **(factory.keywords | {"fused": False}))
+        optimizer = factory(groups, lr=self.lr)
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
         steps = self.trainer.estimated_stepping_batches
-        scheduler = get_scheduler(o.get("scheduler", "linear"), optimizer,
-                                  num_warmup_steps=math.ceil(float(o.get("warmup_ratio", 0.1)) * steps),
-                                  num_training_steps=steps)
+        scheduler = self.scheduler_factory(optimizer=optimizer, num_warmup_steps=math.ceil(self.warmup_ratio * steps),
+                                           num_training_steps=steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,

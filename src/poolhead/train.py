@@ -1,5 +1,5 @@
-"""One run: build data, encoder, pooling and head from the config, fit, test once with the best checkpoint, and
-leave results.json + predictions.csv in the run folder (the output contract in README.md)."""
+"""One run: build, fit, score the best checkpoint as `poolhead.load` rebuilds it, and leave results.json +
+predictions.csv in the run folder (the output contract in README.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import logging
 import platform
 import subprocess
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,11 @@ import torch
 import transformers
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from poolhead.cache import FeatureCache
+from poolhead.builder import build, load
 from poolhead.callbacks import RNGState, TrainThroughput
-from poolhead.model import PoolheadModel
+from poolhead.predict import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +31,16 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"status": "failed", "error": None, "config": describe(cfg), "metrics": {},
-                               "monitor": None, "data": {}, "timing": {}, "env": environment()}
+                               "monitor": None, "monitor_mode": None, "checkpoints": {}, "data": {}, "timing": {},
+                               "env": environment()}
     loggers: list = []
     try:
         L.seed_everything(cfg.seed, workers=True)
-        encoder = instantiate(cfg.encoder)
-        datamodule = instantiate(cfg.data, tokenizer=encoder.tokenizer, mode=cfg.mode, max_length=encoder.max_length,
-                                 seed=cfg.seed, cache_dir=cfg.paths.cache_dir)
-        datamodule.setup("fit")
-        with open_dict(cfg):
-            cfg.monitor = cfg.monitor or f"val/{datamodule.task.monitor}"
-        results["monitor"], results["data"] = cfg.monitor, dict(datamodule.sizes)
-        if datamodule.task.kind == "class":
-            datamodule.save_label_map(out_dir / "labels.json")
-        model = PoolheadModel(encoder, instantiate(cfg.pooling), instantiate(cfg.head), datamodule.task, cfg.mode,
-                              OmegaConf.to_container(cfg.optim, resolve=True))
-        if cfg.encoder.freeze and cfg.cache_features:
-            bf16 = str(cfg.trainer.precision).startswith("bf16")  # build the cache as the run would compute it
-            cache = FeatureCache(cfg.paths.cache_dir, cfg.paths.cache_max_gb)
-            datamodule.use_encoder_features(cache, encoder, autocast=torch.bfloat16 if bf16 else None)
-        elif cfg.compile:
+        datamodule, model = build(cfg)
+        results |= {"monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode, "data": dict(datamodule.sizes)}
+        results["config"]["precision"] = str(cfg.trainer.precision)
+        datamodule.save_label_map(out_dir / "labels.json")
+        if cfg.compile:
             model.encoder.model.compile()
 
         loggers = [instantiate(c) for c in cfg.logger.values()]
@@ -61,21 +50,20 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg, out_dir))
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        best = best or None  # None: evaluate the weights in memory
-        metrics = trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
-        if cfg.test and datamodule.has_test:
-            metrics |= trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0]
-        results["metrics"] = {k: float(v) for k, v in sorted(metrics.items())}
-
+        best = fit_or_evaluate_as_is(trainer, model, datamodule, cfg, out_dir, results)
+        evaluated = load(best) if best else model  # exactly what a user gets back from the checkpoint
         splits = ["val"] + (["test"] if cfg.test and datamodule.has_test else [])
-        predictions, eval_seconds = predict(trainer, model, datamodule, splits)  # the best weights are loaded
-        predictions.to_csv(out_dir / "predictions.csv", index=False)
+        frames, metrics, seconds = [], {}, {}
+        for split in splits:
+            frame, values, seconds[split] = evaluate(evaluated, datamodule, split)
+            frames.append(frame)
+            metrics |= values
+        pd.concat(frames, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False)
+        results["metrics"] = dict(sorted(metrics.items()))
+        results["checkpoints"] = {"best": best, "last": _existing(out_dir / "checkpoints" / "last.ckpt")}
         results["timing"] = {"train_seconds": round(throughput.seconds, 3),
                              "train_samples_per_second": round(throughput.samples_per_second, 2),
-                             "eval_samples_per_second": round(datamodule.sizes["val"] / eval_seconds, 2),
-                             "best_checkpoint": best}
+                             "eval_samples_per_second": round(datamodule.sizes["val"] / seconds["val"], 2)}
         results["status"] = "ok"
     except Exception as err:  # noqa: BLE001 - a sweep goes on past one failed job; the error is recorded
         results["error"] = f"{type(err).__name__}: {err}"
@@ -87,23 +75,21 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     return results
 
 
-def predict(trainer: L.Trainer, model: PoolheadModel, datamodule: Any, splits: list[str]) -> tuple[pd.DataFrame, float]:
-    """Predictions for each split in input order (gold next to predicted), and the seconds the val pass took."""
-    frames, val_seconds = [], 0.0
-    for split in splits:
-        start = time.perf_counter()
-        batches = trainer.predict(model, dataloaders=datamodule.predict_dataloader(split))
-        if split == "val":
-            val_seconds = time.perf_counter() - start
-        index = torch.cat([b["index"] for b in batches]).numpy()
-        pred = torch.cat([b["pred"] for b in batches]).numpy()
-        rows = datamodule.rows(split)
-        frame = pd.DataFrame({"index": rows.index, "split": split, "gold": rows["label"]})
-        frame["pred"] = pd.Series(pred, index=index).reindex(rows.index).to_numpy()
-        if frame["pred"].isna().any():
-            raise RuntimeError(f"predictions for {split} miss rows {frame.index[frame['pred'].isna()][:5].tolist()}")
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True), val_seconds
+def fit_or_evaluate_as_is(trainer: L.Trainer, model: Any, datamodule: Any, cfg: DictConfig, out_dir: Path,
+                          results: dict[str, Any]) -> str | None:
+    """Fit, and return the best checkpoint's path. A model with nothing to train (a frozen encoder, a weightless
+    pooling and the bi cosine head: the zero-shot baseline of that pooling) is evaluated as it is, and saved."""
+    if model.trainable:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg, out_dir))
+        callback = trainer.checkpoint_callback
+        return (callback.best_model_path or None) if callback else None
+    log.info("Nothing to train in this configuration (frozen encoder, %s pooling, %s head): evaluated as it is, "
+             "a zero-shot baseline", type(model.pooling).__name__, type(model.head).__name__)
+    results["zero_shot"] = True
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    path = out_dir / "checkpoints" / "best.ckpt"
+    trainer.save_checkpoint(path)
+    return str(path)
 
 
 def resume_path(cfg: DictConfig, out_dir: Path) -> str | None:
@@ -120,11 +106,13 @@ def resume_path(cfg: DictConfig, out_dir: Path) -> str | None:
 def describe(cfg: DictConfig) -> dict[str, Any]:
     """The settings a sweep varies, flat: group choices by name, then the knobs researchers sweep."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
-    described = {group: choices.get(group) for group in ("encoder", "pooling", "head", "data", "experiment")}
-    described |= {"mode": cfg.mode, "seed": cfg.seed, "lr": cfg.optim.lr, "head_lr": cfg.optim.head_lr,
+    described = {group: choices.get(group) for group in ("encoder", "pooling", "head", "mode", "data", "optim",
+                                                         "experiment")}
+    described |= {"seed": cfg.seed, "lr": cfg.optim.lr, "head_lr": cfg.optim.get("head_lr"),
                   "max_epochs": cfg.trainer.get("max_epochs"), "precision": str(cfg.trainer.get("precision")),
                   "batch_size": cfg.data.get("batch_size"), "max_length": cfg.encoder.max_length,
-                  "layers": list(cfg.encoder.layers), "freeze": cfg.encoder.freeze}
+                  "layers": list(cfg.encoder.layers), "freeze": cfg.encoder.freeze,
+                  "name_or_path": cfg.encoder.get("name_or_path")}
     described["overrides"] = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     return described
 
@@ -138,6 +126,10 @@ def environment() -> dict[str, Any]:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
     return {"git": git, "torch": torch.__version__, "transformers": transformers.__version__,
             "lightning": L.__version__, "device": device, "threads": torch.get_num_threads()}
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.exists() else None
 
 
 def finish_wandb(loggers: list, failed: bool) -> None:

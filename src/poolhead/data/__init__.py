@@ -1,6 +1,6 @@
 """Data: strict readers, a TaskSpec, and TextDataModule subclasses (one per kind of source) that Hydra builds.
 
-    hydra.utils.instantiate(cfg.data, tokenizer=TOK, mode=MODE, max_length=N, seed=S, cache_dir=DIR)
+    hydra.utils.instantiate(cfg.data, tokenizer=TOK, mode=Mode(), max_length=N, seed=S, cache_dir=DIR)
 
 Bad-input policy (README.md in this folder): format problems stop the run with a DataError naming file, line and
 field; rows with an empty text are skipped, counted in `dm.counts` and logged (logger "poolhead.data").
@@ -10,7 +10,7 @@ from poolhead.data.module import TextDataModule
 from poolhead.data.read import DataError, Split
 from poolhead.data.sampling import LengthGroupedBatchSampler
 from poolhead.data.sources import DEMO_DIR, DemoSts, KlueSts, StsData, TableData
-from poolhead.data.task import TaskSpec
+from poolhead.task import TaskSpec
 
 __all__ = ["DEMO_DIR", "DataError", "DemoSts", "KlueSts", "LengthGroupedBatchSampler", "Split", "StsData",
            "TableData", "TaskSpec", "TextDataModule"]

@@ -2,7 +2,7 @@
 
 Subclasses say where rows come from (`read`); everything after reading is shared:
 
-    dm = StsData(dir="../shared/data/stsb", tokenizer=poolhead.minilm_path(), mode="cross", max_length=128, seed=0)
+    dm = StsData(dir="../shared/data/stsb", tokenizer=poolhead.minilm_path(), mode=Cross(), max_length=128, seed=0)
     dm.setup("fit")
     dm.task      # TaskSpec(kind="score", score_range=(0.0, 5.0), binary_threshold=3.0)
     dm.counts    # {"train": {"read": 5749, "kept": 5749, "skipped": 0}, "val": ..., "test": ...}
@@ -29,25 +29,24 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from transformers import AutoTokenizer
 
-from poolhead.cache import CachedSplit, CollateFeatures, FeatureCache, weights_fingerprint
 from poolhead.data.read import DataError, Split
 from poolhead.data.sampling import LengthGroupedBatchSampler, sorted_order
-from poolhead.data.task import TaskSpec
 from poolhead.data.tokens import Collate, Encoded, cached_encode, fingerprint
 from poolhead.hub import from_hub_or_folder
+from poolhead.modes import Mode
+from poolhead.task import KINDS, TaskSpec
 
 log = logging.getLogger("poolhead.data")
-MODES = ("single", "cross", "bi")
 SPLITS = ("train", "val", "test")
 
 
 class TextDataModule(L.LightningDataModule):
     """Shared machinery; a subclass implements `read()` (split name -> Split) and `pair` (texts come in pairs).
 
-    tokenizer: a tokenizer folder or hub name (or a loaded tokenizer). mode: single | cross | bi.
+    tokenizer: a tokenizer folder or hub name (or a loaded tokenizer). mode: a `poolhead.modes.Mode`.
     max_length: tokens per text (cross: per joined pair). seed: the val carve and the training shuffle.
     cache_dir: where tokenized splits are cached (default ~/.cache/poolhead).
-    task: "score" or "class"; score_range: declared [low, high] (rows outside stop the run);
+    task: "score", "class" or "multilabel"; score_range: declared [low, high] (rows outside stop the run);
     binary_threshold: scores >= it count as positive in a binarised F1.
     val_fraction: share of train carved off (seeded) as val when the data has no val split.
     group_by_length: training batches of similar-length rows, evaluation sorted by length (else plain order).
@@ -55,23 +54,23 @@ class TextDataModule(L.LightningDataModule):
 
     pair: bool = True
 
-    def __init__(self, tokenizer: Any, mode: str = "cross", max_length: int = 128, seed: int = 0,
+    def __init__(self, tokenizer: Any, mode: Mode, max_length: int = 128, seed: int = 0,
                  cache_dir: str | Path | None = None, *, name: str | None = None, task: str = "score",
                  score_range: Sequence[float] | None = None, binary_threshold: float | None = None,
                  batch_size: int = 32, eval_batch_size: int = 128, val_fraction: float = 0.1,
                  group_by_length: bool = True, num_workers: int = 0) -> None:
         super().__init__()
         self.name = name or type(self).__name__
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if self.pair and mode == "single":
-            raise ValueError(f"data {self.name!r} holds text pairs, but mode='single' encodes one text. Use mode=cross "
+        if not isinstance(mode, Mode):
+            raise TypeError(f"mode must be a poolhead.modes.Mode (conf/mode/*.yaml), got {mode!r}")
+        if self.pair and not mode.pair:
+            raise ValueError(f"data {self.name!r} holds text pairs, but mode={mode.name} encodes one text. Use mode=cross "
                              "(the pair joined: [CLS] a [SEP] b [SEP]) or mode=bi (each text encoded on its own).")
-        if not self.pair and mode != "single":
-            raise ValueError(f"data {self.name!r} has one text per row, but mode={mode!r} needs pairs. Use "
+        if not self.pair and mode.pair:
+            raise ValueError(f"data {self.name!r} has one text per row, but mode={mode.name} needs pairs. Use "
                              "mode=single, or name the second text's column: data.text_pair=COLUMN.")
-        if task not in ("score", "class"):
-            raise ValueError(f"data.task must be 'score' or 'class', got {task!r}")
+        if task not in KINDS:
+            raise ValueError(f"data.task must be one of {KINDS}, got {task!r}")
         self.tokenizer_name, self.mode, self.max_length, self.seed = tokenizer, mode, max_length, int(seed)
         self.cache_dir = Path(cache_dir or "~/.cache/poolhead").expanduser()
         self.task_kind, self.binary_threshold = task, binary_threshold
@@ -83,7 +82,6 @@ class TextDataModule(L.LightningDataModule):
         self._data: dict[str, Encoded] = {}
         self._counts: dict[str, dict[str, int]] = {}
         self._task: TaskSpec | None = None
-        self._features_cached = False
 
     # --- what a subclass provides -------------------------------------------------------------------------------
     def read(self) -> dict[str, Split]:
@@ -141,19 +139,23 @@ class TextDataModule(L.LightningDataModule):
     def _make_task(self, train: Split) -> TaskSpec:
         if self.task_kind == "score":
             return TaskSpec("score", self.score_range, None, self.binary_threshold)
-        names = set(train.label)
+        names = set(train.label) if self.task_kind == "class" else {n for labels in train.label for n in labels}
         by_number = all(name.lstrip("-").isdigit() for name in names)  # "2" < "10" for integer labels
-        return TaskSpec("class", None, tuple(sorted(names, key=int if by_number else str)), None)
+        return TaskSpec(self.task_kind, None, tuple(sorted(names, key=int if by_number else str)), None)
 
     def _label_ids(self, split: Split) -> list:
+        """Class ids (class tasks), 0/1 lists over label_names (multilabel), scores as read (score tasks)."""
         if self.task.kind == "score":
             return split.label
         ids = {name: i for i, name in enumerate(self.task.label_names)}
-        for i, name in enumerate(split.label):
-            if name not in ids:
-                raise DataError(f"{split.at(i, 'label')}: class label {name!r} does not occur in the training split "
-                                f"(training labels: {list(ids)})")
-        return [ids[name] for name in split.label]
+        for i, labels in enumerate(split.label):
+            for name in [labels] if self.task.kind == "class" else labels:
+                if name not in ids:
+                    raise DataError(f"{split.at(i, 'label')}: class label {name!r} does not occur in the training split "
+                                    f"(training labels: {list(ids)})")
+        if self.task.kind == "class":
+            return [ids[name] for name in split.label]
+        return [[float(name in labels) for name in self.task.label_names] for labels in split.label]
 
     # --- what the rest of the system reads ---------------------------------------------------------------------
     @property
@@ -210,21 +212,15 @@ class TextDataModule(L.LightningDataModule):
         order = sorted_order(data.lengths) if self.group_by_length else np.arange(len(data))
         return self._loader(Subset(data, order.tolist()), batch_size=self.eval_batch_size, shuffle=False)
 
-    def use_encoder_features(self, cache: FeatureCache, encoder: Any, autocast: torch.dtype | None = None) -> None:
-        """Serve a frozen encoder's token states from the feature cache instead of token ids (poolhead.cache):
-        each side of each split is encoded once, then read from disk by every later job."""
-        fingerprint = weights_fingerprint(encoder)
-        for key, data in self._ready(table=self._data).items():
-            sides = [cache.side(encoder, fingerprint, {k: side[k] for k in ("input_ids", "token_type_ids", "lengths")
-                                                       if k in side}, self.eval_batch_size, autocast,
-                                f"{self.name} {key}") for side in data.sides]
-            self._data[key] = CachedSplit(sides, data.labels)
-        self._features_cached = True
+    def token_sides(self) -> list[tuple[str, dict[str, np.ndarray]]]:
+        """Every side of every split as flat token ids + lengths, named for logs (what the feature cache encodes)."""
+        return [(f"{self.name} {key} side {i}", {k: side[k] for k in ("input_ids", "token_type_ids", "lengths")
+                                                  if k in side})
+                for key, data in self._ready(table=self._data).items() for i, side in enumerate(data.sides)]
 
     def _loader(self, dataset: Any, **kwargs: Any) -> DataLoader:
-        dtype = torch.float32 if self.task.kind == "score" else torch.long
-        collate = CollateFeatures(dtype) if self._features_cached else Collate(self.tokenizer, dtype)
-        return DataLoader(dataset, collate_fn=collate, num_workers=self.num_workers,
+        dtype = torch.long if self.task.kind == "class" else torch.float32
+        return DataLoader(dataset, collate_fn=Collate(self.tokenizer, dtype), num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0, **kwargs)
 
     def _ready(self, split: str | None = None, table: dict | None = None) -> dict:

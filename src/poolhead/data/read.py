@@ -142,7 +142,9 @@ def build_split(rows: Iterable[Row], source: str, unit: str, *, pair: bool, task
         split.read += 1
         at = lambda key: f"{source} {unit} {where}, field {names[key]}"  # noqa: E731
         if task == "score":
-            label: float | str = _score(row["label"], at("label"), score_range, scale)
+            label: float | str | tuple = _score(row["label"], at("label"), score_range, scale)
+        elif task == "multilabel":
+            label = _label_set(row["label"], at("label"))
         else:
             label = _name(row["label"], at("label"))
         texts = [_text(row[key], at(key)) for key in (("text", "text_pair") if pair else ("text",))]
@@ -220,6 +222,29 @@ def _name(value: Any, at: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)) or not str(value).strip():
         raise DataError(f"{at}: empty class label")
     return str(value)
+
+
+def _label_set(value: Any, at: str) -> tuple[str, ...]:
+    """A multi-label cell: a JSON list of label names (may be empty: no label applies)."""
+    if not isinstance(value, list):
+        raise DataError(f"{at}: {value!r} is not a list of labels (multilabel data: a JSON list per row in "
+                        ".json/.jsonl, or several 0/1 columns: data.label=[col1,col2,...])")
+    names = tuple(_name(v, at) for v in value)
+    if len(set(names)) != len(names):
+        raise DataError(f"{at}: {value!r} names a label twice")
+    return tuple(sorted(names))
+
+
+def zero_one_columns(record: dict[str, Any], columns: list[str], at: str) -> list[str]:
+    """Several 0/1 columns -> the names of those that are 1 (anything but 0/1 stops the run)."""
+    names = []
+    for column in columns:
+        value = record[column]
+        if str(value).strip() not in ("0", "1") or isinstance(value, (bool, float)):
+            raise DataError(f"{at}, field {column}: {value!r} is not 0 or 1 (data.label lists 0/1 columns)")
+        if str(value).strip() == "1":
+            names.append(column)
+    return names
 
 
 def _text(value: Any, at: str) -> str:

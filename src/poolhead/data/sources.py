@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from poolhead.data.module import TextDataModule
-from poolhead.data.read import STS_NAMES, DataError, Split, build_split, pick_fields, read_sts, read_table
+from poolhead.data.read import (STS_NAMES, DataError, Split, build_split, pick_fields, read_sts, read_table,
+                                zero_one_columns)
 from poolhead.hub import OfflineError
 
 log = logging.getLogger("poolhead.data")
@@ -94,13 +95,20 @@ class TableData(TextDataModule):
     """Any .csv / .tsv / .jsonl / .json files with named columns: one text or a pair, a score or a class.
 
     train (required), val, test: file paths (no val: carved from train; no test: none). text, text_pair, label:
-    column names (text_pair None: single-text data). task: score | class. score_range: [low, high] or None.
+    column names (text_pair None: single-text data). task: score | class | multilabel. score_range: [low, high] or
+    None. Multilabel: `label` is a column holding a JSON list of names, or a list of 0/1 columns (one per label).
     """
 
     def __init__(self, train: str | Path | None = None, val: str | Path | None = None, test: str | Path | None = None,
-                 text: str = "text", text_pair: str | None = None, label: str = "label", **kwargs: Any) -> None:
+                 text: str = "text", text_pair: str | None = None, label: str | Sequence[str] = "label",
+                 **kwargs: Any) -> None:
         self.files = {"train": train, "val": val, "test": test}
-        self.columns = {"text": text, "label": label} | ({"text_pair": text_pair} if text_pair else {})
+        self.label_columns = None if isinstance(label, str) else list(label)
+        if self.label_columns is not None and kwargs.get("task") != "multilabel":
+            raise ValueError(f"data.label={self.label_columns} lists several columns: that is multilabel data "
+                             "(data.task=multilabel); otherwise name one column")
+        label_keys = {f"label:{c}": c for c in self.label_columns} if self.label_columns else {"label": label}
+        self.columns = {"text": text} | label_keys | ({"text_pair": text_pair} if text_pair else {})
         super().__init__(**({"name": "csv"} | kwargs))
 
     @property
@@ -115,8 +123,14 @@ class TableData(TextDataModule):
             if file is not None:
                 path = Path(file).expanduser()
                 rows, unit = read_table(path, self.columns)
+                names = self.columns
+                if self.label_columns:
+                    rows = [(where, {"label": zero_one_columns({c: row[f"label:{c}"] for c in self.label_columns},
+                                                                self.label_columns, f"{path} {unit} {where}")}
+                             | {k: v for k, v in row.items() if not k.startswith("label:")}) for where, row in rows]
+                    names = self.columns | {"label": "+".join(self.label_columns)}
                 splits[key] = build_split(rows, str(path), unit, pair=self.pair, task=self.task_kind,
-                                          score_range=self.score_range, names=self.columns)
+                                          score_range=self.score_range, names=names)
         return splits
 
 

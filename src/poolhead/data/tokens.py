@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from poolhead.modes import Mode
+
 log = logging.getLogger("poolhead.data")
 CACHE_VERSION = "poolhead-tokens-1"
 Side = dict[str, np.ndarray]  # "input_ids" (flat), optional "token_type_ids" (flat), "lengths"; one per side
@@ -40,23 +42,16 @@ def fingerprint(tokenizer: Any) -> str:
     return h.hexdigest()
 
 
-def encode(tokenizer: Any, text: list[str], text_pair: list[str] | None, mode: str,
+def encode(tokenizer: Any, text: list[str], text_pair: list[str] | None, mode: Mode,
            max_length: int | None) -> list[Side]:
-    """Token ids, unpadded: one side for single/cross (`tokenizer(a, b)` joins a pair), two for bi."""
-    kwargs = dict(truncation=True, max_length=max_length, return_attention_mask=False)
-    if mode == "cross":
-        outputs = [tokenizer(text, text_pair, **kwargs)]
-    elif mode == "bi":
-        outputs = [tokenizer(text, **kwargs), tokenizer(text_pair, **kwargs)]
-    else:
-        outputs = [tokenizer(text, **kwargs)]
-    return [_pack(out) for out in outputs]
+    """Token ids, unpadded, one side per pooled vector of the mode (poolhead.modes)."""
+    return [_pack(out) for out in mode.tokenize(tokenizer, text, text_pair, max_length)]
 
 
-def cached_encode(tokenizer: Any, tokenizer_id: str, text: list[str], text_pair: list[str] | None, mode: str,
+def cached_encode(tokenizer: Any, tokenizer_id: str, text: list[str], text_pair: list[str] | None, mode: Mode,
                   max_length: int | None, cache_dir: Path, what: str) -> list[Side]:
     """`encode`, read from `cache_dir/tokens` when this exact job was done before; written atomically."""
-    key = hashlib.sha256(json.dumps([CACHE_VERSION, tokenizer_id, mode, max_length, text, text_pair],
+    key = hashlib.sha256(json.dumps([CACHE_VERSION, tokenizer_id, mode.name, max_length, text, text_pair],
                                     ensure_ascii=False).encode()).hexdigest()
     path = Path(cache_dir).expanduser() / "tokens" / f"{key}.npz"
     if path.exists():

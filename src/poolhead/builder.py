@@ -1,0 +1,153 @@
+"""One way to build things: a composed config -> (data module, model), and a checkpoint -> the model again.
+
+    datamodule, model = poolhead.build(cfg)   # training, commands, tests and benchmarks all call this
+    model = poolhead.load("logs/train/runs/<run>")  # best.ckpt of a run folder (or any .ckpt), offline
+
+Every checkpoint carries what rebuilding needs (`checkpoint["poolhead"]`): the composed config (encoder, pooling, head,
+mode, data preprocessing, optimizer), the task (kind, score range, label names), the encoder's architecture and
+the tokenizer's files, so `load` needs no config, no hub and no data.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from poolhead.cache import CachedEncoder, FeatureCache
+from poolhead.data import TextDataModule
+from poolhead.model import PoolheadModel
+from poolhead.task import TaskSpec
+
+log = logging.getLogger(__name__)
+CHECKPOINT_VERSION = 1
+SAVED_GROUPS = ("encoder", "pooling", "head", "mode", "data", "optim", "seed", "monitor", "monitor_mode", "cache_features")
+
+
+def build(cfg: DictConfig) -> tuple[TextDataModule, PoolheadModel]:
+    """Settings resolved (precision, monitor direction), data read and tokenized, model assembled; the feature cache
+    (encoder.freeze=true, cache_features=true) wraps the encoder here, once."""
+    with open_dict(cfg):
+        cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
+    encoder = instantiate(cfg.encoder)
+    datamodule: TextDataModule = instantiate(cfg.data, tokenizer=encoder.tokenizer, mode=instantiate(cfg.mode),
+                                             max_length=encoder.max_length, seed=cfg.seed,
+                                             cache_dir=cfg.paths.cache_dir)
+    datamodule.setup("fit")
+    if cfg.encoder.freeze and cfg.cache_features:
+        cache = FeatureCache(cfg.paths.cache_dir, cfg.paths.cache_max_gb)
+        encoder = CachedEncoder(encoder, cache, datamodule.token_sides(), datamodule.eval_batch_size,
+                                autocast_dtype(cfg.trainer.precision))  # the cache holds what the run computes
+    model = build_model(cfg, datamodule.task, encoder)
+    with open_dict(cfg):
+        cfg.monitor = cfg.monitor or f"val/{datamodule.task.monitor}"
+        cfg.monitor_mode = model.monitor_mode(cfg.monitor)
+    model.description = describe_for_checkpoint(cfg, datamodule.task, model)
+    return datamodule, model
+
+
+def build_model(cfg: DictConfig, task: TaskSpec, encoder: Any = None) -> PoolheadModel:
+    """The model alone, from the config groups and a task (what `load` needs, with no data)."""
+    o = cfg.optim
+    return PoolheadModel(encoder if encoder is not None else instantiate(cfg.encoder), instantiate(cfg.pooling),
+                         instantiate(cfg.head), task, instantiate(cfg.mode), optimizer=instantiate(o.optimizer),
+                         scheduler=instantiate(o.get("scheduler")), lr=o.lr, head_lr=o.get("head_lr"),
+                         weight_decay=o.get("weight_decay", 0.0), warmup_ratio=o.get("warmup_ratio", 0.0))
+
+
+def describe_for_checkpoint(cfg: DictConfig, task: TaskSpec, model: PoolheadModel) -> dict[str, Any]:
+    config = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+              for key in SAVED_GROUPS if key in cfg}
+    config["trainer"] = {"precision": str(cfg.trainer.precision)}
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer = model.encoder.tokenizer
+        if isinstance(tokenizer, str):
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        tokenizer.save_pretrained(folder)
+        files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in Path(folder).iterdir() if p.is_file()}
+    return {"version": CHECKPOINT_VERSION, "config": config, "task": dataclasses.asdict(task),
+            "encoder_config": model.encoder.model.config.to_dict(), "tokenizer_files": files}
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> PoolheadModel:
+    """The trained model from a checkpoint or a run folder (its checkpoints/best.ckpt), in eval mode, offline.
+    `model.description["config"]` is the run's config; `model.encoder.tokenizer` its tokenizer."""
+    ckpt_path = checkpoint_file(path)
+    checkpoint = read_checkpoint(ckpt_path, map_location)
+    if "poolhead" not in checkpoint:
+        raise ValueError(f"{ckpt_path}: not a poolhead checkpoint (no 'poolhead' entry: written by another tool, or "
+                         "by poolhead before checkpoints described themselves); retrain, or load its state_dict by hand")
+    description = checkpoint["poolhead"]
+    cfg = OmegaConf.create(description["config"])
+    task = TaskSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in description["task"].items()})
+    with tempfile.TemporaryDirectory() as folder:
+        for name, data in description["tokenizer_files"].items():
+            (Path(folder) / name).write_bytes(base64.b64decode(data))
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    encoder_cfg = OmegaConf.merge(cfg.encoder, {"name_or_path": None, "tokenizer": "(from the checkpoint)",
+                                                "config": description["encoder_config"]})
+    encoder = instantiate(encoder_cfg)
+    encoder.tokenizer = tokenizer
+    if cfg.encoder.freeze and cfg.get("cache_features"):
+        encoder = CachedEncoder(encoder)  # no cached rows: runs the encoder; same parameter names as in training
+    model = build_model(cfg, task, encoder)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.description = description
+    return model.to(map_location).eval()
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A .ckpt as given, or a run folder's checkpoints/best.ckpt (last.ckpt when there is no best)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for name in ("best.ckpt", "last.ckpt"):
+            if (path / "checkpoints" / name).is_file():
+                return path / "checkpoints" / name
+        raise FileNotFoundError(f"{path}: no checkpoints/best.ckpt or last.ckpt in this folder; pass a run folder "
+                                "(logs/<task>/runs/<time>) or a .ckpt file")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    return path
+
+
+def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """torch.load with an error that names the file and says what to do."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as err:  # noqa: BLE001 - EOFError, zip errors, unpickling errors: all mean "unreadable"
+        raise ValueError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err or 'empty or truncated file'}). "
+                         "It may be truncated by an interrupted save: use another checkpoint (e.g. last.ckpt / "
+                         "best.ckpt), or start the run over without ckpt_path") from None
+
+
+def cpu_computes_bf16() -> bool:
+    """bf16 matrix units (AVX512-BF16 or AMX). Without them, autocast to bf16 is slower than fp32, not faster."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: Any, accelerator: str = "auto") -> str:
+    """`auto`: bf16-mixed on GPUs and CPUs that compute bf16, fp16-mixed on older GPUs, 32-true elsewhere."""
+    if str(precision) != "auto":
+        return str(precision)
+    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "bf16-mixed" if cpu_computes_bf16() else "32-true"
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    return {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(str(precision))
