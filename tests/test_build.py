@@ -195,3 +195,31 @@ def test_last_checkpoint_is_the_last_state_even_when_the_best_is_earlier(tmp_pat
     best = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)
     assert last["epoch"] == 2 and best["epoch"] == 0
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ("fpu sse avx2 avx512f avx512_bf16", "bf16-mixed"),  # AMD EPYC Zen 4: AVX512-BF16
+    ("fpu sse avx2 avx512f amx_tile amx_bf16", "bf16-mixed"),  # Intel Sapphire Rapids: AMX
+    ("fpu sse avx2 fma", "32-true"),  # AVX2 only (e.g. Zen 3): bf16 autocast would be emulated, slower than fp32
+    ("fpu sse avx2 avx512f avx512bw", "32-true"),  # AVX-512 without bf16 units
+], ids=["avx512_bf16", "amx", "avx2", "avx512_no_bf16"])
+def test_precision_auto_on_cpus(tmp_path, monkeypatch, flags, expected):
+    from poolhead import builder
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    read_flags = builder.cpu_computes_bf16
+    monkeypatch.setattr(builder, "cpu_computes_bf16", lambda: read_flags(cpuinfo))
+    assert builder.resolve_precision("auto") == expected
+    assert builder.resolve_precision("bf16-mixed") == "bf16-mixed", "a named precision is kept"
+
+
+@pytest.mark.parametrize("bf16, expected", [(True, "bf16-mixed"), (False, "16-mixed")])
+def test_precision_auto_on_gpus(monkeypatch, bf16, expected):
+    from poolhead import builder
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    assert builder.resolve_precision("auto") == expected
+    assert builder.resolve_precision("auto", accelerator="cpu") in ("bf16-mixed", "32-true"), "cpu asked: no GPU rule"

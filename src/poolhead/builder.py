@@ -131,10 +131,10 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
                          "best.ckpt), or start the run over without ckpt_path") from None
 
 
-def cpu_computes_bf16() -> bool:
+def cpu_computes_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """bf16 matrix units (AVX512-BF16 or AMX). Without them, autocast to bf16 is slower than fp32, not faster."""
     try:
-        flags = Path("/proc/cpuinfo").read_text().split()
+        flags = cpuinfo.read_text().split()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
