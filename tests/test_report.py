@@ -1,10 +1,11 @@
 """Sweep report on synthetic Hydra multirun dirs (no training: results.json/predictions.csv are written here), with
-answers known in advance."""
+answers known in advance; and one real multirun that logs the summary to (offline) W&B."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import statistics
 import subprocess
@@ -22,6 +23,7 @@ from scipy import stats
 
 from poolhead.report import ReportCallback, correct, paired_bootstrap, paired_ttest, write_report
 
+ROOT = Path(__file__).resolve().parents[1]
 QUALITY = {("mean", "regression"): 0.85, ("mean", "classification"): 0.75,
            ("cls", "regression"): 0.70, ("cls", "classification"): 0.60}
 
@@ -308,3 +310,25 @@ def test_callback_never_raises(tmp_path):
     sweep = make_grid_sweep(tmp_path / "sweep")
     callback.on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}}))
     assert (sweep / "summary.md").exists()
+
+
+def test_real_multirun_logs_the_summary_to_wandb(tmp_path):
+    """train.py -m with logger=wandb: at the end the report goes to a `<group>-summary` (offline) W&B run."""
+    pytest.importorskip("wandb")
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
+           "POOLHEAD_CACHE": "/tmp/poolhead-test-cache",
+           **{var: str(tmp_path / "wandb-home") for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR")}}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "pooling=mean,cls", "encoder=tiny",
+                           "trainer.max_epochs=1", "trainer.precision=32-true", "+trainer.enable_progress_bar=false",
+                           "logger=wandb", f"hydra.sweep.dir={sweep}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((sweep / "wandb").glob("offline-run-*"))  # the jobs' own runs live in their job folders
+    assert len(runs) == 1, "one summary run in the sweep folder"
+    record = next(runs[0].glob("*.wandb")).read_bytes()  # what `wandb sync` uploads later
+    assert b"train-sweep-summary" in record and b"sweep_summary" in record
+    table = json.loads(next(runs[0].glob("files/media/table/sweep_summary_*.table.json")).read_text())
+    assert "pooling" in table["columns"] and sorted(row[table["columns"].index("pooling")]
+                                                    for row in table["data"]) == ["cls", "mean"]
+    assert "Writing the sweep report failed" not in proc.stdout + proc.stderr

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -101,10 +102,19 @@ class ReportCallback(Callback):
             sweep_dir = Path(str(config.hydra.sweep.dir))
             result = write_report(sweep_dir)
             wandb_cfg = OmegaConf.select(config, "logger.wandb")
-            if wandb_cfg is not None and result["groups"] is not None:
+            if wandb_cfg is None or result["groups"] is None:
+                return
+            # The group is `${task_name}-${basename:${hydra:sweep.dir}}`: `${hydra:...}` reads HydraConfig, which
+            # Hydra only sets while a job runs, so set it from this (full) config to resolve the group here too.
+            hydra_config = HydraConfig.instance()
+            before = hydra_config.cfg
+            hydra_config.set_config(config)
+            try:
                 log_to_wandb(result["groups"], project=wandb_cfg.project, group=wandb_cfg.group,
                              mode="offline" if wandb_cfg.offline else "online", png=result["summary_png"],
                              save_dir=str(sweep_dir))
+            finally:
+                hydra_config.cfg = before
         except Exception:  # a report failure must not fail the sweep
             log.exception("Writing the sweep report failed (the sweep itself finished)")
 
