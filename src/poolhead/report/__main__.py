@@ -1,0 +1,3 @@
+from poolhead.report import main
+
+main()
