@@ -233,3 +233,31 @@ def test_jsonl_and_json_problems_name_line_or_item(tmp_path: Path) -> None:
 def test_table_without_train_file_is_clear(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"needs a training file: data.train=PATH"):
         table(tmp_path)
+
+
+@pytest.mark.parametrize("split_file", ["sts-train.csv", "sts-dev.csv", "sts-test.csv"])
+@pytest.mark.parametrize("score, shown", [("-0.5", "-0.5"), ("5.5", "5.5"), ("-0.0001", "-0.0001")])
+def test_both_score_bounds_are_checked_on_every_split(tmp_path: Path, split_file: str, score: str, shown: str) -> None:
+    """A score below 0 or above 5 in train, dev or test stops the run naming that file and line."""
+    bad = GOOD + sts_line(score, "a", "b")
+    folder = sts_dir(tmp_path, bad if split_file == "sts-train.csv" else GOOD,
+                     dev=bad if split_file == "sts-dev.csv" else None)
+    if split_file == "sts-test.csv":
+        (folder / "sts-test.csv").write_text(bad, encoding="utf-8")
+    with pytest.raises(DataError, match=rf"{split_file} line 3, field score: {shown} is outside the declared score "
+                                        r"range \[0, 5\]"):
+        sts(folder, tmp_path)
+
+
+@pytest.mark.parametrize("hub_score, shown", [(-0.02, "-0.1"), (1.02, "5.1")])
+def test_both_score_bounds_are_checked_after_hub_scaling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         hub_score: float, shown: str) -> None:
+    """sentence-transformers/stsb stores score / 5: the range is checked on the scaled score, both ends."""
+    import datasets
+
+    rows = {"sentence1": ["a", "b", "c"], "sentence2": ["x", "y", "z"], "score": [0.5, hub_score, 0.1]}
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config=None: datasets.DatasetDict(
+        {"train": datasets.Dataset.from_dict(rows)}))
+    with pytest.raises(DataError, match=rf"sentence-transformers/stsb\[train\] item 1, field score: {shown} is "
+                                        r"outside the declared score range"):
+        sts(None, tmp_path, hub="sentence-transformers/stsb")
