@@ -277,7 +277,7 @@ def test_overrides_are_parsed_by_hydra(tmp_path, spy):
     for num, (pooling, head, lr) in enumerate(grid):
         config = base_config(pooling=pooling, head=head, lr=float(lr), output_dir=f"/tmp/run{num}")
         write_job(sweep, num, config, [f"pooling={pooling}", f"head={head}", f"optim.lr={lr}",
-                                       "+trainer.enable_progress_bar=false", "encoder.layers=[0,-1]"])
+                                       "trainer.enable_progress_bar=false", "encoder.layers=[0,-1]"])
     out = write_report(sweep)
     assert list(out["summary"].columns[:4]) == ["job", "pooling", "head", "optim.lr"]
     assert sorted(set(out["summary"]["optim.lr"])) == [1e-5, 3e-5]  # floats, as Hydra reads them
@@ -320,7 +320,7 @@ def test_real_multirun_logs_the_summary_to_wandb(tmp_path):
            "POOLHEAD_CACHE": "/tmp/poolhead-test-cache",
            **{var: str(tmp_path / "wandb-home") for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR")}}
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "pooling=mean,cls", "encoder=tiny",
-                           "trainer.max_epochs=1", "trainer.precision=32-true", "+trainer.enable_progress_bar=false",
+                           "trainer.max_epochs=1", "trainer.precision=32-true", "trainer.enable_progress_bar=false",
                            "logger=wandb", f"hydra.sweep.dir={sweep}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

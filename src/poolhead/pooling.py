@@ -31,7 +31,8 @@ class Pooling(nn.Module):
 def _masked_sum(hidden: Tensor, weights: Tensor) -> tuple[Tensor, Tensor]:
     """Sum of hidden [B,T,H] weighted by [B,T], and the weights' total [B,1]; in float32, as bf16 sums drift."""
     weights = weights.unsqueeze(-1).float()
-    return (hidden.float() * weights).sum(1), weights.sum(1).clamp(min=1.0)
+    hidden = hidden.float().masked_fill(weights == 0, 0.0)  # padding may hold inf/NaN: 0 * inf would be NaN
+    return (hidden * weights).sum(1), weights.sum(1).clamp(min=1.0)
 
 
 class PoolerOutput(Pooling):
@@ -46,10 +47,11 @@ class PoolerOutput(Pooling):
 
 
 class CLS(Pooling):
-    """The raw hidden state of the first token ([CLS] / <s>)."""
+    """The raw hidden state of the first real token ([CLS] / <s>), also when padding is on the left."""
 
     def forward(self, last_hidden_state: Tensor, attention_mask: Tensor, pooler_output: Tensor | None = None) -> Tensor:
-        return last_hidden_state[:, 0]
+        first = attention_mask.argmax(1)
+        return last_hidden_state[torch.arange(len(first), device=first.device), first]
 
 
 class Mean(Pooling):
