@@ -15,8 +15,10 @@ from poolhead.train import run
 def main(cfg: DictConfig) -> float | None:
     results = run(cfg)
     if results["status"] != "ok" and HydraConfig.get().mode != RunMode.MULTIRUN:
-        sys.exit(f"run failed: {results['error']}\n(details: {cfg.paths.output_dir}/results.json)")
-    return results["metrics"].get(results["monitor"])  # for Hydra sweepers that optimise
+        where = "nothing of the run was changed" if results.get("resumable") is False else \
+            f"details: {cfg.paths.output_dir}/results.json"
+        sys.exit(f"run failed: {results['error']}\n({where})")
+    return results.get("metrics", {}).get(results.get("monitor"))  # for Hydra sweepers that optimise
 
 
 if __name__ == "__main__":

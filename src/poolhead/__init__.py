@@ -1,6 +1,7 @@
 """poolhead: which pooling and which head answer my task best, and how fast can I know?"""
 
 import os
+import time
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -33,6 +34,9 @@ def wandb_offline() -> bool:
 OmegaConf.register_new_resolver("minilm", minilm_path, replace=True)  # ${minilm:} -> the bundled MiniLM folder
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
 OmegaConf.register_new_resolver("basename", lambda path: Path(str(path)).name, replace=True)
+OmegaConf.register_new_resolver(  # hydra.output_subdir: a resume must not overwrite the run's own .hydra files
+    "resume_subdir", lambda ckpt_path: f".hydra/resume-{time.strftime('%Y%m%d-%H%M%S')}" if ckpt_path else ".hydra",
+    replace=True)
 
 
 def __getattr__(name: str):  # poolhead.build / poolhead.load, imported on first use (they pull in torch)

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from poolhead.cache import CachedEncoder, FeatureCache
+from poolhead.checks import check_against_data, check_settings
 from poolhead.data import TextDataModule
 from poolhead.model import PoolheadModel
 from poolhead.task import TaskSpec
@@ -34,13 +36,14 @@ SAVED_GROUPS = ("encoder", "pooling", "head", "mode", "data", "optim", "seed", "
 def build(cfg: DictConfig) -> tuple[TextDataModule, PoolheadModel]:
     """Settings resolved (precision, monitor direction), data read and tokenized, model assembled; the feature cache
     (encoder.freeze=true, cache_features=true) wraps the encoder here, once."""
+    check_settings(cfg)
     with open_dict(cfg):
         cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
-    encoder = instantiate(cfg.encoder)
-    datamodule: TextDataModule = instantiate(cfg.data, tokenizer=encoder.tokenizer, mode=instantiate(cfg.mode),
-                                             max_length=encoder.max_length, seed=cfg.seed,
-                                             cache_dir=cfg.paths.cache_dir)
+    encoder = make(cfg.encoder)
+    datamodule: TextDataModule = make(cfg.data, tokenizer=encoder.tokenizer, mode=make(cfg.mode),
+                                      max_length=encoder.max_length, seed=cfg.seed, cache_dir=cfg.paths.cache_dir)
     datamodule.setup("fit")
+    check_against_data(cfg, datamodule.task, datamodule.source("train"))
     if cfg.encoder.freeze and cfg.cache_features:
         cache = FeatureCache(cfg.paths.cache_dir, cfg.paths.cache_max_gb)
         encoder = CachedEncoder(encoder, cache, datamodule.token_sides(), datamodule.eval_batch_size,
@@ -56,10 +59,21 @@ def build(cfg: DictConfig) -> tuple[TextDataModule, PoolheadModel]:
 def build_model(cfg: DictConfig, task: TaskSpec, encoder: Any = None) -> PoolheadModel:
     """The model alone, from the config groups and a task (what `load` needs, with no data)."""
     o = cfg.optim
-    return PoolheadModel(encoder if encoder is not None else instantiate(cfg.encoder), instantiate(cfg.pooling),
-                         instantiate(cfg.head), task, instantiate(cfg.mode), optimizer=instantiate(o.optimizer),
-                         scheduler=instantiate(o.get("scheduler")), lr=o.lr, head_lr=o.get("head_lr"),
-                         weight_decay=o.get("weight_decay", 0.0), warmup_ratio=o.get("warmup_ratio", 0.0))
+    return PoolheadModel(encoder if encoder is not None else make(cfg.encoder), make(cfg.pooling), make(cfg.head),
+                         task, make(cfg.mode), optimizer=make(o.optimizer), scheduler=make(o.get("scheduler")),
+                         lr=o.lr, head_lr=o.get("head_lr"), weight_decay=o.get("weight_decay", 0.0),
+                         warmup_ratio=o.get("warmup_ratio", 0.0))
+
+
+def make(node: Any, **kwargs: Any) -> Any:
+    """hydra.utils.instantiate, with a failing component's own error as the message (Hydra wraps it in an
+    InstantiationException with the call and `full_key`, which buries what the user must change)."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        if err.__cause__ is not None:
+            raise err.__cause__ from None
+        raise
 
 
 def describe_for_checkpoint(cfg: DictConfig, task: TaskSpec, model: PoolheadModel) -> dict[str, Any]:
@@ -97,7 +111,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Poolhead
         tokenizer = AutoTokenizer.from_pretrained(folder)
     encoder_cfg = OmegaConf.merge(cfg.encoder, {"name_or_path": None, "tokenizer": "(from the checkpoint)",
                                                 "config": description["encoder_config"]})
-    encoder = instantiate(encoder_cfg)
+    encoder = make(encoder_cfg)
     encoder.tokenizer = tokenizer
     if cfg.encoder.freeze and cfg.get("cache_features"):
         encoder = CachedEncoder(encoder)  # no cached rows: runs the encoder; same parameter names as in training

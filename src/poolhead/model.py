@@ -122,6 +122,9 @@ class PoolheadModel(L.LightningModule):
 
     def _evaluate(self, batch: dict[str, Any], split: str) -> None:
         output = self(batch["features"])
+        if not torch.isfinite(output).all():
+            raise FloatingPointError(f"{split} outputs are not finite (NaN or inf) at epoch {self.current_epoch}, "
+                                     f"step {self.global_step}: no metric is computed from them")
         self.log(f"{split}/loss", self.head.loss(output, batch["labels"]), batch_size=len(batch["labels"]))
         self.metrics[split].update(self.head, output, batch["labels"])
 

@@ -3,6 +3,7 @@ predictions.csv in the run folder (the output contract in README.md)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -16,19 +17,29 @@ import pandas as pd
 import torch
 import transformers
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from poolhead.builder import build, load
-from poolhead.callbacks import RNGState, TrainThroughput
+from poolhead.builder import build, load, read_checkpoint
+from poolhead.callbacks import RNGState, StopOnNonFinite, TrainThroughput
+from poolhead.checks import SettingsError
+from poolhead.loggers import prepare_metrics_file
 from poolhead.predict import evaluate
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
-    """Train and evaluate one configuration; never raises: a failure is recorded in results.json."""
+    """Train and evaluate one configuration; never raises: a failure is recorded in results.json. A resume
+    (`ckpt_path`) that cannot start changes no file of the run and returns the failure."""
     out_dir = Path(cfg.paths.output_dir)
+    try:
+        cfg, resume = resume_config(cfg, out_dir), resume_path(cfg, out_dir)
+        prepare_metrics_file(out_dir / "csv" / "metrics.csv", None if resume is None else resume[1])
+    except Exception as err:  # noqa: BLE001 - said to the caller, and nothing of the run is touched
+        log.error("cannot resume: %s", err)
+        return {"status": "failed", "error": f"{type(err).__name__}: {err}", "resumable": False}
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"status": "failed", "error": None, "config": describe(cfg), "metrics": {},
                                "monitor": None, "monitor_mode": None, "checkpoints": {}, "data": {}, "timing": {},
@@ -39,18 +50,21 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         datamodule, model = build(cfg)
         results |= {"monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode, "data": dict(datamodule.sizes)}
         results["config"]["precision"] = str(cfg.trainer.precision)
+        results["encoder"] = {"name_or_path": cfg.encoder.get("name_or_path"),
+                              "weights_sha256": weights_file_sha256(cfg.encoder.get("name_or_path"))}
         datamodule.save_label_map(out_dir / "labels.json")
         if cfg.compile:
             model.encoder.model.compile()
 
         loggers = [instantiate(c) for c in cfg.logger.values()]
         throughput = TrainThroughput()
-        callbacks = [instantiate(c) for c in cfg.callbacks.values()] + [RNGState(), throughput, *(extra_callbacks or [])]
+        callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+        callbacks += [RNGState(), StopOnNonFinite(), throughput, *(extra_callbacks or [])]
         trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-        best = fit_or_evaluate_as_is(trainer, model, datamodule, cfg, out_dir, results)
+        best = fit_or_evaluate_as_is(trainer, model, datamodule, None if resume is None else resume[0], results)
         evaluated = load(best) if best else model  # exactly what a user gets back from the checkpoint
         splits = ["val"] + (["test"] if cfg.test and datamodule.has_test else [])
         frames, metrics, seconds = [], {}, {}
@@ -75,37 +89,78 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     return results
 
 
-def fit_or_evaluate_as_is(trainer: L.Trainer, model: Any, datamodule: Any, cfg: DictConfig, out_dir: Path,
+def fit_or_evaluate_as_is(trainer: L.Trainer, model: Any, datamodule: Any, ckpt_path: str | None,
                           results: dict[str, Any]) -> str | None:
     """Fit, and return the best checkpoint's path. A model with nothing to train (a frozen encoder, a weightless
     pooling and the bi cosine head: the zero-shot baseline of that pooling) is evaluated as it is, and saved."""
     if model.trainable:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=resume_path(cfg, out_dir))
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         callback = trainer.checkpoint_callback
         return (callback.best_model_path or None) if callback else None
     log.info("Nothing to train in this configuration (frozen encoder, %s pooling, %s head): evaluated as it is, "
              "a zero-shot baseline", type(model.pooling).__name__, type(model.head).__name__)
     results["zero_shot"] = True
     trainer.validate(model, datamodule=datamodule, verbose=False)
-    path = out_dir / "checkpoints" / "best.ckpt"
+    path = Path(trainer.default_root_dir) / "checkpoints" / "best.ckpt"
     trainer.save_checkpoint(path)
     return str(path)
 
 
-def resume_path(cfg: DictConfig, out_dir: Path) -> str | None:
-    """`ckpt_path=last` -> this run folder's last.ckpt (it must exist); any other value is a checkpoint path."""
+def resume_path(cfg: DictConfig, out_dir: Path) -> tuple[str, int] | None:
+    """`ckpt_path=last` -> this run folder's last.ckpt; any other value is a checkpoint path. The file must exist
+    and be readable; returns it with its global step."""
     if cfg.ckpt_path in (None, ""):
         return None
     path = out_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
     if not path.exists():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no checkpoint at {path}. To resume a run, pass its "
                                 "folder too: hydra.run.dir=<that run's folder> ckpt_path=last")
-    return str(path)
+    return str(path), int(read_checkpoint(path).get("global_step", 0))
+
+
+def resume_config(cfg: DictConfig, out_dir: Path) -> DictConfig:
+    """A resume continues under the run's own saved config (.hydra/config.yaml); what the resume command sets must
+    agree with it (ckpt_path and hydra.* aside)."""
+    saved_file = out_dir / ".hydra" / "config.yaml"
+    if cfg.ckpt_path in (None, "") or not saved_file.is_file():
+        return cfg
+    saved = OmegaConf.load(saved_file)
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.key_or_group
+        if key == "ckpt_path" or key.startswith("hydra"):
+            continue
+        now, before = (OmegaConf.select(c, key, default=None) for c in (cfg, saved))
+        as_plain = lambda v: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v  # noqa: E731
+        if as_plain(now) != as_plain(before):
+            raise SettingsError(f"{override.input_line}: this run was trained with {key}={as_plain(before)}; a "
+                                "resume continues the run's own settings. Drop the override, or start a new run")
+    with open_dict(saved):
+        saved.ckpt_path = cfg.ckpt_path
+    return saved
+
+
+def weights_file_sha256(name_or_path: str | None) -> str | None:
+    """sha256 of a local encoder folder's weights file (what actually ran); None for hub names and random models."""
+    folder = Path(str(name_or_path)).expanduser() if name_or_path else None
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if folder is not None and (folder / name).is_file():
+            h = hashlib.sha256()
+            with (folder / name).open("rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+            return h.hexdigest()
+    return None
 
 
 def describe(cfg: DictConfig) -> dict[str, Any]:
-    """The settings a sweep varies, flat: group choices by name, then the knobs researchers sweep."""
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    """The settings a sweep varies, flat: group choices by name, then the knobs researchers sweep. A resumed run is
+    described by the choices and overrides it was started with (its .hydra/hydra.yaml)."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    started = Path(str(cfg.paths.output_dir)) / ".hydra" / "hydra.yaml"
+    if cfg.get("ckpt_path") and started.is_file():
+        hydra = OmegaConf.load(started).hydra
+    choices = hydra.runtime.choices if hydra is not None else {}
     described = {group: choices.get(group) for group in ("encoder", "pooling", "head", "mode", "data", "optim",
                                                          "experiment")}
     described |= {"seed": cfg.seed, "lr": cfg.optim.lr, "head_lr": cfg.optim.get("head_lr"),
@@ -113,7 +168,7 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
                   "batch_size": cfg.data.get("batch_size"), "max_length": cfg.encoder.max_length,
                   "layers": list(cfg.encoder.layers), "freeze": cfg.encoder.freeze,
                   "name_or_path": cfg.encoder.get("name_or_path")}
-    described["overrides"] = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    described["overrides"] = list(hydra.overrides.task) if hydra is not None else []
     return described
 
 

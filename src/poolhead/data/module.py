@@ -164,6 +164,10 @@ class TextDataModule(L.LightningDataModule):
             raise RuntimeError(f"data {self.name!r}: call setup() before reading .task")
         return self._task
 
+    def source(self, split: str) -> str:
+        """Where a split was read from (a file path, or hub name[split]), for messages."""
+        return self._ready(split)[split].source
+
     @property
     def has_test(self) -> bool:
         return "test" in self._ready()
@@ -194,11 +198,11 @@ class TextDataModule(L.LightningDataModule):
     # --- dataloaders -----------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         data = self._ready("train", self._data)["train"]
-        if self.group_by_length:
-            sampler = LengthGroupedBatchSampler(data.lengths, self.batch_size, seed=self.seed)
-            return self._loader(data, batch_sampler=sampler)
-        return self._loader(data, batch_size=self.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(self.seed))
+        # batches drawn from (seed, epoch) alone, so a resumed run sees the batches an uninterrupted one sees;
+        # group_by_length=false: groups of one batch, i.e. plain random batches
+        sampler = LengthGroupedBatchSampler(data.lengths, self.batch_size, seed=self.seed,
+                                            group_batches=50 if self.group_by_length else 1)
+        return self._loader(data, batch_sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self.predict_dataloader("val")
@@ -220,8 +224,11 @@ class TextDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Any, **kwargs: Any) -> DataLoader:
         dtype = torch.long if self.task.kind == "class" else torch.float32
+        # its own generator: creating the iterator would otherwise draw a seed from torch's global RNG, which the
+        # dropout masks use, and a resumed run (RNG restored from the checkpoint) would then drop other units
         return DataLoader(dataset, collate_fn=Collate(self.tokenizer, dtype), num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0, **kwargs)
+                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed), **kwargs)
 
     def _ready(self, split: str | None = None, table: dict | None = None) -> dict:
         table = self._splits if table is None else table

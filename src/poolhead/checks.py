@@ -1,0 +1,101 @@
+"""Settings checked in one place before any work starts (`check_settings`: before the encoder loads or data is
+read), and against the data once it is read (`check_against_data`). Each message names the key, the value, and
+what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from poolhead.task import TaskSpec
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the message names the key, its value and what is allowed."""
+
+
+RULES: list[tuple[str, Callable[[Any], bool], str]] = [  # key, allowed(value), what is allowed
+    ("optim.lr", lambda v: v >= 0, "a learning rate >= 0 (a negative one climbs the loss)"),
+    ("optim.head_lr", lambda v: v is None or v >= 0, "null (= optim.lr) or a learning rate >= 0"),
+    ("optim.weight_decay", lambda v: v is None or v >= 0, "a number >= 0"),
+    ("optim.warmup_ratio", lambda v: v is None or 0 <= v <= 1, "a share of the training steps in [0, 1]"),
+    ("data.batch_size", lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
+    ("data.eval_batch_size", lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
+    ("data.val_fraction", lambda v: 0 < v < 1, "a share of the training rows strictly between 0 and 1"),
+    ("encoder.max_length", lambda v: isinstance(v, int) and v >= 2, "a whole number of tokens >= 2"),
+    ("encoder.layers", lambda v: len(v) >= 1, "at least one hidden_states index, e.g. [-1]"),
+    ("head.bin_edges", lambda v: len(v) >= 1 and list(v) == sorted(set(v)), "at least one edge, ascending, e.g. [3.0]"),
+    ("head.dropout", lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+    ("trainer.max_epochs", lambda v: v is None or v == -1 or v >= 1, "a whole number >= 1 (or -1 with max_steps)"),
+    ("trainer.gradient_clip_val", lambda v: v is None or v >= 0, "null or a number >= 0"),
+    ("trainer.accumulate_grad_batches", lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
+]
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Everything that can be checked from the config alone, plus the encoder's own limits read from its
+    config.json (cheap: no weights are loaded)."""
+    for key, allowed, what in RULES:
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:
+            continue
+        try:
+            ok = allowed(value)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise SettingsError(f"{key}={_show(value)}: expected {what}")
+    limit = _position_limit(cfg.encoder)
+    if limit is not None and cfg.encoder.max_length > limit:
+        raise SettingsError(f"encoder.max_length={cfg.encoder.max_length}: the encoder reads at most {limit} tokens "
+                            f"(its max_position_embeddings); set encoder.max_length<={limit}")
+
+
+def check_against_data(cfg: DictConfig, task: TaskSpec, source: str) -> None:
+    """Settings that only the data can contradict (`source`: the training file, for messages)."""
+    if task.kind == "class" and task.num_classes < 2:
+        raise SettingsError(f"{source}: the training split has a single class label {list(task.label_names)}; "
+                            "a class task needs at least 2")
+    edges = OmegaConf.select(cfg, "head.bin_edges")
+    if edges is not None and task.kind == "score" and task.score_range is not None:
+        low, high = task.score_range
+        outside = [e for e in edges if not low < e < high]
+        if outside:
+            raise SettingsError(f"head.bin_edges={_show(list(edges))}: {_show(outside)} not strictly inside the "
+                                f"data's score range [{low:g}, {high:g}] ({source}), so every row lands in one bin; "
+                                f"choose edges between {low:g} and {high:g}")
+
+
+_ABSENT = object()
+
+
+def _show(value: Any) -> str:
+    return str(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value)
+
+
+def _position_limit(encoder: DictConfig) -> int | None:
+    """max_position_embeddings of the encoder, from its config dict or config.json; None when unknown (e.g. a hub
+    name offline: loading the encoder then says how to go offline)."""
+    if encoder.get("config") is not None:
+        config = OmegaConf.to_container(encoder.config)
+        if "max_position_embeddings" in config:
+            return int(config["max_position_embeddings"]) - _offset(config)
+        from transformers import AutoConfig
+
+        config = AutoConfig.for_model(**config).to_dict()
+    else:
+        path = Path(str(encoder.get("name_or_path"))).expanduser() / "config.json"
+        if not path.is_file():
+            return None
+        import json
+
+        config = json.loads(path.read_text())
+    limit = config.get("max_position_embeddings")
+    return None if limit is None else int(limit) - _offset(config)
+
+
+def _offset(config: dict) -> int:
+    """RoBERTa-style models start positions after the padding index, so 2 of their positions are never usable."""
+    return config.get("pad_token_id", 0) + 1 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert") else 0

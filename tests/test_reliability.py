@@ -1,0 +1,194 @@
+"""Nothing lost, nothing silent: resume keeps the run's settings, files and history; non-finite training stops at
+once; impossible settings stop before any work, naming key, value and what is allowed; checkpoint errors name the
+file. Each test fails on the code before issue 14."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import FAST, ROOT, compose_cfg
+
+from poolhead import build
+from poolhead.train import run
+
+
+def train_py(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file of a run, but Hydra's train.log (an append-only log: checked to only grow) and the
+    .hydra/resume-* records a resume attempt adds."""
+    return {name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()
+            and (name := str(p.relative_to(folder))) != "train.log" and not name.startswith(".hydra/resume-")}
+
+
+def log_only_grew(folder: Path, before: bytes) -> bool:
+    return (folder / "train.log").read_bytes().startswith(before)
+
+
+@pytest.fixture(scope="module")
+def attention_run(tmp_path_factory) -> Path:
+    """A finished 1-epoch run with a learned pooling, made by train.py as a user makes it."""
+    folder = tmp_path_factory.mktemp("attention") / "run"
+    proc = train_py(*FAST, "pooling=attention", "mode=bi", f"hydra.run.dir={folder}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return folder
+
+
+def test_resume_as_the_readme_writes_it_continues_the_runs_own_config(attention_run, tmp_path):
+    run_dir = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(attention_run), str(run_dir)], check=True)
+    hydra_before = {n: (run_dir / ".hydra" / n).read_text() for n in ("config.yaml", "overrides.yaml", "hydra.yaml")}
+    rows_before = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    proc = train_py(f"hydra.run.dir={run_dir}", "ckpt_path=last")  # nothing else: pooling/mode come from the run
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "ok" and results["config"]["pooling"] == "attention" and results["config"]["mode"] == "bi"
+    assert {n: (run_dir / ".hydra" / n).read_text() for n in hydra_before} == hydra_before, "the run's .hydra kept"
+    assert list((run_dir / ".hydra").glob("resume-*/overrides.yaml")), "the resume records itself beside them"
+    rows_after = pd.read_csv(run_dir / "csv" / "metrics.csv")
+    pd.testing.assert_frame_equal(rows_after.iloc[: len(rows_before)][rows_before.columns], rows_before)
+
+
+def test_a_resume_override_that_contradicts_the_run_names_both_values(attention_run):
+    before, log = snapshot(attention_run), (attention_run / "train.log").read_bytes()
+    proc = train_py(f"hydra.run.dir={attention_run}", "ckpt_path=last", "pooling=mean")
+    assert proc.returncode != 0
+    assert "pooling=mean" in proc.stderr and "trained with pooling=" in proc.stderr and "Attention" in proc.stderr
+    assert snapshot(attention_run) == before and log_only_grew(attention_run, log)
+
+
+@pytest.mark.parametrize("damage", ["missing", "empty", "truncated"])
+def test_a_resume_that_cannot_start_changes_no_file_and_says_what_to_do(attention_run, tmp_path, damage):
+    run_dir = tmp_path / "run"
+    subprocess.run(["cp", "-r", str(attention_run), str(run_dir)], check=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if damage == "missing":
+        last.unlink()
+    else:
+        last.write_bytes(b"" if damage == "empty" else last.read_bytes()[: 100_000])
+    before, log = snapshot(run_dir), (run_dir / "train.log").read_bytes()
+    proc = train_py(f"hydra.run.dir={run_dir}", "ckpt_path=last")
+    assert proc.returncode != 0
+    assert str(last) in proc.stderr, proc.stderr[-2000:]
+    assert ("hydra.run.dir=" if damage == "missing" else "start the run over") in proc.stderr
+    assert snapshot(run_dir) == before, "results.json, metrics.csv and checkpoints untouched"
+    assert log_only_grew(run_dir, log)
+
+
+def test_resume_keeps_the_metrics_logged_before_the_interruption(tmp_path):
+    from test_app import StopAfterEpoch
+
+    common = [*FAST, "trainer.max_epochs=2", "trainer.log_every_n_steps=1"]
+    straight = run(compose_cfg(common, tmp_path / "straight"))
+    run(compose_cfg(common, tmp_path / "resumed"), extra_callbacks=[StopAfterEpoch(1)])
+    first = pd.read_csv(tmp_path / "resumed" / "csv" / "metrics.csv")
+    resumed = run(compose_cfg([*common, "ckpt_path=last"], tmp_path / "resumed"))
+    assert straight["status"] == resumed["status"] == "ok", resumed["error"]
+    log = pd.read_csv(tmp_path / "resumed" / "csv" / "metrics.csv")
+    reference = pd.read_csv(tmp_path / "straight" / "csv" / "metrics.csv")
+    assert log["step"].tolist() == reference["step"].tolist(), "every step from before and after, once each"
+    assert set(first["step"]) < set(log["step"])
+    pd.testing.assert_series_equal(log["train/loss"], reference["train/loss"], atol=1e-6, rtol=0)
+    weights = [torch.load(tmp_path / r / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+               for r in ("straight", "resumed")]
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), f"{name}: the resumed run ends with other weights"
+    assert resumed["metrics"] == straight["metrics"]
+
+
+@pytest.mark.parametrize("grouped", [True, False])
+def test_resumed_training_sees_the_same_batches_and_dropout(tmp_path, grouped):
+    """Per-step losses of a resumed run equal an uninterrupted run's (dropout on). Creating a DataLoader iterator
+    used to draw from torch's global RNG, so a resumed run dropped other units from its first step on."""
+    from test_app import StopAfterEpoch
+
+    common = [*FAST, "trainer.max_epochs=2", "trainer.log_every_n_steps=1", f"data.group_by_length={grouped}"]
+    run(compose_cfg(common, tmp_path / "straight"))
+    run(compose_cfg(common, tmp_path / "resumed"), extra_callbacks=[StopAfterEpoch(1)])
+    run(compose_cfg([*common, "ckpt_path=last"], tmp_path / "resumed"))
+    losses = [pd.read_csv(tmp_path / r / "csv" / "metrics.csv")["train/loss"].dropna().to_numpy()
+              for r in ("straight", "resumed")]
+    assert len(losses[0]) == len(losses[1]) and abs(losses[0] - losses[1]).max() == 0
+
+
+def test_non_finite_training_stops_at_once_naming_step_epoch_and_cause(tmp_path):
+    results = run(compose_cfg([*FAST, "trainer.max_epochs=3", "optim.lr=1e3", "optim.head_lr=1e3",
+                               "trainer.gradient_clip_val=null", "optim.optimizer._target_=torch.optim.SGD",
+                               "~optim.optimizer.betas", "~optim.optimizer.eps", "~optim.optimizer.fused"], tmp_path))
+    assert results["status"] == "failed"
+    error = results["error"]
+    assert error.startswith("FloatingPointError") and "epoch 0, step" in error and "learning rates" in error, error
+    assert not results["metrics"], "no metric computed from a diverged model"
+    assert "predictions.csv" not in {p.name for p in tmp_path.iterdir()}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=-1", "optim.lr=-1: expected a learning rate >= 0"),
+    ("data.batch_size=0", "data.batch_size=0: expected a whole number >= 1"),
+    ("head=classification head.bin_edges=[]", "head.bin_edges=[]: expected at least one edge"),
+    ("encoder.max_length=0", "encoder.max_length=0: expected a whole number of tokens >= 2"),
+    ("encoder.max_length=100000", "encoder.max_length=100000: the encoder reads at most 512 tokens"),
+    ("optim.warmup_ratio=2", "optim.warmup_ratio=2: expected a share of the training steps in [0, 1]"),
+])
+def test_impossible_settings_stop_before_the_encoder_loads(tmp_path, monkeypatch, override, message):
+    import poolhead.encoder
+
+    monkeypatch.setattr(poolhead.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("the encoder was loaded"))
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        build(compose_cfg([*FAST, *override.split()], tmp_path))
+
+
+def test_settings_that_contradict_the_data_name_key_and_file(tmp_path):
+    (tmp_path / "one.csv").write_text("text,label\n" + "".join(f"row {i},pos\n" for i in range(20)))
+    with pytest.raises(ValueError, match=r"one.csv: the training split has a single class label \['pos'\]"):
+        build(compose_cfg([*FAST, "data=csv", f"data.train={tmp_path}/one.csv", "data.task=class", "mode=single",
+                           "head=classification"], tmp_path))
+    (tmp_path / "unit.csv").write_text("text,text_pair,label\n" + "".join(f"a {i},b,0.{i}\n" for i in range(20)))
+    with pytest.raises(ValueError, match=r"head.bin_edges=\[3.0\]: \[3.0\] not strictly inside the data's score "
+                                         r"range \[0, 1\] .*unit.csv"):
+        build(compose_cfg([*FAST, "data=csv", f"data.train={tmp_path}/unit.csv", "data.text_pair=text_pair",
+                           "data.score_range=[0,1]", "head=classification"], tmp_path))
+
+
+def test_results_record_the_encoder_that_ran(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from conftest import TINY_CONFIG
+
+    folder = tmp_path / "my_encoder"
+    BertModel(BertConfig(**{k: v for k, v in TINY_CONFIG.items() if k != "model_type"})).save_pretrained(folder)
+    results = run(compose_cfg([*FAST, f"encoder.name_or_path={folder}", "encoder.config=null"], tmp_path / "run"))
+    assert results["status"] == "ok", results["error"]
+    assert results["encoder"]["name_or_path"] == str(folder)
+    assert results["encoder"]["weights_sha256"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+
+
+def test_an_offline_hub_encoder_is_one_plain_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(Exception) as info:
+        build(compose_cfg(["encoder=bert_base"], tmp_path))
+    text = str(info.value)
+    assert type(info.value).__name__ == "OfflineError" and "full_key" not in text and "\\n" not in text
+    assert "encoder.name_or_path=" in text and "Set HF_HUB_OFFLINE=1" not in text, "it is set already"
+
+
+def test_unreadable_checkpoints_name_the_file(tmp_path):
+    from poolhead import load
+
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"{bad}: unreadable checkpoint .*use another checkpoint"):
+        load(bad)
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match=rf"{bad}: unreadable checkpoint"):
+        load(bad)
