@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: install train test bench bench-quick clean
+.PHONY: install train test bench bench-quick data-readme clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ bench: install
 
 bench-quick: install
 	$(PY) benchmarks/run.py --quick
+
+data-readme: install   # the bad-input count in src/poolhead/data/README.md, from the tests themselves
+	n=$$($(PY) -m pytest -m bad_input --collect-only -q -p no:xdist tests | grep -c '::'); \
+	sed -i -E "s/[0-9]+ bad-input test cases/$$n bad-input test cases/" src/poolhead/data/README.md; echo "$$n bad-input test cases"
 
 clean:
 	rm -rf $(VENV) logs outputs multirun

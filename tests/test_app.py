@@ -112,7 +112,8 @@ def test_train_py_single_run_leaves_the_output_contract(tmp_path):
     assert results["config"]["encoder"] == "tiny" and results["config"]["pooling"] == "mean"
     for key in ("val/spearman", "val/pearson", "val/mse", "val/mae", "val/f1", "test/spearman"):
         assert key in results["metrics"], key
-    assert results["data"] == {"train": 300, "val": 100, "test": 100}  # the bundled demo files' rows
+    assert {k: results["data"][k] for k in ("train", "val", "test")} == {"train": 300, "val": 100, "test": 100}
+    assert results["data"]["truncated"] == {"train": 0, "val": 0, "test": 0} and results["data"]["unk_rate"] < 0.01
     assert results["timing"]["train_samples_per_second"] > 0 and results["timing"]["eval_samples_per_second"] > 0
     assert results["env"]["torch"] == torch.__version__
     assert (tmp_path / ".hydra" / "config.yaml").exists()

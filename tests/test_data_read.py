@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,7 @@ def test_line_breaks_other_than_newline_stay_inside_the_text(tmp_path: Path) -> 
 
 
 # --- bad input stops the run -----------------------------------------------------------------------------------------
+@pytest.mark.bad_input
 @pytest.mark.parametrize("line, message", [
     (sts_line("abc", "a", "b"), "line 2, field score: 'abc' is not a number"),
     (sts_line("nan", "a", "b"), "line 2, field score: 'nan' is not a finite number"),
@@ -103,11 +106,13 @@ def test_bad_sts_rows_stop_the_run(tmp_path: Path, line: str, message: str) -> N
         sts(folder, tmp_path)
 
 
+@pytest.mark.bad_input
 def test_bad_row_in_dev_names_the_dev_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"sts-dev.csv line 1, field score: 'x' is not a number"):
         sts(sts_dir(tmp_path, GOOD, dev=sts_line("x", "a", "b")), tmp_path)
 
 
+@pytest.mark.bad_input
 def test_undecodable_bytes_name_the_line(tmp_path: Path) -> None:
     folder = sts_dir(tmp_path, GOOD)
     (folder / "sts-train.csv").write_bytes(GOOD.encode() + sts_line("1", "caf\xe9", "b").encode("latin-1"))
@@ -115,17 +120,20 @@ def test_undecodable_bytes_name_the_line(tmp_path: Path) -> None:
         sts(folder, tmp_path)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("content", ["", "\n\n", "  \r\n"])
 def test_empty_file_stops_the_run(tmp_path: Path, content: str) -> None:
     with pytest.raises(DataError, match=r"sts-train.csv: empty file"):
         sts(sts_dir(tmp_path, content), tmp_path)
 
 
+@pytest.mark.bad_input
 def test_header_only_file_stops_the_run(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"sts-train.csv: no data rows"):
         sts(sts_dir(tmp_path, "genre\tfile\tyear\tid\tscore\tsentence1\tsentence2\n"), tmp_path, header=True)
 
 
+@pytest.mark.bad_input
 def test_header_setting_must_match_the_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"sts-train.csv line 1, field score: expected a header .*data.header=false"):
         sts(sts_dir(tmp_path, GOOD), tmp_path, header=True)  # would have dropped a data row
@@ -133,6 +141,7 @@ def test_header_setting_must_match_the_file(tmp_path: Path) -> None:
         sts(sts_dir(tmp_path, "genre\tfile\tyear\tid\tscore\tsentence1\tsentence2\n" + GOOD), tmp_path)
 
 
+@pytest.mark.bad_input
 def test_missing_folder_and_file_are_clear(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"data.dir=.*nowhere: no such folder .*pass data.dir="):
         sts(tmp_path / "nowhere", tmp_path)
@@ -154,6 +163,7 @@ def test_empty_text_rows_are_skipped_counted_and_logged(tmp_path: Path, caplog: 
     assert any("t train: read 6 rows" in m and "kept 4, skipped 2" in m for m in info)
 
 
+@pytest.mark.bad_input
 def test_a_file_of_only_empty_texts_stops_the_run(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="every row has an empty text"):
         sts(sts_dir(tmp_path, sts_line("1", "", "b") * 3), tmp_path)
@@ -189,17 +199,20 @@ def test_integer_labels_sort_as_numbers(tmp_path: Path) -> None:
     assert json.loads(dm.save_label_map(tmp_path / "labels.json").read_text()) == {"0": "1", "1": "2", "2": "10"}
 
 
+@pytest.mark.bad_input
 def test_unseen_class_label_in_val_stops_the_run(tmp_path: Path) -> None:
     val = write(tmp_path / "v.csv", "text,label\na,pos\nb,neutral\n")
     with pytest.raises(DataError, match=r"v.csv line 3, field label: class label 'neutral' does not occur in the train"):
         table(tmp_path, train=write(tmp_path / "t.csv", CLASS_CSV), val=val, task="class")
 
 
+@pytest.mark.bad_input
 def test_empty_class_label_stops_the_run(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"t.csv line 3, field label: empty class label"):
         table(tmp_path, train=write(tmp_path / "t.csv", "text,label\na,pos\nb,\n"), task="class")
 
 
+@pytest.mark.bad_input
 def test_csv_missing_column_and_ragged_rows(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"t.csv line 1, field sentence: no such column .*data.text=COLUMN"):
         table(tmp_path, train=write(tmp_path / "t.csv", "text,label\na,1\n"), text="sentence")
@@ -216,6 +229,7 @@ def test_tsv_keeps_quotes(tmp_path: Path) -> None:
     assert dm.task.score_range == (0.0, 2.0) and dm.rows("val")["label"].dtype == float
 
 
+@pytest.mark.bad_input
 def test_jsonl_and_json_problems_name_line_or_item(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"t.jsonl line 2: not a JSON object"):
         table(tmp_path, train=write(tmp_path / "t.jsonl", '{"text": "a", "label": 1}\n{"text": "b", \n'))
@@ -230,11 +244,13 @@ def test_jsonl_and_json_problems_name_line_or_item(tmp_path: Path) -> None:
         table(tmp_path, train=write(tmp_path / "t.xlsx", "x"))
 
 
+@pytest.mark.bad_input
 def test_table_without_train_file_is_clear(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"needs a training file: data.train=PATH"):
         table(tmp_path)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("split_file", ["sts-train.csv", "sts-dev.csv", "sts-test.csv"])
 @pytest.mark.parametrize("score, shown", [("-0.5", "-0.5"), ("5.5", "5.5"), ("-0.0001", "-0.0001")])
 def test_both_score_bounds_are_checked_on_every_split(tmp_path: Path, split_file: str, score: str, shown: str) -> None:
@@ -249,6 +265,7 @@ def test_both_score_bounds_are_checked_on_every_split(tmp_path: Path, split_file
         sts(folder, tmp_path)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("hub_score, shown", [(-0.02, "-0.1"), (1.02, "5.1")])
 def test_both_score_bounds_are_checked_after_hub_scaling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          hub_score: float, shown: str) -> None:
@@ -261,3 +278,89 @@ def test_both_score_bounds_are_checked_after_hub_scaling(tmp_path: Path, monkeyp
     with pytest.raises(DataError, match=rf"sentence-transformers/stsb\[train\] item 1, field score: {shown} is "
                                         r"outside the declared score range"):
         sts(None, tmp_path, hub="sentence-transformers/stsb")
+
+
+# --- issue 14: nothing changed silently ----------------------------------------------------------------------------
+def table_file(tmp_path: Path, rows: list[str], name: str = "t.csv", header: str = "text,label") -> str:
+    (tmp_path / name).write_text(header + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    return str(tmp_path / name)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("spellings", [("pos", "Pos"), ("pos", "pos "), ("1", "1.0")])
+def test_labels_that_differ_only_in_case_spaces_or_number_format_stop_the_run(tmp_path, spellings):
+    rows = [f"text {i},{spellings[i % 2] if i < 4 else 'neg'}" for i in range(12)]
+    path = table_file(tmp_path, rows)
+    a, b = sorted(spellings)
+    with pytest.raises(DataError, match=rf"t.csv line \d, field label: class label {b!r} and {a!r} \(.*t.csv line \d, "
+                                        r"field label\) differ only in case, spaces or number format"):
+        TableData(train=path, task="class", **common(tmp_path)).setup()
+
+
+@pytest.mark.bad_input
+def test_json_labels_1_and_1_point_0_are_one_label_written_two_ways(tmp_path):
+    lines = [json.dumps({"text": f"t{i}", "label": [1, 1.0, 2][i % 3]}) for i in range(12)]
+    (tmp_path / "t.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"class label '1.0' and '1'"):
+        TableData(train=str(tmp_path / "t.jsonl"), task="class", **common(tmp_path)).setup()
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_val_carved_from_train_is_stratified_so_a_rare_class_stays_in_train(tmp_path, seed):
+    rows = [f"common text {i},common" for i in range(60)] + ["rare text a,rare", "rare text b,rare"]
+    dm = TableData(train=table_file(tmp_path, rows), task="class", val_fraction=0.5, **common(tmp_path, seed=seed))
+    dm.setup()
+    assert "rare" in dm.task.label_names and "rare" in set(dm.rows("train")["label"])
+    assert dm.sizes["val"] == 30 + 1, "each class gives its share: 30 of 60 common, 1 of 2 rare"
+
+
+@pytest.mark.bad_input
+def test_a_score_is_shown_as_written(tmp_path):
+    with pytest.raises(DataError, match=r"field score: 5.0000001 is outside the declared score range \[0, 5\]"):
+        sts(sts_dir(tmp_path, GOOD + sts_line("5.0000001", "a", "b")), tmp_path)
+
+
+def test_truncated_texts_are_counted_per_split_and_logged(tmp_path, caplog):
+    rows = [f"{'word ' * (40 if i % 4 == 0 else 3)}{i},{i % 5}" for i in range(20)]
+    dm = TableData(train=table_file(tmp_path, rows), val=table_file(tmp_path, rows[:8], "v.csv"), task="score",
+                   **common(tmp_path, max_length=16))
+    with caplog.at_level(logging.WARNING, logger="poolhead.data"):
+        dm.setup()
+    assert dm.truncated == {"train": 5, "val": 2, "test": 0}
+    assert "train: 5 of 20 rows were cut to max_length=16 tokens" in caplog.text
+
+
+def test_a_tokenizer_that_does_not_know_the_script_warns_with_the_unk_rate(tmp_path, caplog):
+    rows = [f"{'ꙮ ꙮ ꙮ' if i % 2 else 'plain words'} {i},{i % 5}" for i in range(20)]  # not in MiniLM's vocabulary
+    dm = TableData(train=table_file(tmp_path, rows), task="score", **common(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="poolhead.data"):
+        dm.setup()
+    assert dm.unk_rate > 0.2 and f"{100 * dm.unk_rate:.1f}% of the tokens are [UNK]" in caplog.text
+    plain = TableData(train=table_file(tmp_path, [f"plain words {i},{i % 5}" for i in range(20)], "p.csv"), task="score",
+                      **common(tmp_path))
+    plain.setup()
+    assert plain.unk_rate == 0.0
+
+
+@pytest.mark.real
+def test_korean_through_an_english_wordpiece_warns(shared_data_dir, tmp_path, caplog):
+    dm = StsData(dir=shared_data_dir / "korsts", header=True, files={"train": "sts-train.tsv", "val": "sts-dev.tsv"},
+                 tokenizer=TOK, mode=Cross(), max_length=128, seed=0, cache_dir=tmp_path)
+    with caplog.at_level(logging.WARNING, logger="poolhead.data"):
+        dm.setup()
+    assert dm.unk_rate > 0.01 and "[UNK]" in caplog.text, dm.unk_rate
+
+
+def common(tmp_path: Path, **changes) -> dict:
+    return {"tokenizer": TOK, "mode": Single(), "max_length": 32, "seed": 0, "cache_dir": tmp_path / "c"} | changes
+
+
+def test_data_readme_states_the_bad_input_count_the_tests_try():
+    """The count in src/poolhead/data/README.md is what `pytest -m bad_input --collect-only` finds (rerun
+    `make data-readme` after adding one)."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "bad_input", "--collect-only", "-q", "-p",
+                           "no:xdist", str(Path(__file__).parent)], capture_output=True, text=True, timeout=120)
+    count = sum(1 for line in proc.stdout.splitlines() if "::" in line)
+    assert count > 30, proc.stdout[-2000:]  # the collection itself worked
+    readme = (Path(poolhead.__file__).parent / "data" / "README.md").read_text()
+    assert f"{count} bad-input test cases" in readme, f"{count}: run make data-readme"

@@ -148,6 +148,7 @@ def test_impossible_settings_stop_before_the_encoder_loads(tmp_path, monkeypatch
         build(compose_cfg([*FAST, *override.split()], tmp_path))
 
 
+@pytest.mark.bad_input
 def test_settings_that_contradict_the_data_name_key_and_file(tmp_path):
     (tmp_path / "one.csv").write_text("text,label\n" + "".join(f"row {i},pos\n" for i in range(20)))
     with pytest.raises(ValueError, match=r"one.csv: the training split has a single class label \['pos'\]"):

@@ -48,7 +48,9 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     try:
         L.seed_everything(cfg.seed, workers=True)
         datamodule, model = build(cfg)
-        results |= {"monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode, "data": dict(datamodule.sizes)}
+        results |= {"monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode,
+                    "data": dict(datamodule.sizes) | {"truncated": datamodule.truncated,
+                                                      "unk_rate": round(datamodule.unk_rate, 6)}}
         results["config"]["precision"] = str(cfg.trainer.precision)
         results["encoder"] = {"name_or_path": cfg.encoder.get("name_or_path"),
                               "weights_sha256": weights_file_sha256(cfg.encoder.get("name_or_path"))}

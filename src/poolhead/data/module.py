@@ -50,6 +50,7 @@ class TextDataModule(L.LightningDataModule):
     binary_threshold: scores >= it count as positive in a binarised F1.
     val_fraction: share of train carved off (seeded) as val when the data has no val split.
     group_by_length: training batches of similar-length rows, evaluation sorted by length (else plain order).
+    unk_warning: warn when more than this share of the training tokens are the unknown token.
     """
 
     pair: bool = True
@@ -58,7 +59,7 @@ class TextDataModule(L.LightningDataModule):
                  cache_dir: str | Path | None = None, *, name: str | None = None, task: str = "score",
                  score_range: Sequence[float] | None = None, binary_threshold: float | None = None,
                  batch_size: int = 32, eval_batch_size: int = 128, val_fraction: float = 0.1,
-                 group_by_length: bool = True, num_workers: int = 0) -> None:
+                 group_by_length: bool = True, num_workers: int = 0, unk_warning: float = 0.01) -> None:
         super().__init__()
         self.name = name or type(self).__name__
         if not isinstance(mode, Mode):
@@ -76,7 +77,7 @@ class TextDataModule(L.LightningDataModule):
         self.task_kind, self.binary_threshold = task, binary_threshold
         self.score_range = tuple(float(x) for x in score_range) if score_range is not None else None
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
-        self.val_fraction, self.group_by_length = val_fraction, group_by_length
+        self.val_fraction, self.group_by_length, self.unk_warning = val_fraction, group_by_length, unk_warning
         self._tokenizer: Any = None
         self._splits: dict[str, Split] = {}
         self._data: dict[str, Encoded] = {}
@@ -106,6 +107,8 @@ class TextDataModule(L.LightningDataModule):
         splits = self.read()
         counts = {k: {"read": s.read, "kept": len(s), "skipped": s.skipped} for k, s in splits.items()}
         sources = {"test": "absent"} | {k: s.source for k, s in splits.items()}
+        if self.task_kind != "score":
+            self._check_spellings(splits["train"])
         if "val" not in splits:
             splits["train"], splits["val"] = self._carve_val(splits["train"])
             counts["train"] |= {"kept": len(splits["train"]), "to_val": len(splits["val"])}
@@ -125,14 +128,38 @@ class TextDataModule(L.LightningDataModule):
             moved = f", {c['to_val']} moved to val" if "to_val" in c else ""
             log.info("%s %s: read %d rows (%s), kept %d, skipped %d (empty text)%s", self.name, key, c["read"],
                      sources[key], c["kept"], c["skipped"], moved)
+        for key, n in self.truncated.items():
+            if n:
+                log.warning("%s %s: %d of %d rows were cut to max_length=%s tokens", self.name, key, n,
+                            len(data[key]), self.max_length)
+        if self.unk_rate > self.unk_warning:
+            log.warning("%s train: %.1f%% of the tokens are %s: the tokenizer does not fit this language or "
+                        "script (data.unk_warning=%g); pick an encoder trained on it", self.name, 100 * self.unk_rate,
+                        self.tokenizer.unk_token, self.unk_warning)
 
     def _carve_val(self, train: Split) -> tuple[Split, Split]:
+        """A seeded share of train as val; for class tasks stratified (each class keeps its share in both, so a
+        rare class never lands in val alone)."""
         n = len(train)
         n_val = round(n * self.val_fraction)
         if not 0 < n_val < n:
             raise DataError(f"{train.source}: cannot carve val_fraction={self.val_fraction} of {n} training rows as "
                             "a val split; give a val file or change data.val_fraction")
-        val = np.sort(np.random.default_rng(self.seed).permutation(n)[:n_val])
+        rng = np.random.default_rng(self.seed)
+        if self.task_kind == "class":
+            # systematic sample over the rows shuffled, then grouped by class: each class gives its share
+            labels = np.array(train.label, dtype=object)
+            order = rng.permutation(n)
+            order = order[np.argsort(labels[order], kind="stable")]
+            val = order[((np.arange(n_val) + 0.5) * n / n_val).astype(int)]
+            for name in set(labels[val]) - set(labels[np.setdiff1d(np.arange(n), val)]):
+                val = val[labels[val] != name]  # a class never lands in val alone
+            if len(val) == 0:
+                raise DataError(f"{train.source}: no class has rows to spare for a val split of val_fraction="
+                                f"{self.val_fraction}; give a val file")
+            val = np.sort(val)
+        else:
+            val = np.sort(rng.permutation(n)[:n_val])
         keep = np.setdiff1d(np.arange(n), val)
         return replace(train.take(keep.tolist()), read=train.read, skipped=train.skipped), train.take(val.tolist())
 
@@ -142,6 +169,39 @@ class TextDataModule(L.LightningDataModule):
         names = set(train.label) if self.task_kind == "class" else {n for labels in train.label for n in labels}
         by_number = all(name.lstrip("-").isdigit() for name in names)  # "2" < "10" for integer labels
         return TaskSpec(self.task_kind, None, tuple(sorted(names, key=int if by_number else str)), None)
+
+    def _check_spellings(self, train: Split) -> None:
+        """Labels that differ only by case, surrounding spaces or number formatting (pos / Pos / "pos ", 1 / 1.0)
+        are one label written two ways: stop, naming both spellings and where each first occurs."""
+        names = set(train.label) if self.task_kind == "class" else {n for labels in train.label for n in labels}
+        seen: dict[str, str] = {}
+        for name in sorted(names):
+            key = name.strip().casefold()
+            try:
+                key = repr(float(key))
+            except ValueError:
+                pass
+            if key in seen:
+                first = [next(i for i, v in enumerate(train.label) if n == v or (isinstance(v, tuple) and n in v))
+                         for n in (seen[key], name)]
+                raise DataError(f"{train.at(first[1], 'label')}: class label {name!r} and {seen[key]!r} "
+                                f"({train.at(first[0], 'label')}) differ only in case, spaces or number format; "
+                                "write one label one way")
+            seen[key] = name
+
+    @property
+    def truncated(self) -> dict[str, int]:
+        """Rows per split with a text (or side) cut to max_length."""
+        data = self._ready(table=self._data)
+        return {key: int(np.any([side.get("truncated", np.zeros(len(data[key]), bool)) for side in data[key].sides],
+                                axis=0).sum()) if key in data else 0 for key in SPLITS}
+
+    @property
+    def unk_rate(self) -> float:
+        """Share of the training tokens that are the tokenizer's unknown token."""
+        unk = self.tokenizer.unk_token_id
+        ids = np.concatenate([side["input_ids"] for side in self._ready("train", self._data)["train"].sides])
+        return float(np.mean(ids == unk)) if unk is not None and len(ids) else 0.0
 
     def _label_ids(self, split: Split) -> list:
         """Class ids (class tasks), 0/1 lists over label_names (multilabel), scores as read (score tasks)."""

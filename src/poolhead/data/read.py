@@ -212,7 +212,8 @@ def _score(value: Any, at: str, score_range: tuple[float, float] | None, scale: 
     if scale != 1.0:
         score = round(score * scale, 6)
     if score_range is not None and not score_range[0] <= score <= score_range[1]:
-        raise DataError(f"{at}: {score:g} is outside the declared score range [{score_range[0]:g}, {score_range[1]:g}]")
+        shown = str(value).strip() if scale == 1.0 else f"{score:g}"  # as written (5.0000001 is not "5")
+        raise DataError(f"{at}: {shown} is outside the declared score range [{score_range[0]:g}, {score_range[1]:g}]")
     return score
 
 

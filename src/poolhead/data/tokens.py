@@ -19,11 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from transformers.utils import logging as transformers_logging
 
 from poolhead.modes import Mode
 
 log = logging.getLogger("poolhead.data")
-CACHE_VERSION = "poolhead-tokens-1"
+CACHE_VERSION = "poolhead-tokens-2"
 Side = dict[str, np.ndarray]  # "input_ids" (flat), optional "token_type_ids" (flat), "lengths"; one per side
 
 
@@ -44,8 +45,20 @@ def fingerprint(tokenizer: Any) -> str:
 
 def encode(tokenizer: Any, text: list[str], text_pair: list[str] | None, mode: Mode,
            max_length: int | None) -> list[Side]:
-    """Token ids, unpadded, one side per pooled vector of the mode (poolhead.modes)."""
-    return [_pack(out) for out in mode.tokenize(tokenizer, text, text_pair, max_length)]
+    """Token ids, unpadded, one side per pooled vector of the mode (poolhead.modes); each side's `truncated` marks
+    the rows that had more tokens than max_length (counted, never hidden)."""
+    sides = [_pack(out) for out in mode.tokenize(tokenizer, text, text_pair, max_length)]
+    if max_length is None:
+        return sides
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # "longer than the model's maximum" is what is being measured here
+    try:
+        full = mode.tokenize(tokenizer, text, text_pair, 10**9)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    for side, out in zip(sides, full):
+        side["truncated"] = np.fromiter(map(len, out["input_ids"]), np.int64, len(text)) > side["lengths"]
+    return sides
 
 
 def cached_encode(tokenizer: Any, tokenizer_id: str, text: list[str], text_pair: list[str] | None, mode: Mode,
