@@ -28,6 +28,11 @@ def mlp(in_features: int, hidden_dims: Sequence[int], dropout: float, activation
     return nn.Sequential(*layers), in_features
 
 
+def read_pair(pooled: tuple[Tensor, ...]) -> Tensor:
+    """One pooled vector as it is; two (bi) as (u, v, |u - v|), SBERT's softmax-objective features."""
+    return torch.cat([pooled[0], pooled[1], (pooled[0] - pooled[1]).abs()], -1) if len(pooled) == 2 else pooled[0]
+
+
 class Head(nn.Module):
     """The protocol the model relies on. Heads run in float32 even under autocast: they are tiny, and bf16 keeps
     ~3 digits of a score.
@@ -143,8 +148,7 @@ class ClassificationHead(Head):
         self.out = nn.Linear(dim, self.num_classes)
 
     def forward(self, *pooled: Tensor) -> Tensor:
-        x = torch.cat([pooled[0], pooled[1], (pooled[0] - pooled[1]).abs()], -1) if len(pooled) == 2 else pooled[0]
-        return self.out(self.body(x))
+        return self.out(self.body(read_pair(pooled)))
 
     def target(self, labels: Tensor) -> Tensor:
         return torch.bucketize(labels.float(), self.edges, right=True) if self.is_score else labels
@@ -182,8 +186,7 @@ class MultiLabelHead(Head):
         self.out = nn.Linear(dim, len(self.labels))
 
     def forward(self, *pooled: Tensor) -> Tensor:
-        x = torch.cat([pooled[0], pooled[1], (pooled[0] - pooled[1]).abs()], -1) if len(pooled) == 2 else pooled[0]
-        return self.out(self.body(x))
+        return self.out(self.body(read_pair(pooled)))
 
     def loss(self, output: Tensor, labels: Tensor) -> Tensor:
         return F.binary_cross_entropy_with_logits(output, labels.float())

@@ -166,14 +166,18 @@ class TextDataModule(L.LightningDataModule):
     def _make_task(self, train: Split) -> TaskSpec:
         if self.task_kind == "score":
             return TaskSpec("score", self.score_range, None, self.binary_threshold)
-        names = set(train.label) if self.task_kind == "class" else {n for labels in train.label for n in labels}
+        names = self._names(train)
         by_number = all(name.lstrip("-").isdigit() for name in names)  # "2" < "10" for integer labels
         return TaskSpec(self.task_kind, None, tuple(sorted(names, key=int if by_number else str)), None)
+
+    def _names(self, split: Split) -> set[str]:
+        """The label names a class or multilabel split uses."""
+        return set(split.label) if self.task_kind == "class" else {n for labels in split.label for n in labels}
 
     def _check_spellings(self, train: Split) -> None:
         """Labels that differ only by case, surrounding spaces or number formatting (pos / Pos / "pos ", 1 / 1.0)
         are one label written two ways: stop, naming both spellings and where each first occurs."""
-        names = set(train.label) if self.task_kind == "class" else {n for labels in train.label for n in labels}
+        names = self._names(train)
         seen: dict[str, str] = {}
         for name in sorted(names):
             key = name.strip().casefold()
