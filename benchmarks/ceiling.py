@@ -1,0 +1,168 @@
+"""The machine's ceiling at the model's own shapes, and where a poolhead training step spends its time.
+
+    python benchmarks/ceiling.py [--steps 20] [--pairs 640] [--out benchmarks/results]
+
+1. Ceiling: GEMM GFLOP/s for each matrix product of one MiniLM layer (forward and both backward products) at a
+   training batch's token count (32 STS-B cross pairs ~ 1024 tokens), fp32 and (where the CPU has bf16 units) bf16;
+   the FLOP-weighted ceiling is total FLOPs / total seconds over those shapes.
+2. Step: poolhead's own model (poolhead.build, data=stsb, mode=cross, pooling=cls, the default trainer precision),
+   `--steps` training steps on real length-grouped STS-B batches under torch.profiler: self CPU time by kind of op,
+   and model FLOPs utilisation = 6 x matmul parameters x real tokens per second / ceiling.
+Prints what it measured and writes `<time>-ceiling.md/.json`. Run it on a quiet machine: other processes on the
+cores show up as lower GFLOP/s (the file records the load average).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections import defaultdict
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+import common
+
+KINDS = [  # (kind, substrings of profiler op names); first match wins
+    ("matmul (mm/addmm/bmm/linear)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")),
+    ("attention (sdpa fwd/bwd, softmax)", ("scaled_dot_product", "flash_attention", "softmax")),
+    ("optimizer (AdamW)", ("adam",)),
+    ("embedding backward", ("embedding_dense_backward", "embedding_backward", "index_add", "embedding")),
+    ("layernorm", ("layer_norm",)),
+    ("gelu", ("gelu",)),
+    ("dropout", ("dropout", "bernoulli", "native_dropout")),
+    ("casts and copies", ("aten::copy_", "aten::to", "aten::_to_copy", "clone", "contiguous")),
+    ("zeroing (fill_/zero_)", ("fill_", "zero_")),
+    ("gradient clipping (norms)", ("norm", "clip", "_foreach_mul")),
+    ("elementwise (add/mul/div/...)", ("aten::add", "aten::mul", "aten::div", "aten::sub", "aten::tanh", "aten::where",
+                                        "masked_fill", "aten::sum", "aten::mean")),
+]
+
+
+def gemm_ceiling(tokens: int, hidden: int, inner: int, dtype: torch.dtype, repeats: int = 5) -> dict:
+    """GFLOP/s of every product of one encoder layer in training, and the FLOP-weighted total."""
+    shapes = []
+    for k, n in ((hidden, 3 * hidden), (hidden, hidden), (hidden, inner), (inner, hidden)):  # qkv, out, up, down
+        shapes += [(tokens, k, n), (tokens, n, k), (k, tokens, n)]  # forward, grad input, grad weight
+    rows, total_flops, total_seconds = [], 0.0, 0.0
+    for m, k, n in shapes:
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(10):
+                a @ b
+            times.append((time.perf_counter() - start) / 10)
+        seconds, flops = statistics.median(times), 2.0 * m * k * n
+        rows.append({"shape": f"{m}x{k} @ {k}x{n}", "gflops": round(flops / seconds / 1e9, 1)})
+        total_flops, total_seconds = total_flops + flops, total_seconds + seconds
+    return {"dtype": str(dtype).removeprefix("torch."), "ceiling_gflops": round(total_flops / total_seconds / 1e9, 1),
+            "shapes": rows}
+
+
+def profile_step(steps: int, pairs: int, precision: str | None) -> dict:
+    from hydra import compose, initialize_config_dir
+    from lightning.pytorch.utilities.model_summary import summarize  # noqa: F401  (imported for Lightning's side)
+
+    import poolhead
+    from poolhead.builder import autocast_dtype
+
+    data = common.default_data_dir()
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "poolhead-ceiling"
+    (tmp / "stsb").mkdir(parents=True, exist_ok=True)
+    lines = (data / "sts-train.csv").read_text(encoding="utf-8").splitlines(keepends=True)[:pairs]
+    (tmp / "stsb" / "sts-train.csv").write_text("".join(lines), encoding="utf-8")
+    (tmp / "stsb" / "sts-dev.csv").write_text("".join(lines[:64]), encoding="utf-8")
+    with initialize_config_dir(str(common.REPO / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=["encoder=minilm", "data=stsb", f"data.dir={tmp / 'stsb'}", "mode=cross",
+                                          "pooling=cls", f"paths.output_dir={tmp / 'run'}",
+                                          f"paths.cache_dir={tmp / 'cache'}"]
+                      + ([f"trainer.precision={precision}"] if precision else []))
+    datamodule, model = poolhead.build(cfg)
+    model.train()
+    optimizer = model.optimizer_factory([p for p in model.parameters() if p.requires_grad], lr=model.lr)
+    dtype = autocast_dtype(cfg.trainer.precision)
+    batches = list(datamodule.train_dataloader())
+    real_tokens = 0
+
+    def step(batch: dict) -> None:
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            loss = model.head.loss(model(batch["features"]), batch["labels"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+
+    for batch in batches[:3]:  # warm-up
+        step(batch)
+    chosen = [batches[i % len(batches)] for i in range(3, 3 + steps)]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for batch in chosen:
+            step(batch)
+            real_tokens += int(batch["features"][0]["attention_mask"].sum())
+        seconds = time.perf_counter() - start
+    by_kind, total = defaultdict(float), 0.0
+    for event in prof.key_averages():
+        if event.key.startswith("ProfilerStep") or event.self_cpu_time_total <= 0:
+            continue
+        kind = next((k for k, names in KINDS if any(n in event.key for n in names)), "other")
+        by_kind[kind] += event.self_cpu_time_total / 1e6
+        total += event.self_cpu_time_total / 1e6
+    matmul_params = sum(m.weight.numel() for name, m in model.encoder.model.named_modules()
+                        if isinstance(m, torch.nn.Linear) and "pooler" not in name)
+    return {"precision": str(cfg.trainer.precision), "steps": steps, "seconds": round(seconds, 3),
+            "real_tokens_per_second": round(real_tokens / seconds, 1), "matmul_params": matmul_params,
+            "model_gflops_per_second": round(6 * matmul_params * real_tokens / seconds / 1e9, 1),
+            "self_cpu_seconds": {k: round(v, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
+            "self_cpu_total": round(total, 3)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--pairs", type=int, default=640, help="STS-B training pairs the batches come from")
+    p.add_argument("--tokens", type=int, default=1024, help="rows of the GEMMs (tokens in a training batch)")
+    p.add_argument("--out", type=Path, default=common.BENCH / "results")
+    a = p.parse_args()
+    from poolhead.builder import cpu_computes_bf16, resolve_precision
+
+    load_before = os.getloadavg()
+    dtypes = [torch.float32] + ([torch.bfloat16] if cpu_computes_bf16() else [])
+    ceilings = [gemm_ceiling(a.tokens, 384, 1536, dtype) for dtype in dtypes]
+    step = profile_step(a.steps, a.pairs, None)
+    ceiling = next(c for c in ceilings if c["dtype"] == ("bfloat16" if step["precision"].startswith("bf16") else "float32"))
+    step["mfu"] = round(step["model_gflops_per_second"] / ceiling["ceiling_gflops"], 3)
+    result = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+              "capability": torch.backends.cpu.get_cpu_capability(), "bf16_units": cpu_computes_bf16(),
+              "precision_auto": resolve_precision("auto", "cpu"), "load_average_before": load_before,
+              "load_average_after": os.getloadavg(), "ceilings": ceilings, "step": step,
+              "command": "python benchmarks/ceiling.py " + " ".join(f"--{k} {v}" for k, v in
+                                                                   (("steps", a.steps), ("pairs", a.pairs), ("tokens", a.tokens)))}
+    stem = a.out / f"{datetime.now():%Y%m%d-%H%M%S}-ceiling"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    lines = [f"# Ceiling and step profile ({result['cpu']}, {result['threads']} threads, {result['capability']}, "
+             f"bf16 units: {result['bf16_units']})", "", f"Command: `{result['command']}`; load average before "
+             f"{load_before[0]:.2f}, after {result['load_average_after'][0]:.2f} (2 cores: > 0.5 means others ran).", "",
+             "| dtype | FLOP-weighted ceiling GFLOP/s | per shape |", "| --- | --- | --- |"]
+    lines += [f"| {c['dtype']} | {c['ceiling_gflops']} | " + ", ".join(f"{r['shape']}: {r['gflops']}" for r in c["shapes"])
+              + " |" for c in ceilings]
+    lines += ["", f"poolhead training step (cross, cls, MiniLM, {step['precision']}, {step['steps']} steps of real "
+              f"STS-B batches): {step['real_tokens_per_second']} real tokens/s, {step['model_gflops_per_second']} model "
+              f"GFLOP/s (6 x {step['matmul_params']:,} matmul parameters per token) = **{100 * step['mfu']:.0f}% of the "
+              "ceiling** (model FLOPs utilisation).", "", "| self CPU time | seconds | share |", "| --- | --- | --- |"]
+    lines += [f"| {k} | {v} | {100 * v / step['self_cpu_total']:.0f}% |" for k, v in step["self_cpu_seconds"].items()]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\nwritten: {stem}.md / .json")
+
+
+if __name__ == "__main__":
+    main()
