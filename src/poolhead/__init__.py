@@ -34,6 +34,11 @@ OmegaConf.register_new_resolver("minilm", minilm_path, replace=True)  # ${minilm
 OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
 OmegaConf.register_new_resolver("basename", lambda path: Path(str(path)).name, replace=True)
 
+from poolhead.sweep import job_dirname, optuna_direction  # noqa: E402  (no torch: hydra and omegaconf only)
+
+OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)  # hydra.sweep.subdir
+OmegaConf.register_new_resolver("optuna_direction", optuna_direction, replace=True)  # conf/hparams_search/
+
 
 def __getattr__(name: str):  # poolhead.build / poolhead.load, imported on first use (they pull in torch)
     if name in ("build", "load"):
