@@ -26,7 +26,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from transformers import AutoTokenizer
 
 from poolhead.data.read import DataError, Split
@@ -197,6 +197,8 @@ class TextDataModule(L.LightningDataModule):
         if self.group_by_length:
             sampler = LengthGroupedBatchSampler(data.lengths, self.batch_size, seed=self.seed)
             return self._loader(data, batch_sampler=sampler)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # trainer=ddp: this rank's rows
+            return self._loader(data, batch_size=self.batch_size, sampler=DistributedSampler(data, seed=self.seed))
         return self._loader(data, batch_size=self.batch_size, shuffle=True,
                             generator=torch.Generator().manual_seed(self.seed))
 
