@@ -72,6 +72,27 @@ def test_rerun_trains_nothing_and_a_grown_grid_trains_only_its_new_jobs(tmp_path
     assert not list(sweep.rglob("*-v[0-9]*.ckpt"))
 
 
+def test_a_changed_config_retrains_its_job_from_scratch(tmp_path):
+    """Same overrides, so the same folder, but an edited yaml: the job trains again from scratch, its old checkpoints
+    removed (never resumed from, never beside `-v1` ones). Catches a skip or a resume that ignores the config hash."""
+    encoders = tmp_path / "conf" / "encoder"
+    encoders.mkdir(parents=True)
+    sweep = tmp_path / "sweep"
+    command = ["-m", "encoder=tiny_var", "seed=1", *FAST[1:], f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+               f"hydra.sweep.dir={sweep}", "test=false"]
+    hashes = []
+    for max_length in (64, 24):
+        (encoders / "tiny_var.yaml").write_text(f"defaults: [tiny]\nmax_length: {max_length}\n")
+        proc = train_py(*command)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (done,) = results(sweep).values()
+        assert done["status"] == "ok" and done["config"]["max_length"] == max_length
+        hashes.append(done["config_hash"])
+    log = proc.stdout + proc.stderr
+    assert hashes[0] != hashes[1] and "Removing" in log and "Resuming" not in log and "Skipped" not in log
+    assert sorted(p.name for p in sweep.glob("*/checkpoints/*")) == ["best.ckpt", "last.ckpt"]
+
+
 def test_a_job_killed_mid_training_continues_from_its_last_checkpoint(tmp_path):
     """SIGKILL during the second epoch, then the same command: the job resumes from its own last.ckpt (epoch
     boundary: the length-grouped sampler has no mid-epoch state) and ends with the metrics of an uninterrupted run.

@@ -90,12 +90,11 @@ def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
     if own and last.exists():
         log.info("Resuming %s from its own %s", out_dir, last)
         cfg.ckpt_path = str(last)
-    else:
+    elif not own:
         for path in [*(out_dir / "checkpoints").glob("*.ckpt"), out_dir / "results.json"]:
-            if not path.exists():
-                continue
-            log.warning("Removing %s: it belongs to another config of this job folder or to resume=false", path)
-            path.unlink()
+            if path.exists():
+                log.warning("Removing %s: written by another config of this job, or resume=false", path)
+                path.unlink()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / JOB_FILE).write_text(json.dumps({"config_hash": digest}) + "\n")
     _claim_gpu_if_parallel(cfg)
