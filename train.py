@@ -8,12 +8,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import poolhead  # noqa: F401  (registers the config resolvers)
-from poolhead.train import run
+from poolhead.sweep import prepare_job
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    results = run(cfg)
+    results = prepare_job(cfg)  # a multirun job already done with this config: its results, and nothing runs
+    if results is None:
+        from poolhead.train import run  # here, not above: a re-run sweep that skips every job never imports torch
+
+        results = run(cfg)
     if results["status"] != "ok" and HydraConfig.get().mode != RunMode.MULTIRUN:
         where = "nothing of the run was changed" if results.get("resumable") is False else \
             f"details: {cfg.paths.output_dir}/results.json"

@@ -38,6 +38,11 @@ OmegaConf.register_new_resolver(  # hydra.output_subdir: a resume must not overw
     "resume_subdir", lambda ckpt_path: f".hydra/resume-{time.strftime('%Y%m%d-%H%M%S')}" if ckpt_path else ".hydra",
     replace=True)
 
+from poolhead.sweep import job_dirname, optuna_direction  # noqa: E402  (no torch: hydra and omegaconf only)
+
+OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)  # hydra.sweep.subdir
+OmegaConf.register_new_resolver("optuna_direction", optuna_direction, replace=True)  # conf/hparams_search/
+
 
 def __getattr__(name: str):  # poolhead.build / poolhead.load, imported on first use (they pull in torch)
     if name in ("build", "load"):

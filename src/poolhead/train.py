@@ -26,6 +26,7 @@ from poolhead.callbacks import RNGState, StopOnNonFinite, TrainThroughput
 from poolhead.checks import SettingsError
 from poolhead.loggers import prepare_metrics_file
 from poolhead.predict import evaluate
+from poolhead.sweep import config_hash
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,10 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"status": "failed", "error": None, "config": describe(cfg), "metrics": {},
                                "monitor": None, "monitor_mode": None, "checkpoints": {}, "data": {}, "timing": {},
-                               "env": environment()}
+                               "env": environment(), "config_hash": None}
     loggers: list = []
     try:
+        results["config_hash"] = config_hash(cfg)  # before build() fills in monitor and precision
         L.seed_everything(cfg.seed, workers=True)
         datamodule, model = build(cfg)
         results |= {"monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode,

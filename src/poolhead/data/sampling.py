@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
+import torch.distributed as dist
 from torch.utils.data import Sampler
 
 
@@ -14,6 +15,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     Each epoch: a seeded random permutation, cut into groups of `batch_size * group_batches` rows; each group sorted by
     length and cut into batches; then the batches shuffled. Random across epochs, little padding within a batch.
     The epoch comes from `set_epoch` (Lightning calls it each epoch); without it, each pass counts one up.
+    Under torch.distributed (trainer=ddp) every rank draws the same batches and keeps every world-size-th one, the
+    list padded with its first batches so that all ranks take as many steps (hence `use_distributed_sampler: false`).
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, group_batches: int = 50,
@@ -30,9 +33,10 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         """Lightning calls `batch_sampler.sampler.set_epoch(epoch)`: point it here."""
         return self
 
-    def __len__(self) -> int:  # groups hold whole batches, so only the last batch can be short
+    def __len__(self) -> int:  # this rank's batches; groups hold whole batches, so only the last batch can be short
         n, b = len(self.lengths), self.batch_size
-        return n // b if self.drop_last else -(-n // b)
+        batches = n // b if self.drop_last else -(-n // b)
+        return -(-batches // _world()[1])
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -45,8 +49,15 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
         if self.drop_last:
             batches = [b for b in batches if len(b) == self.batch_size]
-        for i in rng.permutation(len(batches)):
+        order = rng.permutation(len(batches))
+        rank, world = _world()
+        for i in np.resize(order, len(self) * world)[rank::world]:
             yield batches[i].tolist()
+
+
+def _world() -> tuple[int, int]:
+    """(rank, world size) of torch.distributed, (0, 1) without it."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
 
 
 def sorted_order(lengths: np.ndarray) -> np.ndarray:

@@ -1,0 +1,174 @@
+"""Sweeps that can be run again: a job's identity, the skip/resume decision, a GPU per parallel job, exit status.
+
+- A job folder is named by its overrides (`job_dirname`, used by `hydra.sweep.subdir`), never by its position in
+  the grid, so a reordered or grown grid finds its finished jobs again; Hydra's job number is kept as a display
+  (`.hydra/hydra.yaml`, read by the report).
+- A job's identity is `config_hash`: its resolved config, without where files live (`paths`) and without how it is
+  started (`resume`, `ckpt_path`, the progress bar). results.json records it.
+- `prepare_job` (train.py calls it before `run`): in a multirun with `resume=true`, a job already `ok` with the same
+  hash is skipped without building anything; an interrupted or failed job continues from its own last.ckpt;
+  checkpoints of another config are removed first, so Lightning never writes `-v1` files beside stale ones.
+- `ExitStatusCallback`: a multirun with a failed job exits 1 after every job ran and the report was written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+JOB_FILE = "job.json"      # written when a job starts training: the hash of the config its checkpoints belong to
+NOT_IDENTITY = ("resume", "ckpt_path", "trainer.enable_progress_bar")  # also hydra.job...override_dirname.exclude_keys
+MAX_DIRNAME = 200  # file systems allow 255 bytes a name
+LOWER_IS_BETTER = ("loss", "mse", "mae")  # every other metric poolhead logs is higher-is-better (tests/test_sweep.py)
+_claimed_gpu: list[Any] = []  # the lock file this process holds while it keeps its GPU
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """16 hex digits of sha256 over the resolved config, with every `paths` entry replaced by its name (a sweep folder
+    can move, a cache can live elsewhere) and without NOT_IDENTITY. Call it before `poolhead.build`, which fills in
+    `monitor`, `monitor_mode` and the precision."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container["paths"] = {key: f"<paths.{key}>" for key in container.get("paths") or {}}
+    config = OmegaConf.create(container)
+    for key in NOT_IDENTITY:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(config, parent) if parent else config
+        if node is not None and leaf in node:
+            node.pop(leaf)
+    text = json.dumps(OmegaConf.to_container(config, resolve=True), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def job_dirname(override_dirname: str) -> str:
+    """`${hydra.job.override_dirname}` (sorted `key=value` pairs) as a folder name: characters other than letters,
+    digits and `_.,=+-` become `_`, and when anything was replaced or the name is longer than MAX_DIRNAME it is cut and
+    a hash of the full overrides appended, so two jobs never share a folder."""
+    name = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", override_dirname)
+    if name != override_dirname or len(name) > MAX_DIRNAME:
+        name = f"{name[:MAX_DIRNAME - 9]}-{hashlib.sha256(override_dirname.encode()).hexdigest()[:8]}"
+    return name or "no_overrides"
+
+
+def optuna_direction(monitor: str | None) -> str:
+    """`maximize` or `minimize` for a monitored metric (the Optuna sweeper needs it before the first job builds the
+    model that knows it; tests check this against every metric's own `higher_is_better`)."""
+    if not monitor:
+        raise ValueError("an Optuna study needs `monitor` set (e.g. monitor=val/spearman) to know its direction")
+    return "minimize" if monitor.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "maximize"
+
+
+def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
+    """A multirun job about to run (nothing happens in a single run). Returns the results of the same config when
+    they are already `ok` (skip it); otherwise prepares `cfg` and returns None: `ckpt_path` set to the job's own
+    last.ckpt when there is one of this config, checkpoints and results of another config removed, a free GPU
+    claimed when jobs run in parallel (joblib) on a multi-GPU machine."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    out_dir = Path(cfg.paths.output_dir)
+    digest = config_hash(cfg)
+    if cfg.get("resume", True):
+        done = _read_json(out_dir / "results.json")
+        if done.get("status") == "ok" and done.get("config_hash") == digest:
+            log.info("Skipped: %s already holds results of this config (%s); resume=false retrains", out_dir, digest)
+            return done
+    last = out_dir / "checkpoints" / "last.ckpt"
+    own = cfg.get("resume", True) and _read_json(out_dir / JOB_FILE).get("config_hash") == digest
+    if own and last.exists():
+        log.info("Resuming %s from its own %s", out_dir, last)
+        cfg.ckpt_path = str(last)
+    elif not own:
+        for path in [*(out_dir / "checkpoints").glob("*.ckpt"), out_dir / "results.json"]:
+            if path.exists():
+                log.warning("Removing %s: written by another config of this job, or resume=false", path)
+                path.unlink()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / JOB_FILE).write_text(json.dumps({"config_hash": digest}) + "\n")
+    _claim_gpu_if_parallel(cfg)
+    return None
+
+
+def _claim_gpu_if_parallel(cfg: DictConfig) -> None:
+    """joblib runs jobs side by side in long-lived worker processes; on a multi-GPU machine each worker claims one
+    free GPU (an flock held until the process exits) and sees only it. Needs CUDA not yet initialised in the worker,
+    which holds before its first job."""
+    if _claimed_gpu or "joblib" not in str(OmegaConf.select(HydraConfig.get(), "launcher._target_")).lower():
+        return
+    import torch
+
+    if cfg.trainer.get("devices") != 1 or torch.cuda.device_count() < 2 or torch.cuda.is_initialized():
+        return
+    gpu = claim_free(torch.cuda.device_count(), Path(cfg.paths.cache_dir) / "gpu_locks")
+    if gpu is None:
+        log.warning("every GPU is claimed by another job: this job shares the first one")
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = visible.split(",")[gpu] if visible else str(gpu)
+    log.info("This worker runs its jobs on GPU %s", os.environ["CUDA_VISIBLE_DEVICES"])
+
+
+def claim_free(n: int, lock_dir: Path) -> int | None:
+    """The first of `n` slots whose lock file no live process holds, now held by this process until it exits."""
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    for slot in range(n):
+        handle = open(lock_dir / f"{slot}.lock", "w")  # noqa: SIM115 - kept open: closing releases the lock
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            continue
+        _claimed_gpu.append(handle)
+        return slot
+    return None
+
+
+def failed_jobs(sweep_dir: Path, since_ns: int) -> tuple[list[dict[str, Any]], int]:
+    """(the jobs started since `since_ns` whose results.json is missing or not ok, how many jobs started since then).
+    Hydra rewrites a job's .hydra/hydra.yaml whenever it starts the job, skipped or not."""
+    from poolhead.report.collect import load_jobs
+
+    ran = [job for job in load_jobs(sweep_dir)
+           if (job["dir"] / ".hydra" / "hydra.yaml").exists()
+           and (job["dir"] / ".hydra" / "hydra.yaml").stat().st_mtime_ns >= since_ns]
+    return [job for job in ran if job.get("status") != "ok"], len(ran)
+
+
+class ExitStatusCallback(Callback):
+    """Hydra callback: exit 1 at the end of a multirun in which a job failed, saying how many and where their errors
+    are. Listed before the report in conf/hydra/default.yaml because Hydra calls `on_multirun_end` in reverse order:
+    this runs after the report is written, and after every job ran."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)  # also for sweepers that write into it before any job (Optuna)
+        self.marker = sweep_dir / ".multirun_started"  # its mtime is the file system's clock, as the jobs' files are
+        self.marker.touch()
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        failed, total = failed_jobs(Path(str(config.hydra.sweep.dir)), self.marker.stat().st_mtime_ns)
+        if not failed:
+            return
+        lines = [f"{len(failed)} of {total} jobs failed (the sweep went on; summary.md lists them):"]
+        lines += [f"  {job['dir']}/results.json: {job.get('error') or job['status']}" for job in failed]
+        print("\n".join(lines), file=sys.stderr, flush=True)
+        raise SystemExit(1)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
