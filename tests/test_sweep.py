@@ -137,7 +137,7 @@ def test_a_failed_job_makes_the_multirun_exit_1_after_the_other_jobs_and_the_rep
     assert proc.returncode == 1, proc.stderr[-3000:]
     status = {r["config"]["lr"]: r["status"] for r in results(sweep).values()}
     assert status == {-1: "failed", 1e-3: "ok", 2e-3: "ok"}
-    assert "Invalid learning rate" in (sweep / "summary.md").read_text()
+    assert "optim.lr=-1: expected a learning rate >= 0" in (sweep / "summary.md").read_text()
     (failed,) = [p for p in sweep.glob("*/results.json") if json.loads(p.read_text())["status"] == "failed"]
     assert "1 of 3 jobs failed" in proc.stderr and str(failed) in proc.stderr
 
