@@ -111,7 +111,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> Poolhead
         tokenizer = AutoTokenizer.from_pretrained(folder)
     encoder_cfg = OmegaConf.merge(cfg.encoder, {"name_or_path": None, "tokenizer": "(from the checkpoint)",
                                                 "config": description["encoder_config"]})
-    encoder = make(encoder_cfg)
+    encoder = make(encoder_cfg, _convert_="all")  # a plain dict config: transformers serialises it
     encoder.tokenizer = tokenizer
     if cfg.encoder.freeze and cfg.get("cache_features"):
         encoder = CachedEncoder(encoder)  # no cached rows: runs the encoder; same parameter names as in training

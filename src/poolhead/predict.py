@@ -14,9 +14,12 @@ import pandas as pd
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
 
 from poolhead.builder import autocast_dtype
+from poolhead.data.sampling import sorted_order
+from poolhead.data.tokens import Collate, Encoded, encode
 from poolhead.model import PoolheadModel, SplitMetrics
 
 
@@ -31,14 +34,34 @@ def data_for(model: PoolheadModel, data: dict[str, Any] | None = None, cache_dir
     return datamodule
 
 
+def text_loader(model: PoolheadModel, text: list[str], text_pair: list[str] | None,
+                batch_size: int = 128) -> DataLoader:
+    """New texts tokenized as the model's data was (its tokenizer, mode and max_length), in batches from the longest
+    row to the shortest; batch["index"] is the row's position in `text`."""
+    tokenizer, max_length = model.encoder.tokenizer, model.description["config"]["encoder"]["max_length"]
+    data = Encoded(encode(tokenizer, text, text_pair, model.mode, max_length), [0.0] * len(text))
+    return DataLoader(Subset(data, sorted_order(data.lengths).tolist()), batch_size=batch_size, shuffle=False,
+                      collate_fn=Collate(tokenizer, torch.float32))
+
+
+def predict_texts(model: PoolheadModel, text: list[str], text_pair: list[str] | None = None,
+                  precision: str | None = None, batch_size: int = 128, progress: bool = False) -> torch.Tensor:
+    """The head's outputs for new texts (pairs: `text_pair`), in input order; `prediction_frame` turns them into
+    predictions."""
+    result = outputs(model, text_loader(model, text, text_pair, batch_size), precision, progress)
+    return result["output"][torch.argsort(result["index"])]
+
+
 @torch.inference_mode()
-def outputs(model: PoolheadModel, loader: DataLoader, precision: str | None = None) -> dict[str, torch.Tensor]:
-    """The head's outputs, labels (when the data has them) and row index for every batch, in loader order."""
+def outputs(model: PoolheadModel, loader: DataLoader, precision: str | None = None,
+            progress: bool = False) -> dict[str, torch.Tensor]:
+    """The head's outputs, labels (when the data has them) and row index for every batch, in loader order.
+    precision: autocast as the run trained (default) or as named ("32-true": none)."""
     model.eval()
     dtype = autocast_dtype(precision or ((model.description or {}).get("config", {}).get("trainer", {}).get("precision")))
     device = model.device
     parts: dict[str, list] = {"output": [], "labels": [], "index": []}
-    for batch in loader:
+    for batch in tqdm(loader, desc="predicting", unit="batch", disable=not progress, leave=False):
         features = [{k: v.to(device) for k, v in side.items()} for side in batch["features"]]
         with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
             parts["output"].append(model(features).float().cpu())

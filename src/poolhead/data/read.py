@@ -111,10 +111,14 @@ def read_sts(path: Path, header: bool = False) -> list[Row]:
     return rows
 
 
-def read_table(path: Path, columns: dict[str, str]) -> tuple[list[Row], str]:
+def read_table(path: Path, columns: dict[str, str], optional: Sequence[str] = (),
+               keep_record: bool = False) -> tuple[list[Row], str]:
     """Rows of a .csv (header, "-quoting), .tsv (header, tab-separated, no quoting), .jsonl (an object a line) or
     .json (a list of objects; columns may be dotted paths like labels.real-label), mapped to the keys of `columns`
-    ({"text": column, ...}). Returns the rows and the unit their numbers count ("line" or "item")."""
+    ({"text": column, ...}). Returns the rows and the unit their numbers count ("line" or "item").
+
+    optional: keys of `columns` whose column may be absent (the row then lacks the key, e.g. unlabelled rows to
+    predict). keep_record: each row also holds "record", the whole input row (every column), to write back."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv", ".tab", ".jsonl", ".json"):
         raise DataError(f"{path}: unknown file type {suffix!r}; use .csv, .tsv, .jsonl or .json")
@@ -124,25 +128,30 @@ def read_table(path: Path, columns: dict[str, str]) -> tuple[list[Row], str]:
     elif suffix == ".jsonl":
         records, unit = _jsonl_lines(path, text), "line"
     else:
-        records, unit = _delimited_lines(path, text, columns, "," if suffix == ".csv" else "\t"), "line"
-    rows = [(where, pick_fields(record, columns, f"{path} {unit} {where}")) for where, record in records]
+        required = {k: c for k, c in columns.items() if k not in optional}
+        records, unit = _delimited_lines(path, text, required, "," if suffix == ".csv" else "\t"), "line"
+    rows = [(where, pick_fields(record, columns, f"{path} {unit} {where}", optional)
+             | ({"record": record} if keep_record else {})) for where, record in records]
     if not rows:
         raise DataError(f"{path}: no data rows")
     return rows, unit
 
 
-def build_split(rows: Iterable[Row], source: str, unit: str, *, pair: bool, task: str,
+def build_split(rows: Iterable[Row], source: str, unit: str, *, pair: bool, task: str | None,
                 score_range: tuple[float, float] | None = None, scale: float = 1.0,
                 names: dict[str, str] | None = None) -> Split:
-    """Check every row and keep it, skip it (empty text) or raise DataError (see the module docstring)."""
+    """Check every row and keep it, skip it (empty text) or raise DataError (see the module docstring).
+    task=None: rows without labels (to predict); every label is None."""
     names = names or TABLE_NAMES
     split = Split(source, unit, [], [] if pair else None, [], [], read=0, names=dict(names))
     empty: list[int] = []
     for where, row in rows:
         split.read += 1
         at = lambda key: f"{source} {unit} {where}, field {names[key]}"  # noqa: E731
-        if task == "score":
-            label: float | str | tuple = _score(row["label"], at("label"), score_range, scale)
+        if task is None:
+            label: float | str | tuple | None = None
+        elif task == "score":
+            label = _score(row["label"], at("label"), score_range, scale)
         elif task == "multilabel":
             label = _label_set(row["label"], at("label"))
         else:
@@ -167,12 +176,15 @@ def build_split(rows: Iterable[Row], source: str, unit: str, *, pair: bool, task
     return split
 
 
-def pick_fields(record: dict, columns: dict[str, str], at: str) -> dict[str, Any]:
-    """{key: record[column]} for each key -> column (dotted columns reach into nested objects); missing: DataError."""
+def pick_fields(record: dict, columns: dict[str, str], at: str, optional: Sequence[str] = ()) -> dict[str, Any]:
+    """{key: record[column]} for each key -> column (dotted columns reach into nested objects); missing: DataError,
+    unless the key is `optional` (then it is left out)."""
     row = {}
     for key, column in columns.items():
         row[key] = _field_of(record, column)
-        if row[key] is _MISSING:
+        if row[key] is _MISSING and key in optional:
+            del row[key]
+        elif row[key] is _MISSING:
             raise DataError(f"{at}, field {column}: missing (this row has {sorted(record)}; "
                             f"set data.{key}=COLUMN to read another one)")
     return row

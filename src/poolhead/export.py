@@ -1,0 +1,437 @@
+"""A trained poolhead model as a folder that sentence-transformers or transformers load, with the same scores.
+
+    from poolhead.export import export
+    export(poolhead.load("logs/train/runs/<run>"), "exported/", fmt="auto")
+
+One function per format; `refusal(model, fmt)` says why a format cannot hold a model exactly (None: it can). Every
+export is checked before it is kept: the folder is loaded back with its library and scored on probe pairs against
+poolhead's own outputs; a difference removes the folder and raises.
+
+What each format holds exactly (auto picks the first that fits the model's mode):
+
+    sentence-transformers  mode=bi;  pooling pooler, cls, mean, max, mean_sqrt_len or weighted_mean;
+      (SentenceTransformer)  head=regression (the cosine; hidden layers become Dense layers)
+    cross-encoder          mode=cross;  the same poolings;  head=regression (any loss, hidden layers), classification
+      (CrossEncoder)         (classes; score bins: 2 bins only), multilabel
+    transformers           mode=cross or single;  pooling=pooler;  a linear head: regression (mse/l1/huber),
+      (AutoModelFor...)      classification on classes, multilabel
+
+Refused everywhere: `attention` and custom poolings (no sentence-transformers Pooling mode computes them),
+`encoder.layers` other than [-1] (the formats read the last layer only), a classification head in mode=bi (it reads
+(u, v, |u - v|), which no format holds), and a classification head on K > 2 score bins (the expected score is a
+softmax-weighted sum of bin centres, which no Dense layer computes; 2 bins are a sigmoid). sentence-transformers'
+weightedmean weighs token i of a text by i (1-based, real tokens only), as poolhead's WeightedMean does; `pooler` is
+their cls pooling followed by a Dense with the pooler's weights and Tanh. Scores stay on the data's scale (the range
+is folded into the last Dense / classifier), except a bi-encoder's cosine: (pred - low) / (high - low).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from poolhead import pooling as P
+from poolhead.cache import CachedEncoder
+from poolhead.encoder import Encoder
+from poolhead.heads import ClassificationHead, MultiLabelHead, RegressionHead
+from poolhead.model import PoolheadModel
+
+FORMATS = ("sentence-transformers", "cross-encoder", "transformers")
+AUTO = {"bi": ("sentence-transformers",), "cross": ("cross-encoder", "transformers"), "single": ("transformers",)}
+ST_POOLING = {P.PoolerOutput: "cls", P.CLS: "cls", P.Mean: "mean", P.Max: "max",
+              P.MeanSqrtLen: "mean_sqrt_len_tokens", P.WeightedMean: "weightedmean"}
+ST_MODES = "cls, mean, max, mean_sqrt_len_tokens, weightedmean, lasttoken"
+PROBES = ["A man is playing a guitar.", "A woman is slicing an onion in the kitchen.", "The cat sleeps.",
+          " ".join(["A very long sentence that goes on"] * 60)]  # longer than any max_length: truncation must agree
+
+
+class ExportRefused(ValueError):
+    """The model has no exact equivalent in the asked format; the message says why and which formats hold it."""
+
+
+def encoder_of(model: PoolheadModel) -> Encoder:
+    return model.encoder.encoder if isinstance(model.encoder, CachedEncoder) else model.encoder
+
+
+def _hidden_layers(head: nn.Module) -> list[nn.Linear]:
+    return [m for m in head.body if isinstance(m, nn.Linear)]
+
+
+def _is_score_bins(head: nn.Module) -> bool:
+    return isinstance(head, ClassificationHead) and head.is_score
+
+
+def refusal(model: PoolheadModel, fmt: str) -> str | None:
+    """Why `fmt` cannot hold `model` with the same outputs, or None when it can."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)} (or auto)")
+    head, pooling, mode = model.head, type(model.pooling), model.mode.name
+    name = pooling.__name__
+    layers = encoder_of(model).layers
+    if layers != [-1]:
+        return f"encoder.layers={layers} averages hidden layers; exported models read the last layer only"
+    if not isinstance(head, (RegressionHead, ClassificationHead, MultiLabelHead)):
+        return f"head {type(head).__name__} is not one of poolhead's heads; its outputs have no known equivalent"
+    if mode == "bi" and not isinstance(head, RegressionHead):
+        return ("mode=bi with a classification head reads (u, v, |u - v|): no format holds that (a "
+                "SentenceTransformer scores pairs by cosine); train mode=bi head=regression, or mode=cross")
+    if fmt == "transformers":
+        if mode == "bi":
+            return ("mode=bi scores cos(u, v) of two encoder passes, a sequence classifier encodes one input: "
+                    "use sentence-transformers")
+        if pooling is not P.PoolerOutput:
+            return (f"pooling {name}: AutoModelForSequenceClassification classifies the encoder's pooler output "
+                    "(pooling=pooler only); use the cross-encoder format")
+        if _hidden_layers(head):
+            return ("head.hidden_dims is not empty: the transformers classifier is one Linear; use the cross-encoder "
+                    "format")
+        if isinstance(head, RegressionHead) and head.loss_name == "bce":
+            return ("head.loss=bce predicts sigmoid(logit) on the score range, a transformers regression model "
+                    "outputs the bare logit: use the cross-encoder format")
+        if _is_score_bins(head):
+            return ("a classification head on score bins predicts the expected score over the bins, which is not a "
+                    "logit: use the cross-encoder format (2 bins) or head=regression")
+        if not _pooler_then_linear(model):
+            return (f"{encoder_of(model).model.config.model_type}'s ForSequenceClassification head is not the pooler "
+                    "followed by one Linear; use the cross-encoder format")
+        return None
+    if pooling not in ST_POOLING:
+        return (f"pooling {name}: sentence-transformers' Pooling has no such mode (it has {ST_MODES}); "
+                "no format holds it exactly")
+    if fmt == "sentence-transformers" and mode != "bi":
+        return (f"mode={mode}: a SentenceTransformer embeds each text on its own (mode=bi); use the cross-encoder "
+                "or transformers format")
+    if fmt == "cross-encoder":
+        if mode != "cross":
+            return f"mode={mode}: a CrossEncoder encodes a pair joined as one input (mode=cross)"
+        if _is_score_bins(head) and head.num_classes != 2:
+            return (f"the expected score over {head.num_classes} score bins is a softmax-weighted sum, which no "
+                    "Dense layer computes (2 bins are a sigmoid, and export); use one head.bin_edges edge or "
+                    "head=regression")
+    return None
+
+
+def formats_for(model: PoolheadModel) -> list[str]:
+    """The formats that hold `model` exactly."""
+    return [fmt for fmt in FORMATS if refusal(model, fmt) is None]
+
+
+def choose(model: PoolheadModel, fmt: str = "auto") -> str:
+    """`fmt`, or for auto the first format of the model's mode that holds it; ExportRefused says why not."""
+    candidates = AUTO[model.mode.name] if fmt == "auto" else (fmt,)
+    reasons = {f: refusal(model, f) for f in candidates}
+    for f, reason in reasons.items():
+        if reason is None:
+            return f
+    holders = formats_for(model)
+    why = "; ".join(f"{f}: {r}" for f, r in reasons.items())
+    raise ExportRefused(f"cannot export this model ({describe(model)}) exactly. {why}. Formats that hold it: "
+                        f"{', '.join(holders) if holders else 'none'}")
+
+
+def export(model: PoolheadModel, to: str | Path, fmt: str = "auto", card: dict[str, Any] | None = None) -> Path:
+    """Write `model` into the folder `to` (created; it must be empty or absent) in `fmt`, check it, write README.md.
+    `card`: extra facts for the model card (checkpoint, metrics). Returns the folder."""
+    fmt = choose(model, fmt)
+    if fmt != "transformers":
+        try:
+            import sentence_transformers  # noqa: F401
+        except ImportError as err:
+            raise ImportError(f"the {fmt} format needs sentence-transformers>=6: pip install "
+                              "'sentence-transformers>=6'") from err
+    to = Path(to)
+    if to.exists() and any(to.iterdir()):
+        raise FileExistsError(f"{to}: not empty; export into a new folder (or remove it first)")
+    model = model.float().cpu().eval()
+    writers = {"sentence-transformers": to_sentence_transformers, "cross-encoder": to_cross_encoder,
+               "transformers": to_transformers}
+    try:
+        writers[fmt](model, to)
+        check(model, to, fmt)
+    except Exception:
+        shutil.rmtree(to, ignore_errors=True)
+        raise
+    (to / "README.md").write_text(model_card(model, fmt, card or {}))
+    return to
+
+
+# --- the formats ------------------------------------------------------------------------------------------------
+def _transformer(model: PoolheadModel, folder: Path) -> Any:
+    """sentence-transformers' Transformer module over the model's encoder and tokenizer, truncating as poolhead."""
+    from sentence_transformers.sentence_transformer.modules import Transformer
+
+    encoder = encoder_of(model)
+    encoder.model.save_pretrained(folder)
+    encoder.tokenizer.save_pretrained(folder)
+    return Transformer(str(folder), max_seq_length=encoder.max_length)
+
+
+def _st_modules(model: PoolheadModel, folder: Path) -> list[nn.Module]:
+    """Transformer + Pooling (+ the pooler as Dense/Tanh) + the head's hidden layers as Dense layers."""
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    encoder = encoder_of(model)
+    modules = [_transformer(model, folder), Pooling(encoder.hidden_size, ST_POOLING[type(model.pooling)])]
+    if isinstance(model.pooling, P.PoolerOutput):
+        modules.append(_dense(encoder.model.pooler.dense, nn.Tanh()))
+    body = list(model.head.body)
+    for i, layer in enumerate(body):
+        if isinstance(layer, nn.Linear):
+            modules.append(_dense(layer, type(body[i + 1])()))  # mlp(): Linear, activation, Dropout
+    return modules
+
+
+def _dense(linear: nn.Linear, activation: nn.Module, weight: torch.Tensor | None = None,
+           bias: torch.Tensor | None = None, output: str | None = None) -> nn.Module:
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    weight = linear.weight if weight is None else weight
+    bias = linear.bias if bias is None else bias
+    return Dense(weight.shape[1], weight.shape[0], activation_function=activation,
+                 init_weight=weight.detach().clone(), init_bias=bias.detach().clone(), module_output_name=output)
+
+
+def to_sentence_transformers(model: PoolheadModel, to: Path) -> None:
+    """mode=bi: embeddings whose cosine is the head's output, (pred - low) / (high - low)."""
+    from sentence_transformers import SentenceTransformer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        st = SentenceTransformer(modules=_st_modules(model, Path(tmp)), similarity_fn_name="cosine", device="cpu")
+        st.save(str(to), create_model_card=False)
+
+
+def to_cross_encoder(model: PoolheadModel, to: Path) -> None:
+    """mode=cross: Transformer + Pooling + Dense layers ending in "scores": the score on the data's own scale
+    (range folded into the last Dense), class logits, or label logits (activation Sigmoid: probabilities)."""
+    from sentence_transformers import CrossEncoder
+
+    head = model.head
+    activation: nn.Module = nn.Sigmoid() if isinstance(head, MultiLabelHead) else nn.Identity()
+    with tempfile.TemporaryDirectory() as tmp:
+        modules = _st_modules(model, Path(tmp))
+        w, b = head.out.weight, head.out.bias
+        if isinstance(head, RegressionHead):
+            low, high = head.low, head.high
+            if head.loss_name == "bce":  # low + sigmoid(o) * (high - low)
+                scale = torch.tensor([[high - low]]), torch.tensor([low])
+                modules += [_dense(head.out, nn.Sigmoid()), _dense(head.out, nn.Identity(), *scale, "scores")]
+            else:  # low + o * (high - low), folded
+                modules.append(_dense(head.out, nn.Identity(), w * (high - low), b * (high - low) + low, "scores"))
+        elif _is_score_bins(head):  # 2 bins: c0 + (c1 - c0) * softmax(o)[1] = c0 + (c1 - c0) * sigmoid(o1 - o0)
+            c0, c1 = head.centres.tolist()
+            scale = torch.tensor([[c1 - c0]]), torch.tensor([c0])
+            modules += [_dense(head.out, nn.Sigmoid(), (w[1] - w[0])[None], (b[1] - b[0])[None]),
+                        _dense(head.out, nn.Identity(), *scale, "scores")]
+        else:
+            modules.append(_dense(head.out, nn.Identity(), output="scores"))
+            _label_names(modules[0].model.config, model)
+        CrossEncoder(modules=modules, activation_fn=activation, device="cpu").save(str(to), create_model_card=False)
+
+
+def to_transformers(model: PoolheadModel, to: Path) -> None:
+    """pooling=pooler and a linear head: AutoModelForSequenceClassification (regression: num_labels=1 on the data's
+    scale; classes: num_labels=K with id2label; multilabel: problem_type multi_label_classification)."""
+    classifier = _classifier(model)
+    classifier.save_pretrained(to)
+    tokenizer = encoder_of(model).tokenizer
+    tokenizer.model_max_length = encoder_of(model).max_length
+    tokenizer.save_pretrained(to)
+
+
+def _classifier(model: PoolheadModel) -> nn.Module:
+    from transformers import AutoModelForSequenceClassification
+
+    encoder, head = encoder_of(model), model.head
+    config = encoder.model.config.__class__.from_dict(encoder.model.config.to_dict())
+    config.num_labels = head.out.out_features
+    if isinstance(head, RegressionHead):
+        config.problem_type = "regression"
+    else:
+        multilabel = isinstance(head, MultiLabelHead)
+        config.problem_type = "multi_label_classification" if multilabel else "single_label_classification"
+        _label_names(config, model)
+    classifier = AutoModelForSequenceClassification.from_config(config)
+    classifier.base_model.load_state_dict(encoder.model.state_dict())
+    w, b = head.out.weight.detach(), head.out.bias.detach()
+    if isinstance(head, RegressionHead):
+        w, b = w * (head.high - head.low), b * (head.high - head.low) + head.low
+    with torch.no_grad():
+        classifier.classifier.weight.copy_(w)
+        classifier.classifier.bias.copy_(b)
+    return classifier.eval()
+
+
+def _pooler_then_linear(model: PoolheadModel) -> bool:
+    from transformers import AutoModelForSequenceClassification
+
+    config = encoder_of(model).model.config
+    try:
+        probe = AutoModelForSequenceClassification.from_config(config.__class__.from_dict(config.to_dict()))
+    except ValueError:  # no sequence classification class for this model type
+        return False
+    linear = isinstance(getattr(probe, "classifier", None), nn.Linear)
+    return linear and getattr(probe.base_model, "pooler", None) is not None
+
+
+def _label_names(config: Any, model: PoolheadModel) -> None:
+    names = model.task.label_names
+    config.id2label = {i: name for i, name in enumerate(names)}
+    config.label2id = {name: i for i, name in enumerate(names)}
+
+
+# --- what the exported model outputs, and the check ------------------------------------------------------------
+def expected(model: PoolheadModel, output: torch.Tensor, fmt: str) -> np.ndarray:
+    """What the exported model gives for poolhead's head outputs `output`: the cosine (sentence-transformers,
+    (pred - low) / (high - low)), the score on the data's scale, class probabilities (softmax of the logits),
+    label probabilities (sigmoid)."""
+    head = model.head
+    if fmt == "sentence-transformers":
+        return output.double().numpy()
+    probabilities = head.probabilities(output)
+    return (head.predict(output) if probabilities is None else probabilities).double().numpy()
+
+
+def exported_scores(folder: str | Path, fmt: str, text: list[str], text_pair: list[str] | None) -> np.ndarray:
+    """Score texts with the exported folder through its own library, on the scale `expected` describes."""
+    folder = str(folder)
+    if fmt == "sentence-transformers":
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(folder, device="cpu")
+        u, v = (st.encode(t, convert_to_tensor=True, batch_size=64) for t in (text, text_pair))
+        return st.similarity_pairwise(u, v).double().numpy()
+    if fmt == "cross-encoder":
+        from sentence_transformers import CrossEncoder
+
+        ce = CrossEncoder(folder, device="cpu")
+        scores = ce.predict(list(zip(text, text_pair)), apply_softmax=ce.num_labels > 1 and isinstance(
+            ce.activation_fn, nn.Identity), convert_to_tensor=True, batch_size=64)
+        return scores.double().cpu().numpy()
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    classifier = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    with torch.inference_mode():
+        inputs = tokenizer(text, text_pair, truncation=True, padding=True, return_tensors="pt")
+        logits = classifier(**inputs).logits.double()
+    kind = classifier.config.problem_type
+    if kind == "regression":
+        return logits[:, 0].numpy()
+    return (logits.sigmoid() if kind == "multi_label_classification" else logits.softmax(-1)).numpy()
+
+
+def check(model: PoolheadModel, folder: Path, fmt: str, tolerance: float = 1e-4) -> None:
+    """Load the export back and compare it with poolhead on probe pairs; raise when they differ."""
+    from poolhead.predict import predict_texts
+
+    pair = PROBES[1:] + PROBES[:1] if model.mode.pair else None
+    want = expected(model, predict_texts(model, PROBES, pair, precision="32-true"), fmt)
+    got = exported_scores(folder, fmt, PROBES, pair)
+    if got.shape != want.shape or not np.allclose(got, want, atol=tolerance, rtol=0):
+        raise RuntimeError(f"the {fmt} export gives other scores than poolhead ({got.ravel()[:4]} vs "
+                           f"{want.ravel()[:4]}); nothing was exported. Please report this as a poolhead bug.")
+
+
+# --- model card -------------------------------------------------------------------------------------------------
+LOAD = {
+    "sentence-transformers": """```python
+from sentence_transformers import SentenceTransformer
+
+model = SentenceTransformer("{dir}")
+u, v = model.encode(["A man plays a guitar."]), model.encode(["Someone plays music."])
+cosine = model.similarity_pairwise(u, v)   # = (poolhead pred - {low:g}) / ({high:g} - {low:g})
+```""",
+    "cross-encoder": """```python
+from sentence_transformers import CrossEncoder
+
+model = CrossEncoder("{dir}")
+scores = model.predict([("A man plays a guitar.", "Someone plays music.")]{softmax})
+```""",
+    "transformers": """```python
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{dir}")
+model = AutoModelForSequenceClassification.from_pretrained("{dir}")
+inputs = tokenizer({inputs}, truncation=True, padding=True, return_tensors="pt")
+logits = model(**inputs).logits   # {meaning}
+```""",
+}
+
+
+def describe(model: PoolheadModel) -> str:
+    config = (model.description or {}).get("config", {})
+    return (f"mode={model.mode.name}, pooling={type(model.pooling).__name__}, head={type(model.head).__name__}, "
+            f"encoder.layers={encoder_of(model).layers}" + (f", data={config['data'].get('name')}" if config else ""))
+
+
+def scale_note(model: PoolheadModel, fmt: str) -> str:
+    head = model.head
+    if isinstance(head, RegressionHead) or _is_score_bins(head):
+        low, high = model.task.score_range or (0.0, 1.0)
+        if fmt == "sentence-transformers":
+            return (f"The cosine of two embeddings is poolhead's `pred` rescaled: cosine = (pred - {low:g}) / "
+                    f"({high:g} - {low:g}); pred = {low:g} + cosine * ({high:g} - {low:g}).")
+        return f"The output is poolhead's `pred`, on the data's own score scale ({low:g} to {high:g})."
+    if isinstance(head, MultiLabelHead):
+        return (f"Outputs are per-label probabilities (sigmoid); poolhead predicts a label when it reaches "
+                f"{head.threshold:g}. Labels: {', '.join(model.task.label_names)}.")
+    return ("Outputs are class logits; their softmax equals poolhead's `prob_<label>` columns, the argmax its "
+            f"`pred`. Labels (id order): {', '.join(model.task.label_names)}.")
+
+
+def model_card(model: PoolheadModel, fmt: str, card: dict[str, Any]) -> str:
+    """README.md of an export: what was trained on what, how well, how to load it, what its scores mean."""
+    config = (model.description or {}).get("config", {})
+    head, encoder = model.head, encoder_of(model)
+    low, high = model.task.score_range or (0.0, 1.0)
+    classes = not (isinstance(head, RegressionHead) or _is_score_bins(head))
+    load = LOAD[fmt].format(
+        dir="PATH/TO/THIS/FOLDER", low=low, high=high,
+        softmax=", apply_softmax=True" if classes and not isinstance(head, MultiLabelHead) else "",
+        inputs='["A man plays a guitar."], ["Someone plays music."]' if model.mode.pair else '["A text to classify."]',
+        meaning="class logits; id2label in config.json" if classes else "the score, num_labels=1")
+    main = ("spearman", "pearson", "accuracy", "f1_macro", "f1_micro")
+    metrics = {k: v for k, v in (card.get("metrics") or {}).items() if k.split("/")[-1] in main}
+    data = config.get("data") or {}
+    rows = {
+        "base encoder": config.get("encoder", {}).get("name_or_path") or f"random {encoder.model.config.model_type}",
+        "pooling": config.get("pooling", {}).get("_target_", type(model.pooling).__name__),
+        "head": ", ".join(f"{k}={v}" for k, v in config.get("head", {}).items() if k != "_partial_"),
+        "mode": model.mode.name,
+        "max_length": encoder.max_length,
+        "data": ", ".join(f"{k}={v}" for k, v in data.items() if k in ("name", "dir", "train", "val", "test") and v),
+        "metrics (the run's results.json)": ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()) or "not recorded",
+        "checkpoint": card.get("checkpoint", "(not given)"),
+    }
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows.items())
+    library = "transformers" if fmt == "transformers" else "sentence-transformers (>= 6)"
+    return f"""# poolhead export ({fmt})
+
+Written by `poolhead export`; loading it needs only {library}. Before it was kept, the folder was loaded back with
+that library and gave poolhead's own outputs (fp32) on probe pairs.
+
+| | |
+|---|---|
+{table}
+
+## Load it
+
+{load}
+
+## Score scale
+
+{scale_note(model, fmt)}
+
+## poolhead config
+
+```yaml
+{yaml.safe_dump(config, sort_keys=False, allow_unicode=True).rstrip()}
+```
+"""
