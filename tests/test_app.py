@@ -80,7 +80,8 @@ def test_every_experiment_composes_and_sweeps_options_that_exist(tmp_path, exper
 def test_loggers_and_trainers_compose(tmp_path, logger, trainer):
     cfg = compose_cfg([f"logger={logger}", f"trainer={trainer}"], tmp_path)
     assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
-    assert cfg.trainer.accelerator == {"cpu": "cpu", "gpu": "gpu", "default": "auto"}[trainer]
+    assert cfg.trainer.accelerator == {"cpu": "cpu", "gpu": "gpu"}.get(trainer, "auto")
+    assert str(cfg.trainer.get("strategy", "auto")).startswith("ddp_spawn") == (trainer == "ddp")
     assert sorted(cfg.logger) == {"csv": ["csv"], "wandb": ["csv", "wandb"]}[logger]
     assert Path(instantiate(cfg.logger.csv).log_dir) == tmp_path / "csv"
 

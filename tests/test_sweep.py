@@ -98,7 +98,8 @@ def test_a_job_killed_mid_training_continues_from_its_last_checkpoint(tmp_path):
     boundary: the length-grouped sampler has no mid-epoch state) and ends with the metrics of an uninterrupted run.
     Catches: an interrupted job starting over or being skipped, resuming from the wrong checkpoint, lost RNG
     state, `-v1` checkpoints beside the old ones."""
-    command = ["-m", "seed=1", *FAST, "trainer.max_epochs=4", "data.batch_size=16", "test=false"]
+    command = ["-m", "seed=1", *FAST, "trainer.max_epochs=4", "data.batch_size=16", "test=false",
+               "trainer.log_every_n_steps=1"]
     straight = train_py(*command, f"hydra.sweep.dir={tmp_path / 'straight'}")
     assert straight.returncode == 0, straight.stderr[-3000:]
     (expected,) = results(tmp_path / "straight").values()
@@ -126,6 +127,11 @@ def test_a_job_killed_mid_training_continues_from_its_last_checkpoint(tmp_path):
     for key, value in expected["metrics"].items():
         assert got["metrics"][key] == pytest.approx(value, abs=1e-6), key
     assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
+    # the history survives the kill (issue 14): every logged step from before and after it, once each, as logged
+    # by the uninterrupted run (rows the killed run logged past its checkpoint were trained and logged again)
+    logs = [pd.read_csv(next(d.glob("*/csv/metrics.csv"))) for d in (tmp_path / "straight", sweep)]
+    assert logs[1]["step"].tolist() == logs[0]["step"].tolist()
+    pd.testing.assert_series_equal(logs[1]["train/loss"], logs[0]["train/loss"], atol=1e-6, rtol=0)
 
 
 def test_a_failed_job_makes_the_multirun_exit_1_after_the_other_jobs_and_the_report(tmp_path):
