@@ -71,7 +71,7 @@ def main() -> None:
         sweep_seconds = train_py(sweep_cmd, runs / "sweep.log")
 
     single = json.loads((runs / "single" / "results.json").read_text())
-    files = sorted((runs / "sweep").glob("*/results.json"), key=lambda f: int(f.parent.name))
+    files = sorted((runs / "sweep").glob("*/results.json"))  # job folders are named by their overrides
     jobs = [json.loads(f.read_text()) for f in files]
     failed = [j for j in jobs if j["status"] != "ok"]
     same = next((j for j in jobs if j["config"]["pooling"] == "mean" and j["config"]["head"] == "regression"), None)

@@ -208,3 +208,13 @@ def test_default_fused_adamw_still_clips_gradients(conf_dir, tiny_encoder, preci
     assert len(seen) == 3
     assert all(fused for fused, _ in seen), "optim/adamw.yaml asks for the fused AdamW"
     assert all(norm <= 1e-3 * 1.01 for _, norm in seen), seen
+
+
+@pytest.mark.parametrize("head", ["regression", "classification"])
+def test_every_logged_metric_has_a_direction(head):
+    """monitor= may name any logged metric; each must say which way is better (PearsonCorrCoef has none in
+    torchmetrics, so monitor=val/pearson used to be refused)."""
+    model = build("mean", head, "cross")
+    modes = {name: model.monitor_mode(f"val/{name}") for name in model.metric_names() + ["loss"]}
+    lower = {"loss", "mse", "mae"}
+    assert modes == {name: "min" if name in lower else "max" for name in modes}, modes

@@ -25,6 +25,10 @@ class ThresholdF1(BinaryF1Score):
         super().update((preds >= self.cut).long(), (target >= self.cut).long())
 
 
+class Pearson(PearsonCorrCoef):
+    higher_is_better = True  # torchmetrics leaves it unset; monitor=val/pearson needs a direction
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """The task a data module poses, fixed after `setup()`.
@@ -63,6 +67,6 @@ class TaskSpec:
         head is judged on the same numbers). Class and multilabel metrics come from the head (`Head.metrics`)."""
         if self.kind != "score":
             return {}
-        metrics = {"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef(), "mse": MeanSquaredError(),
+        metrics = {"pearson": Pearson(), "spearman": SpearmanCorrCoef(), "mse": MeanSquaredError(),
                    "mae": MeanAbsoluteError()}
         return metrics | ({"f1": ThresholdF1(self.binary_threshold)} if self.binary_threshold is not None else {})
