@@ -15,13 +15,19 @@ from poolhead.sweep import prepare_job
 def main(cfg: DictConfig) -> float | None:
     results = prepare_job(cfg)  # a multirun job already done with this config: its results, and nothing runs
     if results is None:
-        from poolhead.train import run  # here, not above: a re-run sweep that skips every job never imports torch
+        from poolhead.train import quiet_known_noise, run  # here: a re-run sweep that skips all never imports torch
 
+        quiet_known_noise()
         results = run(cfg)
-    if results["status"] != "ok" and HydraConfig.get().mode != RunMode.MULTIRUN:
+    single_run = HydraConfig.get().mode != RunMode.MULTIRUN
+    if results["status"] != "ok" and single_run:
         where = "nothing of the run was changed" if results.get("resumable") is False else \
             f"details: {cfg.paths.output_dir}/results.json"
         sys.exit(f"run failed: {results['error']}\n({where})")
+    if single_run:
+        from poolhead.train import closing_summary
+
+        print(closing_summary(results, cfg.paths.output_dir))
     return results.get("metrics", {}).get(results.get("monitor"))  # for Hydra sweepers that optimise
 
 

@@ -118,7 +118,7 @@ def test_multilabel_run_learns_well_above_chance(tmp_path):
 
 
 def test_bce_loss_trains_a_sigmoid_score_on_sts(tmp_path):
-    results = run(compose_cfg([*FAST, "head.loss=bce", "trainer.max_epochs=3", "optim.lr=1e-3",
+    results = run(compose_cfg([*FAST, "mode=cross", "head.loss=bce", "trainer.max_epochs=3", "optim.lr=1e-3",
                                "trainer.log_every_n_steps=1"], tmp_path))
     assert results["status"] == "ok", results["error"]
     log = pd.read_csv(tmp_path / "csv" / "metrics.csv")
@@ -135,7 +135,7 @@ def test_bce_loss_trains_a_sigmoid_score_on_sts(tmp_path):
 
 def test_sgd_and_a_cosine_schedule_through_the_same_code_path(tmp_path):
     results = run(compose_cfg([*FAST, "optim=sgd", "optim.scheduler.name=cosine", "optim.warmup_ratio=0", "trainer.log_every_n_steps=1",
-                               "trainer.max_epochs=2"], tmp_path))
+                               "trainer.max_epochs=2", "mode=cross"], tmp_path))  # cross: the head has weights (pg3)
     assert results["status"] == "ok", results["error"]
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     group = ckpt["optimizer_states"][0]["param_groups"][0]

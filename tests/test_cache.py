@@ -146,7 +146,8 @@ def test_metrics_with_and_without_cache_agree(tmp_path):
     for use_cache in (False, True):
         cfg = compose_cfg(["encoder=minilm", "encoder.freeze=true", f"cache_features={use_cache}", "pooling=mean",
                            "trainer.max_epochs=2", "optim.head_lr=1e-2", "trainer.enable_progress_bar=false",
-                           "trainer.precision=32-true", f"paths.cache_dir={tmp_path}/cache"], tmp_path / str(use_cache))
+                           "trainer.precision=32-true", f"paths.cache_dir={tmp_path}/cache", "mode=cross"],
+                          tmp_path / str(use_cache))  # cross: a head to train on the cached states
         results[use_cache] = run(cfg)
         assert results[use_cache]["status"] == "ok", results[use_cache]["error"]
     without, with_cache = (results[k]["metrics"]["val/spearman"] for k in (False, True))

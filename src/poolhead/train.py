@@ -9,6 +9,7 @@ import logging
 import platform
 import subprocess
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from poolhead.builder import build, load, read_checkpoint
 from poolhead.callbacks import RNGState, StopOnNonFinite, TrainThroughput
 from poolhead.checks import SettingsError
+from poolhead.data import DEMO_DIR
 from poolhead.loggers import prepare_metrics_file
 from poolhead.predict import evaluate
 from poolhead.sweep import config_hash
@@ -197,3 +199,46 @@ def finish_wandb(loggers: list, failed: bool) -> None:
         import wandb
 
         wandb.finish(exit_code=1 if failed else 0)
+
+
+def quiet_known_noise() -> None:
+    """Drop Lightning's cloud-service tips ("💡 Tip: ... litlogger") and a FutureWarning torch raises inside
+    Lightning's own code (not poolhead's to fix); every other warning stays."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_no_tips)
+
+
+def _no_tips(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip:")
+
+
+def closing_summary(results: dict[str, Any], out_dir: str | Path) -> str:
+    """The last lines of a single run: the main metric, where the files are, and what to try next."""
+    out = _shown(Path(out_dir))
+    metrics, monitor = results["metrics"], results["monitor"]
+    test = f"test/{monitor.split('/', 1)[1]}"
+    headline = f"{monitor} {metrics[monitor]:.4f}" + (f", {test} {metrics[test]:.4f}" if test in metrics else "")
+    best = results["checkpoints"].get("best")
+    lines = [
+        f"Done: {headline} (best checkpoint; {results['timing'].get('train_seconds', 0):.0f} s of training)",
+        f"  run folder       {out}",
+        f"  results          {out / 'results.json'}",
+        f"  predictions      {out / 'predictions.csv'}",
+        f"  best checkpoint  {_shown(Path(best)) if best else '(none)'}",
+        "Next:",
+        "  python train.py -m pooling=cls,mean,max head=regression,classification   # a sweep: which pair wins",
+        f"  poolhead predict {out} --input {_shown(DEMO_DIR / 'pairs.csv')}   # score new rows (csv/tsv/jsonl/json)",
+        f"  poolhead eval {out} data=stsb data.dir=../shared/data/stsb   # another dataset",
+        f"  poolhead export {out} --to exported/   # a sentence-transformers / transformers folder",
+    ]
+    return "\n".join(lines)
+
+
+def _shown(path: Path) -> Path:
+    """Relative to the working directory when inside it (shorter to copy), else as it is."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path

@@ -1,0 +1,352 @@
+"""Using a trained model: `poolhead predict`, `poolhead eval`, `poolhead export`, and the first run's closing lines.
+
+Round trips: for every pooling x head x mode the export table holds, a real (tiny) run is exported and the folder,
+loaded by sentence-transformers / transformers themselves, gives `poolhead predict`'s scores to 1e-5 (fp32); every
+other combination is refused with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FAST, ROOT, compose_cfg
+
+import poolhead
+from poolhead import build
+from poolhead.cli import main as cli
+from poolhead.data.sources import DEMO_DIR
+from poolhead.export import ExportRefused, choose
+from poolhead.train import run
+
+# a real run, as short as one can be: one training step, one validation batch (best.ckpt), no test split
+SHORT = [*FAST, "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false"]
+LONG = " ".join(["the quick brown fox jumps over the lazy dog"] * 40)  # past max_length: truncation must agree
+EXPORTABLE_POOLINGS = ["pooler", "cls", "mean", "max", "mean_sqrt_len", "weighted_mean"]
+CLASSES = {"same": ("A man plays a guitar.", "A man is playing a guitar."),
+           "related": ("A man plays a guitar.", "A woman sings a song."),
+           "other": ("A man plays a guitar.", "The stock market fell today.")}
+
+
+def demo_pairs(folder: Path, rows: int = 40) -> Path:
+    """The first demo dev pairs as sentence1,sentence2,score (the column names of the STS hub copies), plus one pair
+    longer than max_length."""
+    lines = (DEMO_DIR / "sts-dev.csv").read_text().splitlines()[:rows]
+    fields = [line.split("\t") for line in lines]
+    frame = pd.DataFrame({"sentence1": [f[5] for f in fields] + [LONG],
+                          "sentence2": [f[6] for f in fields] + [LONG[::-1]],
+                          "score": [float(f[4]) for f in fields] + [2.5]})
+    frame.to_csv(folder / "pairs.csv", index=False)
+    return folder / "pairs.csv"
+
+
+def class_pairs(folder: Path, multilabel: bool = False) -> Path:
+    """Pairs with a class (or a set of labels) each, as .jsonl: data=csv training data."""
+    records = []
+    for i in range(60):
+        name = list(CLASSES)[i % 3]
+        a, b = CLASSES[name]
+        label = [name] + (["long"] if i % 2 else []) if multilabel else name
+        records.append({"text": f"{a} ({i})", "text_pair": b, "label": label})
+    path = folder / ("labels.jsonl" if multilabel else "classes.jsonl")
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    return path
+
+
+def class_texts(folder: Path) -> Path:
+    rows = ["text,label"] + [f"{'great good fine' if i % 2 else 'bad awful poor'} item {i},{'pos' if i % 2 else 'neg'}"
+                             for i in range(60)]
+    (folder / "texts.csv").write_text("\n".join(rows) + "\n")
+    return folder / "texts.csv"
+
+
+# case -> (overrides given a data folder, formats that hold it); every case is one tiny run
+CASES = {
+    **{f"bi-{p}-regression": (lambda d, p=p: ["mode=bi", f"pooling={p}"], ["sentence-transformers"])
+       for p in EXPORTABLE_POOLINGS},
+    **{f"cross-{p}-regression": (lambda d, p=p: ["mode=cross", f"pooling={p}"],
+                                 ["cross-encoder"] + (["transformers"] if p == "pooler" else []))
+       for p in EXPORTABLE_POOLINGS},
+    **{f"cross-{p}-score_bins": (lambda d, p=p: ["mode=cross", f"pooling={p}", "head=classification"],
+                                 ["cross-encoder"]) for p in EXPORTABLE_POOLINGS},
+    "bi-mean-mlp": (lambda d: ["mode=bi", "pooling=mean", "head.hidden_dims=[16]"], ["sentence-transformers"]),
+    "cross-cls-mlp": (lambda d: ["mode=cross", "pooling=cls", "head.hidden_dims=[16]", "+head.activation=ReLU"],
+                      ["cross-encoder"]),
+    "cross-mean-bce": (lambda d: ["mode=cross", "pooling=mean", "head.loss=bce"], ["cross-encoder"]),
+    "cross-pooler-classes": (lambda d: ["mode=cross", "pooling=pooler", "head=classification", "data=csv",
+                                        f"data.train={class_pairs(d)}", "data.text_pair=text_pair", "data.task=class"],
+                             ["cross-encoder", "transformers"]),
+    "cross-pooler-multilabel": (lambda d: ["mode=cross", "pooling=pooler", "head=multilabel", "data=csv",
+                                           f"data.train={class_pairs(d, multilabel=True)}", "data.text_pair=text_pair",
+                                           "data.task=multilabel"], ["cross-encoder", "transformers"]),
+    "single-pooler-classes": (lambda d: ["mode=single", "pooling=pooler", "head=classification", "data=csv",
+                                         f"data.train={class_texts(d)}", "data.task=class"], ["transformers"]),
+}
+
+
+def predict_file(train: str | None, folder: Path) -> Path:
+    """What `poolhead predict` reads: the demo pairs for STS runs, else the run's training texts without labels,
+    plus a row past max_length."""
+    if train is None:
+        return demo_pairs(folder)
+    frame = pd.read_json(train, lines=True) if train.endswith(".jsonl") else pd.read_csv(train)
+    frame = frame.drop(columns="label")
+    frame.loc[len(frame)] = {c: LONG for c in frame.columns}
+    frame.to_csv(folder / "unlabelled.csv", index=False)
+    return folder / "unlabelled.csv"
+
+
+def tiny_run(out: Path, overrides: list[str]) -> Path:
+    results = run(compose_cfg([*SHORT, *overrides], out))
+    assert results["status"] == "ok", results["error"]
+    return out
+
+
+def library_scores(folder: Path, fmt: str, text: list[str], text_pair: list[str] | None, kind: str) -> np.ndarray:
+    """The exported folder run by its own library only: cosine of embeddings, CrossEncoder scores (softmax for
+    classes), or the transformers classifier's logits (softmax / sigmoid for classes / label sets)."""
+    if fmt == "sentence-transformers":
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(folder), device="cpu")
+        u, v = (model.encode(t, convert_to_tensor=True) for t in (text, text_pair))
+        return F.cosine_similarity(u, v).double().numpy()
+    if fmt == "cross-encoder":
+        from sentence_transformers import CrossEncoder
+
+        return np.asarray(CrossEncoder(str(folder), device="cpu").predict(list(zip(text, text_pair)),
+                                                                          apply_softmax=kind == "class"), dtype=float)
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    with torch.inference_mode():
+        logits = model(**tokenizer(text, text_pair, truncation=True, padding=True, return_tensors="pt")).logits.double()
+    return {"score": logits[:, 0], "class": logits.softmax(-1), "multilabel": logits.sigmoid()}[kind].numpy()
+
+
+def predicted(frame: pd.DataFrame, fmt: str, kind: str, score_range: tuple[float, float]) -> np.ndarray:
+    """poolhead predict's columns on the exported model's scale (a bi-encoder's cosine: (pred - low) / (high - low))."""
+    if kind != "score":
+        return frame[[c for c in frame.columns if c.startswith("prob_")]].to_numpy(dtype=float)
+    low, high = score_range
+    pred = frame["pred"].to_numpy(dtype=float)
+    return (pred - low) / (high - low) if fmt == "sentence-transformers" else pred
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_export_round_trip_gives_poolhead_predict_scores(tmp_path, case):
+    overrides, formats = CASES[case]
+    given = overrides(tmp_path)
+    run_dir = tiny_run(tmp_path / "run", given)
+    source = predict_file(next((o.split("=", 1)[1] for o in given if o.startswith("data.train=")), None), tmp_path)
+    assert cli(["predict", str(run_dir), "--input", str(source), "--output", str(tmp_path / "pred.csv"),
+                "--quiet"]) == 0
+    frame = pd.read_csv(tmp_path / "pred.csv")
+    model = poolhead.load(run_dir)
+    kind, score_range = model.task.kind, model.task.score_range or (0.0, 1.0)
+    text_columns = [c for c in ("sentence1", "sentence2", "text", "text_pair") if c in frame]
+    text = frame[text_columns[0]].tolist()
+    text_pair = frame[text_columns[1]].tolist() if len(text_columns) > 1 else None
+    for fmt in formats:
+        folder = tmp_path / fmt
+        assert cli(["export", str(run_dir), "--to", str(folder), "--format", fmt]) == 0
+        got = library_scores(folder, fmt, text, text_pair, kind)
+        want = predicted(frame, fmt, kind, score_range)
+        assert got.shape == want.shape, (fmt, got.shape, want.shape)
+        assert np.abs(got - want).max() <= 1e-5, (fmt, np.abs(got - want).max())
+        card = (folder / "README.md").read_text()
+        assert "## Load it" in card and "## poolhead config" in card and str(run_dir) in card
+    auto = {"bi": "sentence-transformers", "cross": "cross-encoder", "single": "transformers"}[model.mode.name]
+    assert choose(model) == auto
+
+
+REFUSED = {  # overrides, format -> words the refusal must say
+    "bi-attention": (["mode=bi", "pooling=attention"], "auto",
+                     ["pooling Attention", "no such mode", "Formats that hold it: none"]),
+    "cross-attention-classification": (["mode=cross", "pooling=attention", "head=classification"], "auto",
+                                       ["pooling Attention", "Formats that hold it: none"]),
+    **{f"bi-{p}-classification": (["mode=bi", f"pooling={p}", "head=classification"], "auto",
+                                  ["(u, v, |u - v|)", "Formats that hold it: none"]) for p in EXPORTABLE_POOLINGS},
+    "layers-averaged": (["mode=bi", "encoder.layers=[0,-1]"], "auto", ["encoder.layers=[0, -1]", "last layer"]),
+    "three-score-bins": (["mode=cross", "head=classification", "head.bin_edges=[2.0,4.0]"], "cross-encoder",
+                         ["3 score bins", "Formats that hold it: none"]),
+    "mean-into-transformers": (["mode=cross", "pooling=mean"], "transformers",
+                               ["pooling=pooler only", "Formats that hold it: cross-encoder"]),
+    "mlp-into-transformers": (["mode=cross", "pooling=pooler", "head.hidden_dims=[8]"], "transformers",
+                              ["one Linear", "Formats that hold it: cross-encoder"]),
+    "bce-into-transformers": (["mode=cross", "pooling=pooler", "head.loss=bce"], "transformers", ["bare logit"]),
+    "bins-into-transformers": (["mode=cross", "pooling=pooler", "head=classification"], "transformers",
+                               ["not a logit"]),
+    "bi-into-transformers": (["mode=bi"], "transformers",
+                             ["two encoder passes", "Formats that hold it: sentence-transformers"]),
+    "cross-into-sentence-transformers": (["mode=cross"], "sentence-transformers", ["each text on its own"]),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED)
+def test_combinations_without_an_exact_equivalent_are_refused_with_the_reason(tmp_path, case):
+    overrides, fmt, words = REFUSED[case]
+    _, model = build(compose_cfg([*FAST, *overrides], tmp_path))
+    with pytest.raises(ExportRefused) as refused:
+        choose(model, fmt)
+    for word in words:
+        assert word in str(refused.value), (word, str(refused.value))
+
+
+def test_refused_export_writes_nothing_and_says_why(tmp_path, capsys):
+    run_dir = tiny_run(tmp_path / "run", ["mode=cross", "pooling=attention"])
+    assert cli(["export", str(run_dir), "--to", str(tmp_path / "out")]) == 1
+    assert "pooling Attention" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_best_of_a_sweep_takes_the_reports_best_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    for job, pooling in enumerate(["mean", "cls"]):
+        tiny_run(sweep / str(job), ["mode=bi", f"pooling={pooling}"])
+        (sweep / str(job) / ".hydra").mkdir()
+        (sweep / str(job) / ".hydra" / "overrides.yaml").write_text(f"- pooling={pooling}\n")
+    spearman = {job: json.loads((sweep / job / "results.json").read_text())["metrics"]["val/spearman"] for job in "01"}
+    best = max(spearman, key=spearman.get)
+    assert cli(["export", str(sweep), "--best", "--to", str(tmp_path / "out")]) == 0
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert f"| checkpoint | {sweep / best / 'checkpoints' / 'best.ckpt'} |" in card
+
+
+# --- predict ----------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    return tiny_run(tmp_path_factory.mktemp("demo_run"), ["mode=cross", "pooling=mean"])
+
+
+def test_predict_without_labels_reproduces_the_runs_predictions_in_input_order(demo_run, tmp_path):
+    """The demo val rows, unlabelled, in a .jsonl with an empty row in the middle: `pred` equals predictions.csv's."""
+    lines = (DEMO_DIR / "sts-dev.csv").read_text().splitlines()
+    fields = [line.split("\t") for line in lines]
+    records = [{"sentence1": f[5], "sentence2": f[6], "id": i} for i, f in enumerate(fields)]
+    records.insert(3, {"sentence1": "  ", "sentence2": "skipped: empty first text", "id": -1})
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert cli(["predict", str(demo_run), "--input", str(tmp_path / "rows.jsonl"), "--quiet"]) == 0
+    out = pd.read_json(tmp_path / "rows.pred.jsonl", lines=True)
+    assert out["id"].tolist() == [r["id"] for r in records], "every input row, in input order"
+    assert pd.isna(out.loc[3, "pred"]) and out.drop(index=3)["pred"].notna().all()
+    expected = pd.read_csv(demo_run / "predictions.csv").query("split == 'val'")["pred"].to_numpy()
+    assert np.abs(out.drop(index=3)["pred"].to_numpy() - expected).max() <= 1e-6
+
+
+def test_the_bundled_example_pairs_predict(demo_run, tmp_path):
+    """The file the end of `python train.py` suggests."""
+    assert cli(["predict", str(demo_run), "--input", str(DEMO_DIR / "pairs.csv"), "--output", str(tmp_path / "p.csv"),
+                "--quiet"]) == 0
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert list(frame.columns) == ["sentence1", "sentence2", "pred"] and frame["pred"].notna().all()
+
+
+@pytest.mark.parametrize("suffix, content, where", [
+    (".csv", "sentence1,sentence2,score\nA cat.,A dog.,1.0\nA man.,A woman.,abc\n",
+     "line 3, field score: 'abc' is not a number"),
+    (".csv", "sentence1,sentence2,score\nA cat.,A dog.,1.0\nA man.,A woman.,7.5\n",
+     "line 3, field score: 7.5 is outside"),
+    (".tsv", "sentence1\tsentence2\nA cat.\tA dog.\nA man.\n", "line 3, field sentence2: 1 fields"),
+    (".jsonl", '{"sentence1": "A cat.", "sentence2": "A dog."}\n{"sentence1": "A man.", \n',
+     "line 2: not a JSON object"),
+    (".jsonl", '{"sentence1": "A cat.", "sentence2": "A dog.", "score": 1}\n{"sentence1": "A", "sentence2": "B"}\n',
+     "line 2, field score: missing, but line 1 has one"),
+    (".csv", "text,other\nA cat.,A dog.\n", "line 1, field sentence1: no such column"),
+])
+def test_predict_stops_at_a_bad_row_naming_file_and_line(demo_run, tmp_path, capsys, suffix, content, where):
+    path = tmp_path / f"rows{suffix}"
+    path.write_text(content)
+    assert cli(["predict", str(demo_run), "--input", str(path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{path} {where}" in err, err
+    assert not (tmp_path / f"rows.pred{suffix}").exists()
+
+
+def test_predict_keeps_labels_and_other_columns_and_writes_each_format(demo_run, tmp_path):
+    (tmp_path / "rows.tsv").write_text("id\tsentence1\tsentence2\tscore\nx\tA cat sleeps.\tA cat is sleeping.\t4.5\n"
+                                       'y\tHe said "hi".\tThe market fell.\t0.5\n')
+    for suffix in (".tsv", ".csv", ".json"):
+        out = tmp_path / f"out{suffix}"
+        assert cli(["predict", str(demo_run), "--input", str(tmp_path / "rows.tsv"), "--output", str(out),
+                    "--quiet"]) == 0
+        frame = pd.read_json(out) if suffix == ".json" else pd.read_csv(out, sep="\t" if suffix == ".tsv" else ",")
+        assert list(frame.columns) == ["id", "sentence1", "sentence2", "score", "pred"]
+        assert frame["sentence1"].tolist() == ["A cat sleeps.", 'He said "hi".'] and frame["pred"].notna().all()
+
+
+# --- eval -------------------------------------------------------------------------------------------------------
+def test_eval_on_the_training_data_repeats_the_runs_metrics(demo_run):
+    assert cli(["eval", str(demo_run), "data=demo", "--split", "val"]) == 0
+    entry = json.loads((demo_run / "eval.json").read_text())["demo"]
+    results = json.loads((demo_run / "results.json").read_text())["metrics"]
+    assert entry["rows"] == {"val": 100}
+    assert entry["metrics"]["val/spearman"] == pytest.approx(results["val/spearman"], abs=1e-6)
+    assert Path(entry["predictions"]).exists()
+
+
+def test_eval_refuses_other_tasks_and_non_data_overrides(demo_run, tmp_path, capsys):
+    assert cli(["eval", str(demo_run), "data=csv", f"data.train={class_pairs(tmp_path)}", "data.text_pair=text_pair",
+                "data.task=class"]) == 1
+    assert "poses another task" in capsys.readouterr().err
+    assert cli(["eval", str(demo_run), "data=demo", "pooling=cls"]) == 1
+    assert "data=<group>" in capsys.readouterr().err
+
+
+@pytest.mark.real
+def test_eval_of_an_stsb_run_on_korsts_dev_writes_spearman(shared_data_dir, tmp_path):
+    folder = tmp_path / "stsb"
+    folder.mkdir()
+    for name, rows in (("sts-train.csv", 200), ("sts-dev.csv", 100)):
+        lines = (shared_data_dir / "stsb" / name).read_text(encoding="utf-8").splitlines(keepends=True)[:rows]
+        (folder / name).write_text("".join(lines), encoding="utf-8")
+    run_dir = tiny_run(tmp_path / "run", ["mode=cross", "data=stsb", f"data.dir={folder}"])
+    korsts = shared_data_dir / "korsts"
+    assert cli(["eval", str(run_dir), "data=korsts", f"data.dir={korsts}", "--split", "val"]) == 0
+    entry = json.loads((run_dir / "eval.json").read_text())["korsts"]
+    assert entry["data"]["dir"] == str(korsts) and entry["rows"]["val"] > 1000
+    assert -1 <= entry["metrics"]["val/spearman"] <= 1
+
+
+# --- real MiniLM ------------------------------------------------------------------------------------------------
+@pytest.mark.real
+@pytest.mark.parametrize("overrides, formats", [
+    (["mode=bi", "pooling=mean"], ["sentence-transformers"]),
+    (["mode=cross", "pooling=pooler"], ["cross-encoder", "transformers"]),
+])
+def test_minilm_export_round_trip(tmp_path, overrides, formats):
+    run_dir = tiny_run(tmp_path / "run", ["encoder=minilm", "data.batch_size=8", "data.eval_batch_size=16", *overrides])
+    source = demo_pairs(tmp_path, rows=30)
+    assert cli(["predict", str(run_dir), "--input", str(source), "--output", str(tmp_path / "pred.csv"), "--quiet",
+                "--batch-size", "16"]) == 0
+    frame = pd.read_csv(tmp_path / "pred.csv")
+    for fmt in formats:
+        assert cli(["export", str(run_dir), "--to", str(tmp_path / fmt), "--format", fmt]) == 0
+        got = library_scores(tmp_path / fmt, fmt, frame["sentence1"].tolist(), frame["sentence2"].tolist(), "score")
+        assert np.abs(got - predicted(frame, fmt, "score", (0.0, 5.0))).max() <= 1e-5, fmt
+
+
+# --- the first run ----------------------------------------------------------------------------------------------
+def test_train_py_ends_saying_where_everything_is_without_library_noise(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "POOLHEAD_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *SHORT, "hydra.run.dir=run"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-10:]
+    assert last[0].startswith("Done: val/spearman "), last
+    for expected in ("run folder       run", "results          run/results.json",
+                     "predictions      run/predictions.csv", "best checkpoint  run/checkpoints/best.ckpt",
+                     "python train.py -m", "poolhead predict run", "poolhead eval run", "poolhead export run"):
+        assert any(expected in line for line in last), expected
+    console = proc.stdout + proc.stderr
+    for noise in ("💡 Tip", "litlogger", "LeafSpec", "FLOPs"):
+        assert noise not in console, noise
