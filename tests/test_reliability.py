@@ -122,7 +122,7 @@ def test_resumed_training_sees_the_same_batches_and_dropout(tmp_path, grouped):
 
 
 def test_non_finite_training_stops_at_once_naming_step_epoch_and_cause(tmp_path):
-    results = run(compose_cfg([*FAST, "trainer.max_epochs=3", "optim.lr=1e3", "optim.head_lr=1e3",
+    results = run(compose_cfg([*FAST, "mode=cross", "trainer.max_epochs=3", "optim.lr=1e3", "optim.head_lr=1e3",  # cross: the bi cosine is bounded and diverges later
                                "trainer.gradient_clip_val=null", "optim.optimizer._target_=torch.optim.SGD",
                                "~optim.optimizer.betas", "~optim.optimizer.eps", "~optim.optimizer.fused"], tmp_path))
     assert results["status"] == "failed"
