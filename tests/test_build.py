@@ -41,7 +41,8 @@ def colours_jsonl(folder: Path, n: int = 240) -> str:
 
 
 RUNS = {  # name -> overrides (a function of the data folder); each is a real run of the tiny encoder
-    "cross": lambda d: ["mode=cross", "pooling=cls"],
+    "cross": lambda d: ["mode=cross", "pooling=cls",  # and the study's disk settings (conf/experiment/stsb_pooling)
+                        "keep_last_checkpoint=false", "callbacks.model_checkpoint.save_weights_only=true"],
     "bi": lambda d: ["mode=bi", "head=classification", "pooling=max"],
     "single_class": lambda d: ["data=csv", f"data.train={class_csv(d)}", "data.task=class", "mode=single",
                                "head=classification"],
@@ -64,6 +65,16 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("name", RUNS)
 def test_results_metrics_are_those_of_predictions_csv(runs, name):
     assert_predictions_match_results(runs[name])
+
+
+def test_a_finished_run_without_keep_last_checkpoint_keeps_only_a_weights_only_best(runs):
+    """The study keeps 84 jobs on disk: a finished job's last.ckpt (optimizer state, for resuming) goes, and best.ckpt
+    (weights + poolhead's description) still loads in a fresh process (test_load_in_a_fresh_process..[cross])."""
+    results = json.loads((runs["cross"] / "results.json").read_text())
+    assert results["checkpoints"]["last"] is None
+    assert sorted(p.name for p in (runs["cross"] / "checkpoints").iterdir()) == ["best.ckpt"]
+    assert "optimizer_states" not in torch.load(runs["cross"] / "checkpoints" / "best.ckpt", weights_only=False)
+    assert (runs["bi"] / "checkpoints" / "last.ckpt").is_file(), "the default keeps last.ckpt"
 
 
 def test_class_predictions_name_labels_with_ids_and_probabilities(runs):

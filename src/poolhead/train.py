@@ -85,6 +85,9 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
                              "train_samples_per_second": round(throughput.samples_per_second, 2),
                              "eval_samples_per_second": round(datamodule.sizes["val"] / seconds["val"], 2)}
         results["status"] = "ok"
+        if not cfg.keep_last_checkpoint and results["checkpoints"]["last"]:  # finished: nothing left to resume
+            Path(results["checkpoints"]["last"]).unlink()
+            results["checkpoints"]["last"] = None
     except Exception as err:  # noqa: BLE001 - a sweep goes on past one failed job; the error is recorded
         results["error"] = f"{type(err).__name__}: {err}"
         results["traceback"] = traceback.format_exc()

@@ -1,0 +1,175 @@
+"""Collect the STS-B study's two sweeps into this folder: reports, the comparisons the README answers from, a figure.
+
+    python experiments/stsb_pooling/analyze.py [--finetune DIR] [--probe DIR] [--prune-checkpoints]
+
+Reads the sweep folders that `python train.py -m experiment=stsb_pooling` and `experiment=stsb_probe` write
+(default: logs/stsb_pooling/finetune and logs/stsb_pooling/probe), runs poolhead's sweep report on each and copies it
+here (finetune/, probe/), and writes:
+- comparisons.csv/.md: each question of the study as seed-paired two-sided t-tests (scipy.stats.ttest_rel), with
+  Benjamini-Hochberg correction over all comparisons of one sweep; the README's claims point at these rows.
+- study.png: dev Spearman per pooling, cross and bi side by side, fine-tuned and frozen, each seed a dot.
+- status.md: jobs done per sweep (a partial sweep is labelled so), summed job wall time, git commits, best config.
+--prune-checkpoints (only once the fine-tune sweep is complete): delete best.ckpt of every fine-tune job except the
+best job of the best configuration per mode; predictions.csv of every job stays.
+Written by hand (not poolhead.report) because these tests pair two chosen configurations, where the sweep report
+compares every row with the best one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from poolhead.report import load_jobs, write_report
+from poolhead.report.stats import correct
+from poolhead.report.table import markdown_table
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+POOLINGS = ["pooler", "cls", "mean", "max", "mean_sqrt_len", "weighted_mean", "attention"]
+EXPECTED = {"finetune": 84, "probe": 42}
+METRIC = "val/spearman"
+
+
+def comparisons(jobs: pd.DataFrame, sweep: str) -> pd.DataFrame:
+    """Seed-paired t-tests of the study's questions; `a` and `b` differ in one axis, the others are held fixed."""
+    questions = [("pooling", "pooler", "cls"), ("pooling", "cls", "mean"), ("pooling", "cls", "max"),
+                 ("pooling", "mean", "max"), ("head", "regression", "classification"), ("mode", "cross", "bi")]
+    rows = []
+    for axis, a, b in questions:
+        fixed_axes = [x for x in ("mode", "head", "pooling") if x != axis]
+        if any(x not in jobs for x in (axis, *fixed_axes)):  # a partial sweep that does not vary an axis yet
+            continue
+        for fixed in itertools.product(*(sorted(jobs[x].unique()) for x in fixed_axes)):
+            where = (jobs[fixed_axes] == pd.Series(fixed, index=fixed_axes)).all(axis=1)
+            side = {v: jobs[where & (jobs[axis] == v)].set_index("seed")[METRIC] for v in (a, b)}
+            pairs = pd.concat(side, axis=1).dropna()
+            if pairs.empty:
+                continue
+            p = math.nan
+            if len(pairs) >= 2 and (pairs[a] - pairs[b]).std() > 0:
+                p = float(stats.ttest_rel(pairs[a], pairs[b]).pvalue)
+            rows.append({"sweep": sweep, "question": f"{a} vs {b}", "fixed": " ".join(
+                f"{x}={v}" for x, v in zip(fixed_axes, fixed)), "a": a, "b": b, "n_seeds": len(pairs),
+                "mean_a": pairs[a].mean(), "mean_b": pairs[b].mean(), "delta_a_minus_b": (pairs[a] - pairs[b]).mean(),
+                "p": p})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["p_bh"] = correct(frame["p"])
+    return frame
+
+
+def figure(done: dict[str, pd.DataFrame], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 7.5))
+    axes = fig.subplots(2, 2, sharey=True)
+    x = np.arange(len(POOLINGS))
+    style = {"finetune": ("fine-tuned", "tab:blue", -0.2), "probe": ("frozen (probe)", "tab:gray", 0.2)}
+    for (i, head), (j, mode) in itertools.product(enumerate(["regression", "classification"]),
+                                                  enumerate(["cross", "bi"])):
+        ax = axes[i][j]
+        for sweep, jobs in done.items():
+            name, colour, shift = style[sweep]
+            cell = jobs[(jobs["head"] == head) & (jobs["mode"] == mode)]
+            per = cell.groupby("pooling")[METRIC]
+            means = per.mean().reindex(POOLINGS)
+            ax.bar(x + shift, means, width=0.38, color=colour, alpha=0.55, label=f"{name}: mean over seeds")
+            for k, pooling in enumerate(POOLINGS):
+                values = cell[cell["pooling"] == pooling][METRIC]
+                ax.scatter(np.full(len(values), k + shift), values, color=colour, s=12, zorder=3)
+        ax.set_title(f"mode={mode}, head={head}")
+        ax.set_xticks(x, POOLINGS, rotation=25, fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+        if j == 0:
+            ax.set_ylabel("STS-B dev Spearman")
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    counts = ", ".join(f"{style[s][0]} {len(d)}/{EXPECTED[s]} jobs" for s, d in done.items())
+    fig.suptitle(f"MiniLM on STS-B: dev Spearman per pooling (dots: seeds; {counts})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def job_wall_seconds(job_dir: Path) -> float:
+    """From the job's first file (.hydra/config.yaml) to its results.json; a resumed job counts from its start."""
+    return (job_dir / "results.json").stat().st_mtime - (job_dir / ".hydra" / "config.yaml").stat().st_mtime
+
+
+def prune(jobs: pd.DataFrame) -> list[Path]:
+    kept = []
+    for mode, cell in jobs.groupby("mode"):
+        best_config = cell.groupby(["head", "pooling"])[METRIC].mean().idxmax()
+        chosen = cell[(cell["head"] == best_config[0]) & (cell["pooling"] == best_config[1])]
+        keep = Path(chosen.loc[chosen[METRIC].idxmax(), "best_checkpoint"])
+        kept.append(keep)
+        for checkpoint in cell["best_checkpoint"].dropna():
+            if Path(checkpoint) != keep and Path(checkpoint).exists():
+                Path(checkpoint).unlink()
+    return kept
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--finetune", type=Path, default=ROOT / "logs/stsb_pooling/finetune")
+    parser.add_argument("--probe", type=Path, default=ROOT / "logs/stsb_pooling/probe")
+    parser.add_argument("--prune-checkpoints", action="store_true")
+    args = parser.parse_args()
+
+    done, frames, status = {}, [], ["# Study status (written by analyze.py)", ""]
+    for sweep, sweep_dir in (("finetune", args.finetune), ("probe", args.probe)):
+        if not sweep_dir.is_dir():
+            status.append(f"- {sweep}: not run yet ({sweep_dir} does not exist)")
+            continue
+        report = write_report(sweep_dir)
+        (HERE / sweep).mkdir(exist_ok=True)
+        for key in ("summary_md", "summary_csv", "summary_png", "groups_csv"):
+            if report[key] is not None:
+                shutil.copy(report[key], HERE / sweep / Path(report[key]).name)
+        summary = pd.DataFrame([{**{axis: (job.get("config") or job["overrides"]).get(axis) for axis in ("mode", "head", "pooling", "seed")},
+                                 "status": job["status"], METRIC: job.get("metrics", {}).get(METRIC),
+                                 "best_checkpoint": (job.get("checkpoints") or {}).get("best")}
+                                for job in load_jobs(sweep_dir)])
+        ok = summary[summary["status"] == "ok"].copy()
+        done[sweep] = ok
+        frames.append(comparisons(ok, sweep))
+        walls = [job_wall_seconds(Path(d)) for d in sweep_dir.iterdir() if (Path(d) / "results.json").exists()]
+        commits = sorted({json.loads((d / "results.json").read_text())["env"]["git"] for d in sweep_dir.iterdir()
+                          if (d / "results.json").exists()})
+        label = "complete" if len(ok) == EXPECTED[sweep] else "PARTIAL"
+        failed = summary[summary["status"] != "ok"]
+        status.append(f"- {sweep}: **{label}**, {len(ok)} of {EXPECTED[sweep]} jobs ok, {len(failed)} not ok "
+                      f"({', '.join(failed['status'].astype(str)) or 'none'}); summed job wall time "
+                      f"{sum(walls) / 3600:.2f} h on this machine; git {', '.join(commits)}; best: {report['best']}")
+        if sweep == "finetune" and args.prune_checkpoints:
+            if len(ok) != EXPECTED[sweep]:
+                parser.error(f"--prune-checkpoints: the fine-tune sweep has {len(ok)} of {EXPECTED[sweep]} jobs ok")
+            status.append(f"- kept best.ckpt (best configuration per mode): {', '.join(map(str, prune(ok)))}")
+    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
+    status.append(f"- machine of this analysis: {model}, {len(__import__('os').sched_getaffinity(0))} cores")
+    (HERE / "status.md").write_text("\n".join(status) + "\n")
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not table.empty:
+        table.to_csv(HERE / "comparisons.csv", index=False, float_format="%.4f")
+        shown = table.assign(**{c: table[c].map(lambda v: f"{v:.4f}") for c in
+                                ("mean_a", "mean_b", "delta_a_minus_b", "p", "p_bh")})
+        (HERE / "comparisons.md").write_text(
+            "# Seed-paired comparisons (two-sided t-test; p_bh: Benjamini-Hochberg within a sweep)\n\n"
+            + markdown_table(shown) + "\n")
+    if done:
+        figure(done, HERE / "study.png")
+    print((HERE / "status.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
