@@ -67,9 +67,10 @@ def gemm_ceiling(tokens: int, hidden: int, inner: int, dtype: torch.dtype, repea
             "shapes": rows}
 
 
-def profile_step(steps: int, pairs: int, precision: str | None) -> dict:
+def training_steps(steps: int, pairs: int, precision: str | None, overrides: list[str] = ()):
+    """poolhead's model (poolhead.build) on the first `pairs` STS-B training pairs, warmed up: returns (step, the
+    `steps` batches to time, their real tokens, the model, its config); step(batch) is one full training step."""
     from hydra import compose, initialize_config_dir
-    from lightning.pytorch.utilities.model_summary import summarize  # noqa: F401  (imported for Lightning's side)
 
     import poolhead
     from poolhead.builder import autocast_dtype
@@ -84,13 +85,12 @@ def profile_step(steps: int, pairs: int, precision: str | None) -> dict:
         cfg = compose("train", overrides=["encoder=minilm", "data=stsb", f"data.dir={tmp / 'stsb'}", "mode=cross",
                                           "pooling=cls", f"paths.output_dir={tmp / 'run'}",
                                           f"paths.cache_dir={tmp / 'cache'}"]
-                      + ([f"trainer.precision={precision}"] if precision else []))
+                      + ([f"trainer.precision={precision}"] if precision else []) + list(overrides))
     datamodule, model = poolhead.build(cfg)
     model.train()
     optimizer = model.optimizer_factory([p for p in model.parameters() if p.requires_grad], lr=model.lr)
     dtype = autocast_dtype(cfg.trainer.precision)
     batches = list(datamodule.train_dataloader())
-    real_tokens = 0
 
     def step(batch: dict) -> None:
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
@@ -103,12 +103,22 @@ def profile_step(steps: int, pairs: int, precision: str | None) -> dict:
     for batch in batches[:3]:  # warm-up
         step(batch)
     chosen = [batches[i % len(batches)] for i in range(3, 3 + steps)]
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    real_tokens = sum(int(batch["features"][0]["attention_mask"].sum()) for batch in chosen)
+    return step, chosen, real_tokens, model, cfg
+
+
+def profile_step(steps: int, pairs: int, precision: str | None, overrides: list[str] = (), repeats: int = 3) -> dict:
+    step, chosen, real_tokens, model, cfg = training_steps(steps, pairs, precision, overrides)
+    timed = []
+    for _ in range(repeats):  # without the profiler: its own overhead would count as the step's
         start = time.perf_counter()
         for batch in chosen:
             step(batch)
-            real_tokens += int(batch["features"][0]["attention_mask"].sum())
-        seconds = time.perf_counter() - start
+        timed.append(time.perf_counter() - start)
+    seconds = statistics.median(timed)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for batch in chosen:
+            step(batch)
     by_kind, total = defaultdict(float), 0.0
     for event in prof.key_averages():
         if event.key.startswith("ProfilerStep") or event.self_cpu_time_total <= 0:
@@ -119,6 +129,7 @@ def profile_step(steps: int, pairs: int, precision: str | None) -> dict:
     matmul_params = sum(m.weight.numel() for name, m in model.encoder.model.named_modules()
                         if isinstance(m, torch.nn.Linear) and "pooler" not in name)
     return {"precision": str(cfg.trainer.precision), "steps": steps, "seconds": round(seconds, 3),
+            "seconds_each_repeat": [round(t, 3) for t in timed], "overrides": list(overrides),
             "real_tokens_per_second": round(real_tokens / seconds, 1), "matmul_params": matmul_params,
             "model_gflops_per_second": round(6 * matmul_params * real_tokens / seconds / 1e9, 1),
             "self_cpu_seconds": {k: round(v, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
@@ -130,6 +141,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--pairs", type=int, default=640, help="STS-B training pairs the batches come from")
     p.add_argument("--tokens", type=int, default=1024, help="rows of the GEMMs (tokens in a training batch)")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes over the steps (median reported)")
+    p.add_argument("--override", action="append", default=[], help="a Hydra override for the profiled run, e.g. "
+                   "encoder.skip_unread_tokens=false (repeatable)")
     p.add_argument("--out", type=Path, default=common.BENCH / "results")
     a = p.parse_args()
     from poolhead.builder import cpu_computes_bf16, resolve_precision
@@ -137,7 +151,7 @@ def main() -> None:
     load_before = os.getloadavg()
     dtypes = [torch.float32] + ([torch.bfloat16] if cpu_computes_bf16() else [])
     ceilings = [gemm_ceiling(a.tokens, 384, 1536, dtype) for dtype in dtypes]
-    step = profile_step(a.steps, a.pairs, None)
+    step = profile_step(a.steps, a.pairs, None, a.override, a.repeats)
     ceiling = next(c for c in ceilings if c["dtype"] == ("bfloat16" if step["precision"].startswith("bf16") else "float32"))
     step["mfu"] = round(step["model_gflops_per_second"] / ceiling["ceiling_gflops"], 3)
     result = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
@@ -145,7 +159,9 @@ def main() -> None:
               "precision_auto": resolve_precision("auto", "cpu"), "load_average_before": load_before,
               "load_average_after": os.getloadavg(), "ceilings": ceilings, "step": step,
               "command": "python benchmarks/ceiling.py " + " ".join(f"--{k} {v}" for k, v in
-                                                                   (("steps", a.steps), ("pairs", a.pairs), ("tokens", a.tokens)))}
+                                                                   (("steps", a.steps), ("pairs", a.pairs), ("tokens", a.tokens),
+                                                                    ("repeats", a.repeats)))
+              + "".join(f" --override {o}" for o in a.override)}
     stem = a.out / f"{datetime.now():%Y%m%d-%H%M%S}-ceiling"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
     lines = [f"# Ceiling and step profile ({result['cpu']}, {result['threads']} threads, {result['capability']}, "
@@ -155,9 +171,11 @@ def main() -> None:
     lines += [f"| {c['dtype']} | {c['ceiling_gflops']} | " + ", ".join(f"{r['shape']}: {r['gflops']}" for r in c["shapes"])
               + " |" for c in ceilings]
     lines += ["", f"poolhead training step (cross, cls, MiniLM, {step['precision']}, {step['steps']} steps of real "
-              f"STS-B batches): {step['real_tokens_per_second']} real tokens/s, {step['model_gflops_per_second']} model "
+              f"STS-B batches, median of {len(step['seconds_each_repeat'])} timed passes "
+              f"{step['seconds_each_repeat']} s, unprofiled): {step['real_tokens_per_second']} real tokens/s, {step['model_gflops_per_second']} model "
               f"GFLOP/s (6 x {step['matmul_params']:,} matmul parameters per token) = **{100 * step['mfu']:.0f}% of the "
-              "ceiling** (model FLOPs utilisation).", "", "| self CPU time | seconds | share |", "| --- | --- | --- |"]
+              "ceiling** (model FLOPs utilisation).", "", "Self CPU time of one more pass, under torch.profiler:", "",
+              "| self CPU time | seconds | share |", "| --- | --- | --- |"]
     lines += [f"| {k} | {v} | {100 * v / step['self_cpu_total']:.0f}% |" for k, v in step["self_cpu_seconds"].items()]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -123,3 +123,57 @@ def test_layer_average(minilm):
         hidden = first_last(dict(batch)).last_hidden_state
         states = encoder.model(**batch, output_hidden_states=True).hidden_states
     torch.testing.assert_close(hidden, (states[0] + states[-1]) / 2)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "electra"])
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+@pytest.mark.parametrize("pooling", [CLS(), PoolerOutput()], ids=["cls", "pooler"])
+def test_first_token_shortcut_gives_the_full_encoders_output_and_gradients(model_type, attention, pooling):
+    """Encoder.compute_first_token_only (the last layer computes only the token cls/pooler read) must change nothing:
+    a wrong query row, a mask row of the wrong token or a missed residual would show here. Right and left padding."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model(model_type, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, vocab_size=100)
+    if model_type == "electra":
+        config.embedding_size = 32
+    torch.manual_seed(0)
+    full, short = (Encoder(None, tokenizer="unused", config=config.to_dict()) for _ in range(2))
+    short.model.load_state_dict(full.model.state_dict())
+    for encoder in (full, short):
+        encoder.model.set_attn_implementation(attention)  # the layers see a bool (sdpa) or an additive (eager) mask
+        assert encoder.model.config._attn_implementation == attention
+    assert short.compute_first_token_only()
+    if not short.has_pooler and isinstance(pooling, PoolerOutput):
+        pytest.skip(f"{model_type} has no pooler")
+    ids = torch.randint(5, 100, (3, 7))
+    mask = torch.ones(3, 7, dtype=torch.long)
+    mask[1, 5:] = 0  # right padding
+    mask[2, :2] = 0  # left padding: the first real token is at 2
+    features = {"input_ids": ids, "attention_mask": mask}
+    outputs = []
+    for encoder in (full, short):
+        encoder.eval()  # no dropout: the two must agree exactly up to float rounding
+        encoder.zero_grad()
+        pooled = pooling(*encoder(features))
+        (pooled * torch.linspace(-1, 1, pooled.shape[1])).sum().backward()
+        outputs.append((pooled.detach(), {n: p.grad.clone() for n, p in encoder.named_parameters()
+                                          if p.grad is not None}))
+    (pooled_full, grads_full), (pooled_short, grads_short) = outputs
+    if isinstance(pooling, PoolerOutput):  # HF's pooler reads position 0 even under left padding
+        pooled_full, pooled_short = pooled_full[:2], pooled_short[:2]
+    else:
+        assert short(features).last_hidden_state.shape == (3, 1, 32)
+    torch.testing.assert_close(pooled_short, pooled_full, atol=1e-5, rtol=1e-5)
+    if isinstance(pooling, CLS):
+        assert grads_short.keys() == grads_full.keys()
+        for name in grads_full:
+            torch.testing.assert_close(grads_short[name], grads_full[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_first_token_shortcut_stays_off_where_it_would_not_be_exact(tiny_encoder):
+    assert not tiny_encoder(freeze=True).compute_first_token_only(), "a frozen encoder's cache serves every pooling"
+    assert not tiny_encoder(layers=[0, -1]).compute_first_token_only(), "other layers are read in full"
+    distil = Encoder(None, tokenizer="unused", config=dict(model_type="distilbert", dim=32, n_layers=2, n_heads=2,
+                                                           hidden_dim=64, vocab_size=100))
+    assert not distil.compute_first_token_only(), "not a BERT-style layer"

@@ -89,6 +89,8 @@ class PoolheadModel(L.LightningModule):
         if needs_pooler and encoder.pooler_is_random:
             log.warning("!!! pooling=pooler: %s has no trained pooler weights; its pooler is RANDOMLY INITIALISED "
                         "(learned from scratch here). Consider pooling=cls.", encoder.name_or_path)
+        if getattr(self.pooling, "reads_first_token_only", False) and getattr(encoder, "skip_unread_tokens", False):
+            encoder.compute_first_token_only()
         pooled_size = getattr(self.pooling, "output_dim", lambda size: size)(encoder.hidden_size)
         self.head = head(in_features=pooled_size, sides=mode.sides, task=task)
         self.optimizer_factory = optimizer or torch.optim.AdamW

@@ -17,6 +17,7 @@ class Pooling(nn.Module):
     """forward(last_hidden_state [B,T,H], attention_mask [B,T], pooler_output [B,H] | None) -> [B,H]."""
 
     needs_pooler: bool = False
+    reads_first_token_only: bool = False  # True: the encoder may compute its last layer for that token alone
 
     def __init__(self, hidden_size: int | None = None) -> None:
         super().__init__()  # the model passes the encoder's hidden size; only learned poolings use it
@@ -39,6 +40,7 @@ class PoolerOutput(Pooling):
     """The encoder's own pooler: tanh(W · h_CLS), as BertForSequenceClassification uses it."""
 
     needs_pooler = True
+    reads_first_token_only = True
 
     def forward(self, last_hidden_state: Tensor, attention_mask: Tensor, pooler_output: Tensor | None = None) -> Tensor:
         if pooler_output is None:
@@ -48,6 +50,8 @@ class PoolerOutput(Pooling):
 
 class CLS(Pooling):
     """The raw hidden state of the first real token ([CLS] / <s>), also when padding is on the left."""
+
+    reads_first_token_only = True
 
     def forward(self, last_hidden_state: Tensor, attention_mask: Tensor, pooler_output: Tensor | None = None) -> Tensor:
         first = attention_mask.argmax(1)
