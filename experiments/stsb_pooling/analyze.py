@@ -65,6 +65,7 @@ def comparisons(jobs: pd.DataFrame, sweep: str) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame["p_bh"] = correct(frame["p"])
+        frame.insert(0, "id", [f"{sweep[0]}{i + 1}" for i in range(len(frame))])  # what the README cites
     return frame
 
 
