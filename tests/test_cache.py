@@ -153,3 +153,34 @@ def test_metrics_with_and_without_cache_agree(tmp_path):
     without, with_cache = (results[k]["metrics"]["val/spearman"] for k in (False, True))
     assert abs(without - with_cache) < 0.001, (without, with_cache)
     assert list((tmp_path / "cache" / "features").glob("*/meta.json"))
+
+
+def test_a_configuration_with_nothing_to_train_is_its_zero_shot_baseline(tmp_path):
+    """Frozen encoder + weightless pooling + bi cosine head (the probe's zero-shot row): no optimizer may be built
+    (it used to fail with "optimizer got an empty parameter list"); the run is the cosine of the frozen pooled
+    vectors, says so in results.json and in the sweep report, and its checkpoint holds the untouched weights."""
+    import json
+
+    import pandas as pd
+    from conftest import FAST, assert_predictions_match_results
+
+    from poolhead.report import write_report
+
+    job = tmp_path / "sweep" / "job0"
+    cfg = compose_cfg([*FAST, "mode=bi", "pooling=mean", "head=regression", "encoder.freeze=true",
+                       "cache_features=false"], job)
+    results = run(cfg)
+    assert results["status"] == "ok", results["error"]
+    assert results["zero_shot"] is True and "val/spearman" in results["metrics"]
+    assert_predictions_match_results(job)
+    import lightning as L
+
+    L.seed_everything(cfg.seed)  # as run() does before building: the same random tiny encoder
+    _, model = poolhead.build(cfg)
+    saved = torch.load(job / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
+    for name, value in model.state_dict().items():  # built with the same seed: nothing moved
+        torch.testing.assert_close(saved[name], value, msg=name)
+    report = write_report(tmp_path / "sweep")
+    assert pd.read_csv(report["summary_csv"])["zero_shot"].tolist() == [True]
+    assert "Zero-shot (1 jobs" in report["summary_md"].read_text()
+    assert json.loads((job / "results.json").read_text())["zero_shot"] is True

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from poolhead.report.collect import varied_keys
+from poolhead.report.collect import is_seed, varied_keys
 
 
 def _names(jobs: list[dict], section: str) -> list[str]:
@@ -27,8 +27,10 @@ def summary_frame(jobs: list[dict]) -> tuple[pd.DataFrame, list[str], list[str],
         rows.append({"job": job["job"], **{k: job["overrides"].get(k) for k in varied},
                      **{m: (job.get("metrics") or {}).get(m) for m in metrics},
                      "status": job.get("status", "failed"), "error": job.get("error"),
+                     "zero_shot": bool(job.get("zero_shot", False)),
                      **{t: (job.get("timing") or {}).get(t) for t in timings}, "best_checkpoint": checkpoint})
-    frame = pd.DataFrame(rows, columns=["job", *varied, *metrics, "status", "error", *timings, "best_checkpoint"])
+    frame = pd.DataFrame(rows, columns=["job", *varied, *metrics, "status", "error", "zero_shot", *timings,
+                                        "best_checkpoint"])
     frame[metrics + timings] = frame[metrics + timings].apply(pd.to_numeric, errors="coerce")
     return frame, varied, metrics, timings
 
@@ -112,6 +114,11 @@ def summary_markdown(sweep_dir: Path, summary: pd.DataFrame, varied: list[str], 
                f"p: {method}" if len(groups) > 1 else "Only one configuration: nothing to compare.", "",
                "Every metric and timing, grouped: `summary_groups.csv`; one row a job: `summary.csv`.", "",
                "![summary](summary.png)"]
+        zero_shot = summary[summary["zero_shot"] & (summary["status"] == "ok")]
+        if len(zero_shot):
+            md += ["", f"Zero-shot ({len(zero_shot)} jobs: nothing to train, evaluated as they are; `zero_shot` in "
+                   "summary.csv): " + ", ".join(sorted({label(r, [k for k in varied if not is_seed(k)]) or "all"
+                                                        for _, r in zero_shot.iterrows()})) + "."]
     for status in ("failed", "missing"):
         rows = summary[summary["status"] == status]
         if len(rows):
