@@ -6,7 +6,8 @@ Reads the sweep folders that `python train.py -m experiment=stsb_pooling` and `e
 (default: logs/stsb_pooling/finetune and logs/stsb_pooling/probe), runs poolhead's sweep report on each and copies it
 here (finetune/, probe/), and writes:
 - comparisons.csv/.md: each question of the study as seed-paired two-sided t-tests (scipy.stats.ttest_rel), with
-  Benjamini-Hochberg correction over all comparisons of one sweep; the README's claims point at these rows.
+  Benjamini-Hochberg correction over all comparisons of one sweep, and a paired bootstrap over the dev rows of one
+  seed (poolhead.report.stats.paired_bootstrap); the README's claims point at these rows.
 - study.png: dev Spearman per pooling, cross and bi side by side, fine-tuned and frozen, each seed a dot.
 - status.md: jobs done per sweep (a partial sweep is labelled so), summed job wall time, git commits, best config.
 --prune-checkpoints (only once the fine-tune sweep is complete): delete best.ckpt of every fine-tune job except the
@@ -30,7 +31,7 @@ import pandas as pd
 from scipy import stats
 
 from poolhead.report import load_jobs, write_report
-from poolhead.report.stats import correct
+from poolhead.report.stats import correct, paired_bootstrap
 from poolhead.report.table import markdown_table
 
 HERE = Path(__file__).resolve().parent
@@ -58,13 +59,18 @@ def comparisons(jobs: pd.DataFrame, sweep: str) -> pd.DataFrame:
             p = math.nan
             if len(pairs) >= 2 and (pairs[a] - pairs[b]).std() > 0:
                 p = float(stats.ttest_rel(pairs[a], pairs[b]).pvalue)
+            seed = pairs.index.min()  # and on the dev rows of one seed's pair: the only test where seeds agree
+            dirs = [Path(jobs[where & (jobs[axis] == v) & (jobs["seed"] == seed)]["dir"].iloc[0]) for v in (a, b)]
+            p_rows, _, score = paired_bootstrap(*dirs)
+            p_boot = 2 * min(p_rows, 1 - p_rows) if score == "Spearman" else math.nan
             rows.append({"sweep": sweep, "question": f"{a} vs {b}", "fixed": " ".join(
                 f"{x}={v}" for x, v in zip(fixed_axes, fixed)), "a": a, "b": b, "n_seeds": len(pairs),
                 "mean_a": pairs[a].mean(), "mean_b": pairs[b].mean(), "delta_a_minus_b": (pairs[a] - pairs[b]).mean(),
-                "p": p})
+                "p": p, "p_bootstrap_rows": p_boot})
     frame = pd.DataFrame(rows)
     if not frame.empty:
-        frame["p_bh"] = correct(frame["p"])
+        frame.insert(frame.columns.get_loc("p") + 1, "p_bh", correct(frame["p"]))
+        frame["p_bootstrap_bh"] = correct(frame["p_bootstrap_rows"])
         frame.insert(0, "id", [f"{sweep[0]}{i + 1}" for i in range(len(frame))])  # what the README cites
     return frame
 
@@ -84,7 +90,10 @@ def figure(done: dict[str, pd.DataFrame], path: Path) -> None:
             cell = jobs[(jobs["head"] == head) & (jobs["mode"] == mode)]
             per = cell.groupby("pooling")[METRIC]
             means = per.mean().reindex(POOLINGS)
-            ax.bar(x + shift, means, width=0.38, color=colour, alpha=0.55, label=f"{name}: mean over seeds")
+            zero_shot = cell.groupby("pooling")["zero_shot"].all().reindex(POOLINGS, fill_value=False)
+            bars = ax.bar(x + shift, means, width=0.38, color=colour, alpha=0.55, label=f"{name}: mean over seeds",
+                          hatch=["//" if z else "" for z in zero_shot])
+            ax.bar_label(bars, [f"{v:.2f}" if v == v else "" for v in means], fontsize=7, padding=2)
             for k, pooling in enumerate(POOLINGS):
                 values = cell[cell["pooling"] == pooling][METRIC]
                 ax.scatter(np.full(len(values), k + shift), values, color=colour, s=12, zorder=3)
@@ -95,6 +104,8 @@ def figure(done: dict[str, pd.DataFrame], path: Path) -> None:
         if j == 0:
             ax.set_ylabel("STS-B dev Spearman")
     axes[0][0].legend(loc="lower left", fontsize=8)
+    axes[0][1].text(0.99, 0.02, "hatched: zero-shot (frozen, nothing to train)", transform=axes[0][1].transAxes,
+                    ha="right", fontsize=8)
     counts = ", ".join(f"{style[s][0]} {len(d)}/{EXPECTED[s]} jobs" for s, d in done.items())
     fig.suptitle(f"MiniLM on STS-B: dev Spearman per pooling (dots: seeds; {counts})")
     fig.tight_layout()
@@ -138,7 +149,8 @@ def main() -> None:
                 shutil.copy(report[key], HERE / sweep / Path(report[key]).name)
         summary = pd.DataFrame([{**{axis: (job.get("config") or job["overrides"]).get(axis) for axis in ("mode", "head", "pooling", "seed")},
                                  "status": job["status"], METRIC: job.get("metrics", {}).get(METRIC),
-                                 "best_checkpoint": (job.get("checkpoints") or {}).get("best")}
+                                 "best_checkpoint": (job.get("checkpoints") or {}).get("best"), "dir": job["dir"],
+                                 "zero_shot": bool(job.get("zero_shot"))}
                                 for job in load_jobs(sweep_dir)])
         ok = summary[summary["status"] == "ok"].copy()
         done[sweep] = ok
@@ -163,9 +175,14 @@ def main() -> None:
     if not table.empty:
         table.to_csv(HERE / "comparisons.csv", index=False, float_format="%.4f")
         shown = table.assign(**{c: table[c].map(lambda v: f"{v:.4f}") for c in
-                                ("mean_a", "mean_b", "delta_a_minus_b", "p", "p_bh")})
+                                ("mean_a", "mean_b", "delta_a_minus_b", "p", "p_bh", "p_bootstrap_rows",
+                                 "p_bootstrap_bh")})
         (HERE / "comparisons.md").write_text(
-            "# Seed-paired comparisons (two-sided t-test; p_bh: Benjamini-Hochberg within a sweep)\n\n"
+            "# Paired comparisons\n\np: two-sided t-test over seed-matched pairs (NaN with fewer than 2 seeds, or "
+            "when the difference is the same for every seed, as between two zero-shot rows); p_bh: Benjamini-Hochberg "
+            "over all comparisons of a sweep; p_bootstrap_rows: two-sided paired bootstrap over the 1,500 dev pairs "
+            "(1,000 resamples) of the lowest common seed's two jobs, Spearman (NaN across heads, whose predictions "
+            "differ in kind); p_bootstrap_bh: those corrected the same way.\n\n"
             + markdown_table(shown) + "\n")
     if done:
         figure(done, HERE / "study.png")
