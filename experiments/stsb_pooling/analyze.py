@@ -37,20 +37,21 @@ from poolhead.report.table import markdown_table
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 POOLINGS = ["pooler", "cls", "mean", "max", "mean_sqrt_len", "weighted_mean", "attention"]
+GRID = {"mode": ["cross", "bi"], "head": ["regression", "classification"], "pooling": POOLINGS}
 EXPECTED = {"finetune": 84, "probe": 84}  # the probe runs the same 84-job grid (the issue said 42)
 METRIC = "val/spearman"
 
 
 def comparisons(jobs: pd.DataFrame, sweep: str) -> pd.DataFrame:
-    """Seed-paired t-tests of the study's questions; `a` and `b` differ in one axis, the others are held fixed."""
+    """Seed-paired t-tests of the study's questions; `a` and `b` differ in one axis, the others are held fixed.
+    Row ids (f12, p3: sweep initial + place in the full grid's list) are what the README cites."""
     questions = [("pooling", "pooler", "cls"), ("pooling", "cls", "mean"), ("pooling", "cls", "max"),
                  ("pooling", "mean", "max"), ("head", "regression", "classification"), ("mode", "cross", "bi")]
-    rows = []
+    rows, number = [], 0
     for axis, a, b in questions:
         fixed_axes = [x for x in ("mode", "head", "pooling") if x != axis]
-        if any(x not in jobs for x in (axis, *fixed_axes)):  # a partial sweep that does not vary an axis yet
-            continue
-        for fixed in itertools.product(*(sorted(jobs[x].unique()) for x in fixed_axes)):
+        for fixed in itertools.product(*(GRID[x] for x in fixed_axes)):
+            number += 1  # over the whole grid, so that a row keeps its id while a partial sweep fills in
             where = (jobs[fixed_axes] == pd.Series(fixed, index=fixed_axes)).all(axis=1)
             side = {v: jobs[where & (jobs[axis] == v)].set_index("seed")[METRIC] for v in (a, b)}
             pairs = pd.concat(side, axis=1).dropna()
@@ -63,7 +64,7 @@ def comparisons(jobs: pd.DataFrame, sweep: str) -> pd.DataFrame:
             dirs = [Path(jobs[where & (jobs[axis] == v) & (jobs["seed"] == seed)]["dir"].iloc[0]) for v in (a, b)]
             p_rows, _, score = paired_bootstrap(*dirs)
             p_boot = 2 * min(p_rows, 1 - p_rows) if score == "Spearman" else math.nan
-            rows.append({"sweep": sweep, "question": f"{a} vs {b}", "fixed": " ".join(
+            rows.append({"id": f"{sweep[0]}{number}", "sweep": sweep, "question": f"{a} vs {b}", "fixed": " ".join(
                 f"{x}={v}" for x, v in zip(fixed_axes, fixed)), "a": a, "b": b, "n_seeds": len(pairs),
                 "mean_a": pairs[a].mean(), "mean_b": pairs[b].mean(), "delta_a_minus_b": (pairs[a] - pairs[b]).mean(),
                 "p": p, "p_bootstrap_rows": p_boot})
@@ -71,7 +72,6 @@ def comparisons(jobs: pd.DataFrame, sweep: str) -> pd.DataFrame:
     if not frame.empty:
         frame.insert(frame.columns.get_loc("p") + 1, "p_bh", correct(frame["p"]))
         frame["p_bootstrap_bh"] = correct(frame["p_bootstrap_rows"])
-        frame.insert(0, "id", [f"{sweep[0]}{i + 1}" for i in range(len(frame))])  # what the README cites
     return frame
 
 
@@ -181,7 +181,7 @@ def main() -> None:
             "# Paired comparisons\n\np: two-sided t-test over seed-matched pairs (NaN with fewer than 2 seeds, or "
             "when the difference is the same for every seed, as between two zero-shot rows); p_bh: Benjamini-Hochberg "
             "over all comparisons of a sweep; p_bootstrap_rows: two-sided paired bootstrap over the 1,500 dev pairs "
-            "(1,000 resamples) of the lowest common seed's two jobs, Spearman (NaN across heads, whose predictions "
+            "(1,000 resamples; 0.0000 = in none of them) of the lowest common seed's two jobs, Spearman (NaN across heads, whose predictions "
             "differ in kind); p_bootstrap_bh: those corrected the same way.\n\n"
             + markdown_table(shown) + "\n")
     if done:
