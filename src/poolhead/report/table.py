@@ -117,7 +117,7 @@ def summary_markdown(sweep_dir: Path, summary: pd.DataFrame, varied: list[str], 
         zero_shot = summary[summary["zero_shot"] & (summary["status"] == "ok")]
         if len(zero_shot):
             md += ["", f"Zero-shot ({len(zero_shot)} jobs: nothing to train, evaluated as they are; `zero_shot` in "
-                   "summary.csv): " + ", ".join(sorted({label(r, [k for k in varied if not is_seed(k)]) or "all"
+                   "summary.csv): " + "; ".join(sorted({label(r, [k for k in varied if not is_seed(k)]) or "all"
                                                         for _, r in zero_shot.iterrows()})) + "."]
     for status in ("failed", "missing"):
         rows = summary[summary["status"] == status]
