@@ -246,12 +246,13 @@ class CachedEncoder(nn.Module):
         if not hits or any(hit is None for hit in hits):
             return self.encoder(features)
         hidden = torch.zeros(*mask.shape, self.encoder.hidden_size)
-        pooler = torch.zeros(len(hits), self.encoder.hidden_size) if hits[0][0].pooler is not None else None
-        for j, (side, i) in enumerate(hits):
-            states, pooled = side.row(i)
-            hidden[j, torch.from_numpy(real[j])] = torch.from_numpy(np.asarray(states, dtype=np.float32))
-            if pooler is not None:
-                pooler[j] = torch.from_numpy(np.asarray(pooled, dtype=np.float32))
+        rows = [side.row(i) for side, i in hits]
+        # one copy for the batch: the real positions in row-major order are the rows' cached states, one after another
+        states = np.concatenate([states for states, _ in rows]).astype(np.float32)
+        hidden[torch.from_numpy(real)] = torch.from_numpy(states)
+        pooler = None
+        if rows[0][1] is not None:
+            pooler = torch.from_numpy(np.stack([pooled for _, pooled in rows]).astype(np.float32))
         device = mask.device
         return EncoderOutput(hidden.to(device), mask, None if pooler is None else pooler.to(device))
 
