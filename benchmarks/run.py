@@ -51,7 +51,7 @@ FIELDS = ["train_pairs_per_second", "eval_pairs_per_second", "peak_rss_mb", "dev
 SPEARMAN_NOISE_FLOOR = 0.005
 # which contenders' pairs are one joined sequence (cross) or two (bi), for the real tokens a pair costs
 PAIR_LAYOUT = {"poolhead_cross": "cross", "hf_trainer_grouped": "cross", "hf_trainer_max_length": "cross",
-               "bare_loop": "cross", "poolhead_bi": "bi", "st_bi": "bi"}
+               "bare_loop": "cross", "poolhead_bi": "bi", "st_bi": "bi", "st_encode": "bi", "hf_predict": "bi"}
 BUSY_SHARE = 0.10  # other processes using more than this share of all cores during a run: flagged in the report
 # what `python train.py` uses, read from its config so the "as a user runs it" targets follow a changed default
 def _default_precision() -> str:
@@ -108,7 +108,7 @@ def main() -> None:
                 raw.append(run_one(key, prec, r, train, dev, epochs, runs_dir, a.timeout))
 
     summary = summarize(raw)
-    flops = model_flops(a.data_dir / "sts-train.csv", train_n, precisions)
+    flops = model_flops(a.data_dir / "sts-train.csv", train_n, a.data_dir / "sts-dev.csv", dev_n, precisions)
     report = {
         "mode": mode, "command": shlex.join([sys.executable, *sys.argv]), "started": stamp,
         "settings": {"train_pairs": pairs["train"], "dev_pairs": pairs["dev"], "epochs": epochs, "repeats": repeats,
@@ -202,36 +202,45 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
-def model_flops(train_file: Path, limit: int | None, precisions: list[str]) -> dict:
-    """What model FLOPs utilisation needs: real (unpadded) tokens per training pair, cross and bi, from MiniLM's
-    tokenizer at max_length; matmul FLOPs per token (6 x the encoder's matmul weights: forward + 2 backward
-    products); and the GEMM ceiling of this machine at the model's shapes (benchmarks/ceiling.py) per precision."""
+def model_flops(train_file: Path, train_limit: int | None, dev_file: Path, dev_limit: int | None,
+                precisions: list[str]) -> dict:
+    """What model FLOPs utilisation needs: real (unpadded) tokens per train and per dev pair, cross and bi, from
+    MiniLM's tokenizer at max_length; matmul FLOPs per token (6 x the encoder's matmul weights to train: forward + 2
+    backward products; 2 x to evaluate); and the GEMM ceiling of this machine at the model's shapes
+    (benchmarks/ceiling.py) per precision."""
     import torch
     from transformers import AutoConfig, AutoTokenizer
 
     from ceiling import gemm_ceiling
 
-    a, b, _ = common.read_sts(train_file, limit)
     tokenizer = AutoTokenizer.from_pretrained(common.minilm_path())
     count = lambda enc: sum(len(ids) for ids in enc["input_ids"])  # noqa: E731
     opts = dict(truncation=True, max_length=common.MAX_LENGTH)
-    tokens = {"cross": count(tokenizer(a, b, **opts)) / len(a),
-              "bi": (count(tokenizer(a, **opts)) + count(tokenizer(b, **opts))) / len(a)}
+
+    def tokens_per_pair(file: Path, limit: int | None) -> dict:
+        a, b, _ = common.read_sts(file, limit)
+        return {"cross": count(tokenizer(a, b, **opts)) / len(a),
+                "bi": (count(tokenizer(a, **opts)) + count(tokenizer(b, **opts))) / len(a)}
+
+    tokens, dev_tokens = tokens_per_pair(train_file, train_limit), tokens_per_pair(dev_file, dev_limit)
     config = AutoConfig.from_pretrained(common.minilm_path())
     h, inner = config.hidden_size, config.intermediate_size
     matmul_params = config.num_hidden_layers * (4 * h * h + 2 * h * inner)
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     ceilings = {p: gemm_ceiling(1024, h, inner, dtypes[p])["ceiling_gflops"] for p in precisions}
-    return {"tokens_per_pair": tokens, "matmul_params": matmul_params, "ceiling_gflops": ceilings}
+    return {"tokens_per_pair": tokens, "dev_tokens_per_pair": dev_tokens, "matmul_params": matmul_params,
+            "ceiling_gflops": ceilings}
 
 
-def utilisation(key: str, prec: str, pairs_per_second: float | None, flops: dict) -> float | None:
-    """Model FLOPs of the real tokens trained per second / the GEMM ceiling in that precision. Counts the whole
-    model's FLOPs, so work a contender skips (poolhead's cls shortcut) shows as higher utilisation."""
+def utilisation(key: str, prec: str, pairs_per_second: float | None, flops: dict, split: str = "train") -> float | None:
+    """Model FLOPs of the real tokens trained (split="train": 6 FLOPs a weight a token) or evaluated (split="dev": 2)
+    per second / the GEMM ceiling in that precision. Counts the whole model's FLOPs, so work a contender skips
+    (poolhead's cls shortcut) shows as higher utilisation."""
     layout = PAIR_LAYOUT.get(key)
     if layout is None or not pairs_per_second:
         return None
-    model_gflops = pairs_per_second * flops["tokens_per_pair"][layout] * 6 * flops["matmul_params"] / 1e9
+    tokens, flops_per_weight = (flops["tokens_per_pair"], 6) if split == "train" else (flops["dev_tokens_per_pair"], 2)
+    model_gflops = pairs_per_second * tokens[layout] * flops_per_weight * flops["matmul_params"] / 1e9
     return model_gflops / flops["ceiling_gflops"][prec]
 
 
@@ -248,7 +257,9 @@ def table(summary, comparisons, precisions, flops) -> list[dict]:
                     "comparison": comp, "contender": key, "precision": prec,
                     "train_pairs_per_second": s["train_pairs_per_second"],
                     "train_mfu": utilisation(key, prec, s["train_pairs_per_second"], flops),
-                    "eval_pairs_per_second": s["eval_pairs_per_second"], "peak_rss_mb": s["peak_rss_mb"],
+                    "eval_pairs_per_second": s["eval_pairs_per_second"],
+                    "eval_mfu": utilisation(key, prec, s["eval_pairs_per_second"], flops, split="dev"),
+                    "peak_rss_mb": s["peak_rss_mb"],
                     "dev_spearman": s["dev_spearman"],
                     "ratio_metric": what,
                     "ratio_poolhead_over_contender": None if key == ph else ratio(
@@ -325,17 +336,20 @@ def markdown(rep: dict) -> str:
              f"grad clip {s['max_grad_norm']}, max_length {s['max_length']}, seed {s['seed']}; "
              f"medians of {s['repeats']} repeat(s), each contender in its own process, order alternating."
              + (f" Skipped (--skip): {', '.join(s['skipped'])}." if s.get("skipped") else ""), "",
-             f"Model FLOPs utilisation (MFU): train pairs/s x real tokens per pair (cross "
+             f"Model FLOPs utilisation (MFU): train pairs/s x real tokens per train pair (cross "
              f"{rep['flops']['tokens_per_pair']['cross']:.1f}, bi {rep['flops']['tokens_per_pair']['bi']:.1f}) x 6 x "
-             f"{rep['flops']['matmul_params']:,} matmul weights / this machine's GEMM ceiling at MiniLM's shapes ("
+             f"{rep['flops']['matmul_params']:,} matmul weights; eval: eval pairs/s x real tokens per dev pair (cross "
+             f"{rep['flops']['dev_tokens_per_pair']['cross']:.1f}, bi {rep['flops']['dev_tokens_per_pair']['bi']:.1f}) "
+             f"x 2 x the same weights; each / this machine's GEMM ceiling at MiniLM's shapes ("
              + ", ".join(f"{p} {g} GFLOP/s" for p, g in rep["flops"]["ceiling_gflops"].items()) + ").", "",
-             "| comparison | contender | precision | train pairs/s | train MFU | eval pairs/s | peak RSS MB | dev Spearman "
-             "| poolhead / contender |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| comparison | contender | precision | train pairs/s | train MFU | eval pairs/s | eval MFU | peak RSS MB "
+             "| dev Spearman | poolhead / contender |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rep["table"]:
         rr = r["ratio_poolhead_over_contender"]
-        mfu = r.get("train_mfu")
+        pct = lambda v: "—" if v is None else f"{100 * v:.0f}%"  # noqa: E731
         lines.append(f"| {r['comparison']} | {r['contender']} | {r['precision']} | {fmt(r['train_pairs_per_second'])} "
-                     f"| {'—' if mfu is None else f'{100 * mfu:.0f}%'} | {fmt(r['eval_pairs_per_second'])} | {fmt(r['peak_rss_mb'], '.0f')} "
+                     f"| {pct(r.get('train_mfu'))} | {fmt(r['eval_pairs_per_second'])} | {pct(r.get('eval_mfu'))} "
+                     f"| {fmt(r['peak_rss_mb'], '.0f')} "
                      f"| {fmt(r['dev_spearman'], '.4f')} | "
                      + (f"{rr:.2f}x ({r['ratio_metric']})" if rr is not None else "—")
                      + (f" **failed**: {r['error'][:200]}" if r["error"] else "") + " |")

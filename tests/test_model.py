@@ -173,13 +173,43 @@ def test_pooler_missing_from_the_checkpoint_warns_loudly(conf_dir, tmp_path, cap
     assert "RANDOMLY" not in caplog.text  # only pooling=pooler reads the random pooler
 
 
-def test_bi_one_encoder_pass_equals_each_side_alone(conf_dir, tiny_encoder):
-    model = build("mean", "classification", "bi").eval()
-    sides = toy_batch("bi")["features"]  # sides of different lengths: 6 and 5 tokens
+def _ragged_sides(left_padding: bool):
+    """Two sides of 6 rows whose lengths differ within and across sides (2..9 tokens), padded right or left."""
+    torch.manual_seed(1)
+    sides = []
+    for lengths in ([9, 2, 5, 7, 3, 4], [3, 8, 2, 6, 9, 5]):
+        ids = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+        for row, n in enumerate(lengths):
+            cols = slice(ids.shape[1] - n, None) if left_padding else slice(0, n)
+            ids[row, cols] = torch.randint(1000, 1100, (n,))
+        sides.append(features(ids))
+    return sides
+
+
+@pytest.mark.parametrize("left_padding", [False, True])
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max", "attention"])
+def test_bi_pooling_of_both_sides_equals_each_side_alone(conf_dir, tiny_encoder, pooling, left_padding):
+    """Training encodes both sides in one pass; evaluation sorts the rows by length and encodes them in chunks cut
+    to their longest row. Both must equal encoding each side on its own, row for row: a wrong un-sorting, a cut
+    through real tokens or a changed position would not."""
+    model = build(pooling, "classification", "bi").eval()
+    sides = _ragged_sides(left_padding)
     with torch.no_grad():
-        together = model(sides)
         apart = model.head(*(model.encode(side) for side in sides))
-    torch.testing.assert_close(together, apart, atol=1e-5, rtol=1e-4)
+        evaluated = model(sides)
+    with torch.enable_grad():
+        trained = model(sides).detach()
+    torch.testing.assert_close(evaluated, apart, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(trained, apart, atol=1e-5, rtol=1e-4)
+
+
+def test_bi_evaluation_encodes_fewer_padded_tokens(conf_dir, tiny_encoder):
+    model = build("mean", "regression", "bi").eval()
+    widths, encode = [], model.encode
+    model.encode = lambda f: widths.append(f["input_ids"].numel()) or encode(f)
+    with torch.no_grad():
+        model(_ragged_sides(left_padding=False))
+    assert sum(widths) == 6 * 9 + 6 * 5  # 12 rows by length: the longest 6 padded to 9, the rest to 5 (not 12 x 9)
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])

@@ -96,12 +96,13 @@ def _pack(out: Any) -> Side:
 
 
 class Encoded(Dataset):
-    """A tokenized split: item i is (i, [features per side], label i); `lengths` are tokens per row (all sides)."""
+    """A tokenized split: item i is (i, [features per side], label i); `lengths` are a row's longest side, its width
+    once padded (a bi batch pads both sides to one width), what length-grouped batches and eval order sort by."""
 
     def __init__(self, sides: list[Side], labels: list) -> None:
         self.sides = [side | {"starts": np.concatenate([[0], np.cumsum(side["lengths"])])} for side in sides]
         self.labels = labels
-        self.lengths = sum(side["lengths"] for side in sides)
+        self.lengths = np.max([side["lengths"] for side in sides], axis=0)
 
     def __len__(self) -> int:
         return len(self.labels)
