@@ -73,8 +73,9 @@ def test_rerun_trains_nothing_and_a_grown_grid_trains_only_its_new_jobs(tmp_path
 
 
 def test_a_changed_config_retrains_its_job_from_scratch(tmp_path):
-    """Same overrides, so the same folder, but an edited yaml: the job trains again from scratch, its old checkpoints
-    removed (never resumed from, never beside `-v1` ones). Catches a skip or a resume that ignores the config hash."""
+    """Same overrides, so the same folder, but an edited yaml: the job trains again from scratch (never resumed from
+    the old checkpoints, never beside `-v1` ones), and the old outputs are kept under superseded/, the log naming the
+    key that changed. Catches a skip or a resume that ignores the config hash, and a retrain that deletes results."""
     encoders = tmp_path / "conf" / "encoder"
     encoders.mkdir(parents=True)
     sweep = tmp_path / "sweep"
@@ -89,8 +90,14 @@ def test_a_changed_config_retrains_its_job_from_scratch(tmp_path):
         assert done["status"] == "ok" and done["config"]["max_length"] == max_length
         hashes.append(done["config_hash"])
     log = proc.stdout + proc.stderr
-    assert hashes[0] != hashes[1] and "Removing" in log and "Resuming" not in log and "Skipped" not in log
+    assert hashes[0] != hashes[1] and "Resuming" not in log and "Skipped" not in log
+    assert "config changed: encoder.max_length: 64 -> 24" in log
     assert sorted(p.name for p in sweep.glob("*/checkpoints/*")) == ["best.ckpt", "last.ckpt"]
+    (kept,) = sweep.glob("*/superseded/*")  # the first config's outputs, whole
+    assert json.loads((kept / "results.json").read_text())["config_hash"] == hashes[0]
+    assert sorted(p.name for p in (kept / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert (kept / "predictions.csv").is_file() and (kept / "csv" / "metrics.csv").is_file()
+    assert len(pd.read_csv(sweep / "summary.csv")) == 1  # the report does not count the superseded run
 
 
 def test_a_job_killed_mid_training_continues_from_its_last_checkpoint(tmp_path):

@@ -7,7 +7,8 @@
   started (`resume`, `ckpt_path`, the progress bar). results.json records it.
 - `prepare_job` (train.py calls it before `run`): in a multirun with `resume=true`, a job already `ok` with the same
   hash is skipped without building anything; an interrupted or failed job continues from its own last.ckpt;
-  checkpoints of another config are removed first, so Lightning never writes `-v1` files beside stale ones.
+  outputs of another config move to the job's `superseded/<time>/` first (never deleted; the log names the changed
+  keys), so Lightning never writes `-v1` files beside stale ones.
 - `ExitStatusCallback`: a multirun with a failed job exits 1 after every job ran and the report was written.
 """
 
@@ -20,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-JOB_FILE = "job.json"      # written when a job starts training: the hash of the config its checkpoints belong to
+JOB_FILE = "job.json"      # written when a job starts training: the config (and its hash) its checkpoints belong to
+SUPERSEDED = "superseded"  # a job's outputs of an earlier config, kept (the report reads immediate subfolders only)
+KEEP_IN_PLACE = (".hydra", "train.log", JOB_FILE, SUPERSEDED)  # what a job's retraining never moves aside
 NOT_IDENTITY = ("resume", "ckpt_path", "trainer.enable_progress_bar")  # also hydra.job...override_dirname.exclude_keys
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 LOWER_IS_BETTER = ("loss", "mse", "mae")  # every other metric poolhead logs is higher-is-better (tests/test_sweep.py)
@@ -38,9 +42,15 @@ _claimed_gpu: list[Any] = []  # the lock file this process holds while it keeps 
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """16 hex digits of sha256 over the resolved config, with every `paths` entry replaced by its name (a sweep folder
-    can move, a cache can live elsewhere) and without NOT_IDENTITY. Call it before `poolhead.build`, which fills in
-    `monitor`, `monitor_mode` and the precision."""
+    """16 hex digits of sha256 over `identity(cfg)`. Call it before `poolhead.build`, which fills in `monitor`,
+    `monitor_mode` and the precision."""
+    text = json.dumps(identity(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config with every `paths` entry replaced by its name (a sweep folder can move, a cache can live
+    elsewhere) and without NOT_IDENTITY."""
     container = OmegaConf.to_container(cfg, resolve=False)
     container["paths"] = {key: f"<paths.{key}>" for key in container.get("paths") or {}}
     config = OmegaConf.create(container)
@@ -49,8 +59,7 @@ def config_hash(cfg: DictConfig) -> str:
         node = OmegaConf.select(config, parent) if parent else config
         if node is not None and leaf in node:
             node.pop(leaf)
-    text = json.dumps(OmegaConf.to_container(config, resolve=True), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json.loads(json.dumps(OmegaConf.to_container(config, resolve=True), default=str))
 
 
 def job_dirname(override_dirname: str) -> str:
@@ -74,12 +83,12 @@ def optuna_direction(monitor: str | None) -> str:
 def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
     """A multirun job about to run (nothing happens in a single run). Returns the results of the same config when
     they are already `ok` (skip it); otherwise prepares `cfg` and returns None: `ckpt_path` set to the job's own
-    last.ckpt when there is one of this config, checkpoints and results of another config removed, a free GPU
+    last.ckpt when there is one of this config, outputs of another config moved aside (`_set_aside`), a free GPU
     claimed when jobs run in parallel (joblib) on a multi-GPU machine."""
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return None
     out_dir = Path(cfg.paths.output_dir)
-    digest = config_hash(cfg)
+    digest, config = config_hash(cfg), identity(cfg)
     if cfg.get("resume", True):
         done = _read_json(out_dir / "results.json")
         if done.get("status") == "ok" and done.get("config_hash") == digest:
@@ -91,14 +100,43 @@ def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
         log.info("Resuming %s from its own %s", out_dir, last)
         cfg.ckpt_path = str(last)
     elif not own:
-        for path in [*(out_dir / "checkpoints").glob("*.ckpt"), out_dir / "results.json"]:
-            if path.exists():
-                log.warning("Removing %s: written by another config of this job, or resume=false", path)
-                path.unlink()
+        _set_aside(out_dir, config, "resume=false" if not cfg.get("resume", True) else None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / JOB_FILE).write_text(json.dumps({"config_hash": digest}) + "\n")
+    (out_dir / JOB_FILE).write_text(json.dumps({"config_hash": digest, "config": config}) + "\n")
     _claim_gpu_if_parallel(cfg)
     return None
+
+
+def _set_aside(out_dir: Path, config: dict[str, Any], reason: str | None) -> None:
+    """A job about to train from scratch over outputs of another config (an edited yaml, a new default) or with
+    resume=false: its checkpoints, results, predictions and logs move to `superseded/<time>/`, never deleted, and
+    the log names the keys that changed. Hydra's own `.hydra/` (already rewritten) and train.log stay."""
+    outputs = [p for p in out_dir.iterdir() if p.name not in KEEP_IN_PLACE] if out_dir.is_dir() else []
+    if not outputs:
+        return
+    before = _read_json(out_dir / JOB_FILE).get("config") or _read_json(out_dir / "results.json").get("config")
+    if reason is None:
+        changed = _changed_keys(before, config) if before else []
+        reason = ("config changed: " + "; ".join(changed[:10]) + (f"; ... ({len(changed)} keys)" if len(changed) > 10
+                  else "")) if changed else "written by another config of this job"
+    target = out_dir / SUPERSEDED / time.strftime("%Y%m%d-%H%M%S")
+    target.mkdir(parents=True, exist_ok=True)
+    for path in outputs:
+        path.rename(target / path.name)
+    log.warning("%s: %s; its earlier outputs (%s) moved to %s, and the job trains from scratch", out_dir, reason,
+                ", ".join(sorted(p.name for p in outputs)), target)
+
+
+def _changed_keys(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
+    """`key: old -> new` for every dotted key whose value differs (missing on one side: `<absent>`)."""
+    changed = []
+    for key in sorted(set(before) | set(after), key=str):
+        old, new = before.get(key, "<absent>"), after.get(key, "<absent>")
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += _changed_keys(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changed.append(f"{prefix}{key}: {old} -> {new}")
+    return changed
 
 
 def _claim_gpu_if_parallel(cfg: DictConfig) -> None:
