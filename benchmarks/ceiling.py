@@ -103,8 +103,15 @@ def training_steps(steps: int, pairs: int, precision: str | None, overrides: lis
     for batch in batches[:3]:  # warm-up
         step(batch)
     chosen = [batches[i % len(batches)] for i in range(3, 3 + steps)]
-    real_tokens = sum(int(batch["features"][0]["attention_mask"].sum()) for batch in chosen)
+    real_tokens = sum(int(side["attention_mask"].sum()) for batch in chosen for side in batch["features"])
     return step, chosen, real_tokens, model, cfg
+
+
+def encoded_tokens(batches: list[dict]) -> int:
+    """Token positions the encoder computes, padding included: every side padded to the batch's widest (a bi batch
+    is one pass over both sides, modes.Bi)."""
+    return sum(len(batch["features"]) * len(batch["features"][0]["attention_mask"])
+               * max(side["attention_mask"].shape[1] for side in batch["features"]) for batch in batches)
 
 
 def profile_step(steps: int, pairs: int, precision: str | None, overrides: list[str] = (), repeats: int = 3) -> dict:
@@ -131,6 +138,7 @@ def profile_step(steps: int, pairs: int, precision: str | None, overrides: list[
     return {"precision": str(cfg.trainer.precision), "steps": steps, "seconds": round(seconds, 3),
             "seconds_each_repeat": [round(t, 3) for t in timed], "overrides": list(overrides),
             "real_tokens_per_second": round(real_tokens / seconds, 1), "matmul_params": matmul_params,
+            "padded_over_real_tokens": round(encoded_tokens(chosen) / real_tokens, 3),
             "model_gflops_per_second": round(6 * matmul_params * real_tokens / seconds / 1e9, 1),
             "self_cpu_seconds": {k: round(v, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
             "self_cpu_total": round(total, 3)}
@@ -170,11 +178,13 @@ def main() -> None:
              "| dtype | FLOP-weighted ceiling GFLOP/s | per shape |", "| --- | --- | --- |"]
     lines += [f"| {c['dtype']} | {c['ceiling_gflops']} | " + ", ".join(f"{r['shape']}: {r['gflops']}" for r in c["shapes"])
               + " |" for c in ceilings]
-    lines += ["", f"poolhead training step (cross, cls, MiniLM, {step['precision']}, {step['steps']} steps of real "
-              f"STS-B batches, median of {len(step['seconds_each_repeat'])} timed passes "
-              f"{step['seconds_each_repeat']} s, unprofiled): {step['real_tokens_per_second']} real tokens/s, {step['model_gflops_per_second']} model "
+    lines += ["", f"poolhead training step (mode=cross pooling=cls, then overrides {step['overrides']}; MiniLM, "
+              f"{step['precision']}, {step['steps']} steps of real STS-B batches, median of "
+              f"{len(step['seconds_each_repeat'])} timed passes {step['seconds_each_repeat']} s, unprofiled): "
+              f"{step['real_tokens_per_second']} real tokens/s, {step['model_gflops_per_second']} model "
               f"GFLOP/s (6 x {step['matmul_params']:,} matmul parameters per token) = **{100 * step['mfu']:.0f}% of the "
-              "ceiling** (model FLOPs utilisation).", "", "Self CPU time of one more pass, under torch.profiler:", "",
+              f"ceiling** (model FLOPs utilisation). The encoder computes {step['padded_over_real_tokens']}x the real "
+              "tokens (padding).", "", "Self CPU time of one more pass, under torch.profiler:", "",
               "| self CPU time | seconds | share |", "| --- | --- | --- |"]
     lines += [f"| {k} | {v} | {100 * v / step['self_cpu_total']:.0f}% |" for k, v in step["self_cpu_seconds"].items()]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
