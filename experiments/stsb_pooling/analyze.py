@@ -1,6 +1,6 @@
 """Collect the STS-B study's two sweeps into this folder: reports, the comparisons the README answers from, a figure.
 
-    python experiments/stsb_pooling/analyze.py [--finetune DIR] [--probe DIR] [--prune-checkpoints]
+    python experiments/stsb_pooling/analyze.py [--finetune DIR] [--probe DIR] [--prune-checkpoints] [--pauses FILE]
 
 Reads the sweep folders that `python train.py -m experiment=stsb_pooling` and `experiment=stsb_probe` write
 (default: logs/stsb_pooling/finetune and logs/stsb_pooling/probe), runs poolhead's sweep report on each and copies it
@@ -24,6 +24,7 @@ import json
 import math
 import shutil
 import subprocess
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -112,9 +113,28 @@ def figure(done: dict[str, pd.DataFrame], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def job_wall_seconds(job_dir: Path) -> float:
-    """From the job's first file (.hydra/config.yaml) to its results.json; a resumed job counts from its start."""
-    return (job_dir / "results.json").stat().st_mtime - (job_dir / ".hydra" / "config.yaml").stat().st_mtime
+def job_wall_seconds(job_dir: Path, pauses: list[tuple[float, float]]) -> tuple[float, bool]:
+    """Seconds from the start of the job's last process (its last "Seed set to" line in train.log) to its
+    results.json, less the pauses (SIGSTOP, `--pauses`) inside that span; and whether an earlier, interrupted process
+    came before (its time is not counted: where it stopped is not recorded). Not .hydra's file times: Hydra rewrites
+    .hydra/ every time the sweep command runs again, skipped jobs included."""
+    starts = [line[1:24] for line in (job_dir / "train.log").read_text().splitlines() if "Seed set to" in line]
+    start = datetime.strptime(starts[-1], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=timezone.utc).timestamp()
+    end = (job_dir / "results.json").stat().st_mtime
+    paused = sum(max(0.0, min(end, b) - max(start, a)) for a, b in pauses)
+    return end - start - paused, len(starts) > 1
+
+
+def read_pauses(path: Path | None) -> list[tuple[float, float]]:
+    """(stop, continue) epoch seconds from lines `stop ISO EPOCH ...` / `cont ISO EPOCH ...`."""
+    if path is None:
+        return []
+    events = [line.split()[:3] for line in path.read_text().splitlines() if line.strip()]
+    stops = [float(e[2]) for e in events if e[0] == "stop"]
+    conts = [float(e[2]) for e in events if e[0] == "cont"]
+    if len(stops) != len(conts) or any(b < a for a, b in zip(stops, conts)):
+        raise SystemExit(f"{path}: every `stop` line needs a later `cont` line")
+    return list(zip(stops, conts))
 
 
 def prune(jobs: pd.DataFrame) -> list[Path]:
@@ -135,7 +155,11 @@ def main() -> None:
     parser.add_argument("--finetune", type=Path, default=ROOT / "logs/stsb_pooling/finetune")
     parser.add_argument("--probe", type=Path, default=ROOT / "logs/stsb_pooling/probe")
     parser.add_argument("--prune-checkpoints", action="store_true")
+    parser.add_argument("--pauses", type=Path, help="times the sweep was paused (SIGSTOP), not counted as job time")
     args = parser.parse_args()
+    pauses = read_pauses(args.pauses)
+    if args.pauses:
+        shutil.copy(args.pauses, HERE / "pauses.txt")
 
     done, frames, status = {}, [], ["# Study status (written by analyze.py)", ""]
     for sweep, sweep_dir in (("finetune", args.finetune), ("probe", args.probe)):
@@ -155,14 +179,18 @@ def main() -> None:
         ok = summary[summary["status"] == "ok"].copy()
         done[sweep] = ok
         frames.append(comparisons(ok, sweep))
-        walls = [job_wall_seconds(Path(d)) for d in sweep_dir.iterdir() if (Path(d) / "results.json").exists()]
+        walls = [job_wall_seconds(Path(d), pauses) for d in sweep_dir.iterdir() if (Path(d) / "results.json").exists()]
+        resumed = sum(was_resumed for _, was_resumed in walls)
         commits = sorted({json.loads((d / "results.json").read_text())["env"]["git"] for d in sweep_dir.iterdir()
                           if (d / "results.json").exists()})
         label = "complete" if len(ok) == EXPECTED[sweep] else "PARTIAL"
         failed = summary[summary["status"] != "ok"]
         status.append(f"- {sweep}: **{label}**, {len(ok)} of {EXPECTED[sweep]} jobs ok, {len(failed)} not ok "
                       f"({', '.join(failed['status'].astype(str)) or 'none'}); summed job wall time "
-                      f"{sum(walls) / 3600:.2f} h on this machine; git {', '.join(commits)}; best: {report['best']}")
+                      f"{sum(w for w, _ in walls) / 3600:.2f} h on this machine (each job from the start of its last "
+                      f"process to its results.json, less pauses"
+                      + (f"; {resumed} job(s) resumed after an interruption count only their last process" if resumed
+                         else "") + f"); git {', '.join(commits)}; best: {report['best']}")
         if sweep == "finetune" and args.prune_checkpoints:
             if len(ok) != EXPECTED[sweep]:
                 parser.error(f"--prune-checkpoints: the fine-tune sweep has {len(ok)} of {EXPECTED[sweep]} jobs ok")
