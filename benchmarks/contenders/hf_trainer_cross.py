@@ -48,7 +48,7 @@ def main():
             max_grad_norm=common.MAX_GRAD_NORM, lr_scheduler_type="linear", warmup_steps=common.WARMUP_RATIO,
             # transformers 5.x: group_by_length=True became train_sampling_strategy="group_by_length"
             train_sampling_strategy="group_by_length" if args.padding == "longest_grouped" else "random",
-            seed=common.SEED, use_cpu=True, bf16=args.precision == "bf16", dataloader_num_workers=0,
+            seed=common.SEED, use_cpu=common.device() == "cpu", bf16=args.precision == "bf16", dataloader_num_workers=0,
             report_to="none", save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
         )
         trainer = Trainer(model=model, args=targs, train_dataset=train_ds, processing_class=tok,

@@ -22,7 +22,7 @@ def main():
     from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 
     common.seed_everything()
-    model = SentenceTransformer(common.minilm_path(), device="cpu")
+    model = SentenceTransformer(common.minilm_path(), device=common.device())
     model.max_seq_length = common.MAX_LENGTH
     s1, s2, y = common.read_sts(args.train, args.max_train)
     train_ds = Dataset.from_dict({"sentence1": s1, "sentence2": s2, "score": [v / 5 for v in y]})
@@ -31,7 +31,7 @@ def main():
         targs = SentenceTransformerTrainingArguments(
             output_dir=tmp, num_train_epochs=args.epochs, per_device_train_batch_size=common.BATCH_SIZE,
             learning_rate=common.LR, weight_decay=common.WEIGHT_DECAY, max_grad_norm=common.MAX_GRAD_NORM,
-            lr_scheduler_type="linear", warmup_steps=common.WARMUP_RATIO, seed=common.SEED, use_cpu=True,
+            lr_scheduler_type="linear", warmup_steps=common.WARMUP_RATIO, seed=common.SEED, use_cpu=common.device() == "cpu",
             bf16=args.precision == "bf16", dataloader_num_workers=0, report_to="none", save_strategy="no",
             eval_strategy="no", logging_strategy="no", disable_tqdm=True,
         )

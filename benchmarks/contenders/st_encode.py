@@ -3,7 +3,7 @@
 Timer: eval = model.encode() of both dev sides (batch 32, tokenization included, as in ST) + cosine, after one
 untimed warm-up batch (the trained contenders' eval passes run warm, after training).
 No training (--train/--epochs/--max-train are accepted for a uniform command line and ignored).
-bf16: encode runs under torch.autocast("cpu", bfloat16); fp32 is ST's default.
+bf16: encode runs under torch.autocast(bfloat16) on its device; fp32 is ST's default.
 """
 
 import contextlib
@@ -19,10 +19,10 @@ def main():
     import torch
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(common.minilm_path(), device="cpu")
+    model = SentenceTransformer(common.minilm_path(), device=common.device())
     model.max_seq_length = common.MAX_LENGTH
     d1, d2, gold = common.read_sts(args.dev)
-    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext())
+    autocast = (torch.autocast(common.device(), dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext())
     with autocast:
         model.encode(d1[:common.BATCH_SIZE], batch_size=common.BATCH_SIZE)  # warm-up, not timed
     eval_seconds, dev_spearman = common.st_dev_spearman(model, d1, d2, gold, args.precision)

@@ -3,7 +3,8 @@
     python experiments/stsb_pooling/analyze.py [--finetune DIR] [--probe DIR] [--prune-checkpoints] [--pauses FILE]
 
 Reads the sweep folders that `python train.py -m experiment=stsb_pooling` and `experiment=stsb_probe` write
-(default: logs/stsb_pooling/finetune and logs/stsb_pooling/probe), runs poolhead's sweep report on each and copies it
+(default: experiments/stsb_pooling/runs/finetune and runs/probe,
+where each job's records are committed and its checkpoints are not), runs poolhead's sweep report on each and copies it
 here (finetune/, probe/), and writes:
 - comparisons.csv/.md: each question of the study as seed-paired two-sided t-tests (scipy.stats.ttest_rel), with
   Benjamini-Hochberg correction over all comparisons of one sweep, and a paired bootstrap over the dev rows of one
@@ -152,8 +153,8 @@ def prune(jobs: pd.DataFrame) -> list[Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--finetune", type=Path, default=ROOT / "logs/stsb_pooling/finetune")
-    parser.add_argument("--probe", type=Path, default=ROOT / "logs/stsb_pooling/probe")
+    parser.add_argument("--finetune", type=Path, default=ROOT / "experiments/stsb_pooling/runs/finetune")
+    parser.add_argument("--probe", type=Path, default=ROOT / "experiments/stsb_pooling/runs/probe")
     parser.add_argument("--prune-checkpoints", action="store_true")
     parser.add_argument("--pauses", type=Path, help="times the sweep was paused (SIGSTOP), not counted as job time")
     args = parser.parse_args()
