@@ -43,10 +43,13 @@ def timed(fn):
     return time.perf_counter() - t
 
 
-def variant(name, dtype_model=torch.float32, autocast=None, tf32=False, multiple=None):
+def variant(name, dtype_model=torch.float32, autocast=None, tf32=False, multiple=None, config=None):
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.manual_seed(0)
-    model = AutoModel.from_pretrained(path, dtype=dtype_model).to(dev)
+    if config is None:
+        model = AutoModel.from_pretrained(path, dtype=dtype_model).to(dev)
+    else:  # another encoder's shape, random weights: timing only
+        model = AutoModel.from_config(config).to(dev, dtype_model)
     ctx = (lambda: torch.autocast(dev, dtype=autocast)) if autocast else contextlib.nullcontext
     bs = batches(multiple)
 
@@ -62,7 +65,7 @@ def variant(name, dtype_model=torch.float32, autocast=None, tf32=False, multiple
     kernels = sum(e.count for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-5, fused=True)
-    head = torch.nn.Linear(384, 1, device=dev, dtype=dtype_model)
+    head = torch.nn.Linear(model.config.hidden_size, 1, device=dev, dtype=dtype_model)
     tb = train_batches(multiple)
 
     def train():
@@ -81,6 +84,13 @@ def variant(name, dtype_model=torch.float32, autocast=None, tf32=False, multiple
 
 
 print(torch.cuda.get_device_name(), torch.__version__)
+if "--bert-base" in __import__("sys").argv:  # does bf16 win once the GEMMs are larger? BERT-base's shape
+    from transformers import BertConfig
+    base = BertConfig(vocab_size=tok.vocab_size)  # 12 layers, 768 hidden, 3072 inner
+    variant("BERT-base shape fp32", config=base)
+    variant("BERT-base shape autocast bf16", autocast=torch.bfloat16, config=base)
+    variant("BERT-base shape autocast bf16, pad 64", autocast=torch.bfloat16, multiple=64, config=base)
+    raise SystemExit
 variant("fp32")
 variant("autocast bf16", autocast=torch.bfloat16)
 variant("fp32 + tf32", tf32=True)

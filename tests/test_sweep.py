@@ -100,6 +100,28 @@ def test_a_changed_config_retrains_its_job_from_scratch(tmp_path):
     assert len(pd.read_csv(sweep / "summary.csv")) == 1  # the report does not count the superseded run
 
 
+def test_a_key_added_since_a_job_ran_does_not_retrain_it(tmp_path):
+    """A later poolhead with a new config key (taken at its default) must not retrain a finished sweep: the STS-B
+    study spans sessions and its records are committed. A changed value of an existing key still retrains (test
+    above). Catches a skip that compares hashes only."""
+    experiments = tmp_path / "conf" / "experiment"
+    experiments.mkdir(parents=True)
+    sweep = tmp_path / "sweep"
+    command = ["-m", "experiment=later", "seed=1", *FAST, f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+               f"hydra.sweep.dir={sweep}", "test=false"]
+    (experiments / "later.yaml").write_text("# @package _global_\ntask_name: later\n")
+    first = train_py(*command)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (done,) = results(sweep).values()
+    (experiments / "later.yaml").write_text("# @package _global_\ntask_name: later\nadded_since: 0\n")
+    again = train_py(*command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert "Skipped" in log and "keys added since this job ran, taken at their defaults: added_since: <absent> -> 0" in log
+    assert results(sweep) == {next(iter(results(sweep))): done}, "the finished job's results are untouched"
+    assert not list(sweep.glob("*/superseded"))
+
+
 def test_a_job_killed_mid_training_continues_from_its_last_checkpoint(tmp_path):
     """SIGKILL during the second epoch, then the same command: the job resumes from its own last.ckpt (epoch
     boundary: the length-grouped sampler has no mid-epoch state) and ends with the metrics of an uninterrupted run.

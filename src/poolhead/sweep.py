@@ -4,7 +4,8 @@
   the grid, so a reordered or grown grid finds its finished jobs again; Hydra's job number is kept as a display
   (`.hydra/hydra.yaml`, read by the report).
 - A job's identity is `config_hash`: its resolved config, without where files live (`paths`) and without how it is
-  started (`resume`, `ckpt_path`, the progress bar). results.json records it.
+  started (`resume`, `ckpt_path`, the progress bar). results.json records it, and the config itself: a record whose
+  config differs only by keys added to poolhead since it ran still counts as this config (`_same_config`).
 - `prepare_job` (train.py calls it before `run`): in a multirun with `resume=true`, a job already `ok` with the same
   hash is skipped without building anything; an interrupted or failed job continues from its own last.ckpt;
   outputs of another config move to the job's `superseded/<time>/` first (never deleted; the log names the changed
@@ -91,11 +92,13 @@ def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
     digest, config = config_hash(cfg), identity(cfg)
     if cfg.get("resume", True):
         done = _read_json(out_dir / "results.json")
-        if done.get("status") == "ok" and done.get("config_hash") == digest:
-            log.info("Skipped: %s already holds results of this config (%s); resume=false retrains", out_dir, digest)
+        ran = _read_json(out_dir / JOB_FILE).get("config")  # identity() of the config it ran; results' is the full one
+        if done.get("status") == "ok" and _same_config({**done, "config": ran}, digest, config):
+            log.info("Skipped: %s already holds results of this config (%s); resume=false retrains", out_dir,
+                     done.get("config_hash"))
             return done
     last = out_dir / "checkpoints" / "last.ckpt"
-    own = cfg.get("resume", True) and _read_json(out_dir / JOB_FILE).get("config_hash") == digest
+    own = cfg.get("resume", True) and _same_config(_read_json(out_dir / JOB_FILE), digest, config)
     if own and last.exists():
         log.info("Resuming %s from its own %s", out_dir, last)
         cfg.ckpt_path = str(last)
@@ -105,6 +108,26 @@ def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
     (out_dir / JOB_FILE).write_text(json.dumps({"config_hash": digest, "config": config}) + "\n")
     _claim_gpu_if_parallel(cfg)
     return None
+
+
+def _same_config(record: dict[str, Any], digest: str, config: dict[str, Any]) -> bool:
+    """The record (results.json or job.json) is of this config: the same hash, or the only differences are keys the
+    record's config did not have yet. Those were added to poolhead after the job ran and are taken to be at their
+    defaults, so a new option does not retrain a finished study (tests/test_sweep.py)."""
+    if record.get("config_hash") == digest:
+        return True
+    before = record.get("config")
+    if not before or not _only_added(before, config):
+        return False
+    log.info("%s: keys added since this job ran, taken at their defaults: %s", record.get("config_hash"),
+             "; ".join(_changed_keys(before, config)))
+    return True
+
+
+def _only_added(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Every key of `before` is in `after` with the same value (dicts compared key by key); `after` may have more."""
+    return all(key in after and (_only_added(old, after[key]) if isinstance(old, dict) and isinstance(after[key], dict)
+                                 else old == after[key]) for key, old in before.items())
 
 
 def _set_aside(out_dir: Path, config: dict[str, Any], reason: str | None) -> None:

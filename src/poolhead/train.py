@@ -72,6 +72,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
 
         best = fit_or_evaluate_as_is(trainer, model, datamodule, None if resume is None else resume[0], results)
         evaluated = load(best) if best else model  # exactly what a user gets back from the checkpoint
+        evaluated.to(trainer.strategy.root_device)  # load() maps to the CPU, and so does Lightning's teardown
         splits = ["val"] + (["test"] if cfg.test and datamodule.has_test else [])
         frames, metrics, seconds = [], {}, {}
         for split in splits:
