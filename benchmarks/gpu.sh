@@ -23,9 +23,10 @@ PY
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
 if [ "${1:-}" = eval ]; then   # gpu.sh eval: poolhead's evaluation against ST encode, fp32, 1 epoch
   for c in "poolhead_run.py --mode bi --pooling mean" st_encode.py; do
+    name=$(echo $c | cut -d. -f1)
     timeout 100 python3 benchmarks/contenders/$c --train .gpu/data/stsb/sts-train.csv --dev .gpu/data/stsb/sts-dev.csv \
-      --epochs 1 --precision fp32 --out "$OUT/$(echo $c | cut -d. -f1).json" > "$OUT/$(echo $c | cut -d. -f1).log" 2>&1
-    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['name'], 'eval pairs/s', r['eval_pairs']/r['eval_seconds'], 'dev', r['dev_spearman'], r.get('error'))" "$OUT/$(echo $c | cut -d. -f1).json"
+      --epochs 1 --precision fp32 --out "$OUT/$name.json" > "$OUT/$name.log" 2>&1
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['name'], 'eval pairs/s', r['eval_pairs']/r['eval_seconds'], 'dev', r['dev_spearman'], r.get('error'))" "$OUT/$name.json"
   done; exit
 fi
 if [ "${1:-}" = probe ]; then timeout 300 python3 benchmarks/gpu_probe.py "${@:2}"; exit; fi   # gpu.sh probe [--bert-base]

@@ -21,15 +21,16 @@ def main():
     from transformers import AutoModel, AutoTokenizer
 
     path = common.minilm_path()
-    tok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval().to(common.device())
+    device = common.device()
+    tok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval().to(device)
     d1, d2, gold = common.read_sts(args.dev)
-    autocast = (torch.autocast(common.device(), dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext())
+    autocast = (torch.autocast(device, dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext())
 
     def embed(sentences):
         out = []
         for i in range(0, len(sentences), common.BATCH_SIZE):
             batch = tok(sentences[i:i + common.BATCH_SIZE], padding=True, truncation=True,
-                        max_length=common.MAX_LENGTH, return_tensors="pt").to(common.device())
+                        max_length=common.MAX_LENGTH, return_tensors="pt").to(device)
             hidden = model(**batch).last_hidden_state.float()
             mask = batch["attention_mask"].unsqueeze(-1).float()
             out.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9))

@@ -90,15 +90,15 @@ def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
         return None
     out_dir = Path(cfg.paths.output_dir)
     digest, config = config_hash(cfg), identity(cfg)
+    job = _read_json(out_dir / JOB_FILE)  # the identity() of the config that last trained here, and its hash
     if cfg.get("resume", True):
-        done = _read_json(out_dir / "results.json")
-        ran = _read_json(out_dir / JOB_FILE).get("config")  # identity() of the config it ran; results' is the full one
-        if done.get("status") == "ok" and _same_config({**done, "config": ran}, digest, config):
+        done = _read_json(out_dir / "results.json")  # its "config" is the full one, so compare job.json's
+        if done.get("status") == "ok" and _same_config({**done, "config": job.get("config")}, digest, config):
             log.info("Skipped: %s already holds results of this config (%s); resume=false retrains", out_dir,
                      done.get("config_hash"))
             return done
     last = out_dir / "checkpoints" / "last.ckpt"
-    own = cfg.get("resume", True) and _same_config(_read_json(out_dir / JOB_FILE), digest, config)
+    own = cfg.get("resume", True) and _same_config(job, digest, config)
     if own and last.exists():
         log.info("Resuming %s from its own %s", out_dir, last)
         cfg.ckpt_path = str(last)
@@ -111,7 +111,7 @@ def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
 
 
 def _same_config(record: dict[str, Any], digest: str, config: dict[str, Any]) -> bool:
-    """The record (results.json or job.json) is of this config: the same hash, or the only differences are keys the
+    """The record (a config_hash and the identity() it hashed) is of this config: the same hash, or the only differences are keys the
     record's config did not have yet. Those were added to poolhead after the job ran and are taken to be at their
     defaults, so a new option does not retrain a finished study (tests/test_sweep.py)."""
     if record.get("config_hash") == digest:
