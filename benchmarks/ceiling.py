@@ -71,13 +71,9 @@ def gemm_ceiling(tokens: int, hidden: int, inner: int, dtype: torch.dtype, repea
             "shapes": rows}
 
 
-def training_steps(steps: int, pairs: int, precision: str | None, overrides: list[str] = ()):
-    """poolhead's model (poolhead.build) on the first `pairs` STS-B training pairs, warmed up: returns (step, the
-    `steps` batches to time, their real tokens, the model, its config); step(batch) is one full training step."""
+def stsb_config(pairs: int, precision: str | None, overrides: list[str] = ()):
+    """poolhead's config (cross, cls, MiniLM) on a copy of the first `pairs` STS-B training pairs."""
     from hydra import compose, initialize_config_dir
-
-    import poolhead
-    from poolhead.builder import autocast_dtype
 
     data = common.default_data_dir()
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / "poolhead-ceiling"
@@ -86,10 +82,19 @@ def training_steps(steps: int, pairs: int, precision: str | None, overrides: lis
     (tmp / "stsb" / "sts-train.csv").write_text("".join(lines), encoding="utf-8")
     (tmp / "stsb" / "sts-dev.csv").write_text("".join(lines[:64]), encoding="utf-8")
     with initialize_config_dir(str(common.REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["encoder=minilm", "data=stsb", f"data.dir={tmp / 'stsb'}", "mode=cross",
-                                          "pooling=cls", f"paths.output_dir={tmp / 'run'}",
-                                          f"paths.cache_dir={tmp / 'cache'}"]
-                      + ([f"trainer.precision={precision}"] if precision else []) + list(overrides))
+        return compose("train", overrides=["encoder=minilm", "data=stsb", f"data.dir={tmp / 'stsb'}", "mode=cross",
+                                           "pooling=cls", f"paths.output_dir={tmp / 'run'}",
+                                           f"paths.cache_dir={tmp / 'cache'}"]
+                       + ([f"trainer.precision={precision}"] if precision else []) + list(overrides))
+
+
+def training_steps(steps: int, pairs: int, precision: str | None, overrides: list[str] = ()):
+    """poolhead's model (poolhead.build) on the first `pairs` STS-B training pairs, warmed up: returns (step, the
+    `steps` batches to time, their real tokens, the model, its config); step(batch) is one full training step."""
+    import poolhead
+    from poolhead.builder import autocast_dtype
+
+    cfg = stsb_config(pairs, precision, overrides)
     datamodule, model = poolhead.build(cfg)
     model.train()
     optimizer = model.optimizer_factory([p for p in model.parameters() if p.requires_grad], lr=model.lr)
