@@ -15,7 +15,6 @@ import json
 import os
 import statistics
 import time
-from datetime import datetime
 
 import torch
 
@@ -68,11 +67,7 @@ def main() -> None:
               f"| {r['real_tokens_per_second']:.0f} |" for n, r in rows.items()]
     lines += ["", f"B/A time per neighbouring pass pair: median {result['b_over_a_median']:.3f} "
                   f"(range {min(ratios):.3f}-{max(ratios):.3f}); < 1 means B is faster."]
-    stem = common.BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-ab"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines) + f"\n\nwritten: {stem}.md / .json")
-
+    common.save_report("ab", result, lines)
 
 if __name__ == "__main__":
     main()

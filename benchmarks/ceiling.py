@@ -88,18 +88,14 @@ def stsb_config(pairs: int, precision: str | None, overrides: list[str] = ()):
                        + ([f"trainer.precision={precision}"] if precision else []) + list(overrides))
 
 
-def training_steps(steps: int, pairs: int, precision: str | None, overrides: list[str] = ()):
-    """poolhead's model (poolhead.build) on the first `pairs` STS-B training pairs, warmed up: returns (step, the
-    `steps` batches to time, their real tokens, the model, its config); step(batch) is one full training step."""
-    import poolhead
+def training_step(model, cfg):
+    """One full training step of `model` as a function of the batch: forward under the config's autocast, loss,
+    backward, clipping at 1.0, AdamW step (the config's optimizer, also `step.optimizer`), zeroing."""
     from poolhead.builder import autocast_dtype
 
-    cfg = stsb_config(pairs, precision, overrides)
-    datamodule, model = poolhead.build(cfg)
     model.train()
     optimizer = model.optimizer_factory([p for p in model.parameters() if p.requires_grad], lr=model.lr)
     dtype = autocast_dtype(cfg.trainer.precision)
-    batches = list(datamodule.train_dataloader())
 
     def step(batch: dict) -> None:
         with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
@@ -109,6 +105,19 @@ def training_steps(steps: int, pairs: int, precision: str | None, overrides: lis
         optimizer.step()
         optimizer.zero_grad()
 
+    step.optimizer = optimizer
+    return step
+
+
+def training_steps(steps: int, pairs: int, precision: str | None, overrides: list[str] = ()):
+    """poolhead's model (poolhead.build) on the first `pairs` STS-B training pairs, warmed up: returns (step, the
+    `steps` batches to time, their real tokens, the model, its config); step(batch) is one full training step."""
+    import poolhead
+
+    cfg = stsb_config(pairs, precision, overrides)
+    datamodule, model = poolhead.build(cfg)
+    step = training_step(model, cfg)
+    batches = list(datamodule.train_dataloader())
     for batch in batches[:3]:  # warm-up
         step(batch)
     chosen = [batches[i % len(batches)] for i in range(3, 3 + steps)]

@@ -14,6 +14,7 @@ import platform
 import resource
 import subprocess
 import sys
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -213,3 +214,12 @@ def write_result(
     Path(out).write_text(json.dumps(res, indent=2) + "\n")
     print(json.dumps(res, indent=2))
     return res
+
+
+def save_report(kind: str, result: dict, lines: list[str]) -> Path:
+    """results/<time>-<kind>.json (the numbers) and .md (`lines`, for people); prints the .md and where both went."""
+    stem = BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-{kind}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines) + f"\n\nwritten: {stem}.md / .json")
+    return stem

@@ -16,12 +16,11 @@ import argparse
 import json
 import statistics
 import time
-from datetime import datetime
 
 import torch
 
 import common
-from ceiling import stsb_config
+from ceiling import stsb_config, training_step
 
 
 def subnormal_share(tensors: list[torch.Tensor]) -> tuple[int, int]:
@@ -44,22 +43,10 @@ def main() -> None:
     a = p.parse_args()
     torch.manual_seed(0)
     import poolhead
-    from poolhead.builder import autocast_dtype
 
     cfg = stsb_config(a.pairs or 10**9, a.precision)
     datamodule, model = poolhead.build(cfg)
-    model.train()
-    optimizer = model.optimizer_factory([q for q in model.parameters() if q.requires_grad], lr=model.lr)
-    dtype = autocast_dtype(cfg.trainer.precision)
-
-    def step(batch: dict) -> None:  # the same step as ceiling.training_steps
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-            loss = model.head.loss(model(batch["features"]), batch["labels"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad()
-
+    step = training_step(model, cfg)
     blocks, counts = [], []
     for epoch in range(a.epochs):
         batches = list(datamodule.train_dataloader())
@@ -74,7 +61,7 @@ def main() -> None:
             blocks.append({"epoch": epoch, "start": start, "flush": flush, "steps": len(chunk), "tokens": tokens,
                            "seconds": time.perf_counter() - begin})
         torch.set_flush_denormal(False)
-        moments = [s[k] for s in optimizer.state.values() for k in ("exp_avg", "exp_avg_sq") if k in s]
+        moments = [s[k] for s in step.optimizer.state.values() for k in ("exp_avg", "exp_avg_sq") if k in s]
         weights = [q.detach() for q in model.parameters()]
         counts.append({"epoch": epoch, "weights": subnormal_share(weights), "moments": subnormal_share(moments)})
         print(f"epoch {epoch}: subnormal weights {counts[-1]['weights']}, AdamW moments {counts[-1]['moments']}",
@@ -91,12 +78,8 @@ def main() -> None:
         c.update(off=off, on=on)
         lines.append(f"| {c['epoch']} | {off:.3f} | {on:.3f} | {on / off:.3f} | {c['weights'][0]:,} of "
                      f"{c['weights'][1]:,} | {c['moments'][0]:,} of {c['moments'][1]:,} |")
-    stem = common.BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-denormals"
-    stem.with_suffix(".json").write_text(json.dumps({"args": vars(a), "machine": common.machine(), "blocks": blocks,
-                                                     "epochs": counts}, indent=2))
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines) + f"\n\nwritten: {stem}.md / .json")
-
+    common.save_report("denormals", {"args": vars(a), "machine": common.machine(), "blocks": blocks,
+                                     "epochs": counts}, lines)
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,6 @@ import argparse
 import json
 import statistics
 import time
-from datetime import datetime
 
 import torch
 import torch.nn.functional as F
@@ -50,11 +49,7 @@ def main() -> None:
              "| shape | dtype | torch ms | poolhead ms | torch / poolhead |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['shape']} | {r['dtype']} | {r['ms']['torch']:.3f} | {r['ms']['poolhead']:.3f} | {r['speedup']:.2f}x |"
               for r in rows]
-    stem = common.BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-dropout"
-    stem.with_suffix(".json").write_text(json.dumps({"args": vars(a), "machine": common.machine(), "rows": rows}, indent=2))
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines) + f"\n\nwritten: {stem}.md / .json")
-
+    common.save_report("dropout", {"args": vars(a), "machine": common.machine(), "rows": rows}, lines)
 
 if __name__ == "__main__":
     main()

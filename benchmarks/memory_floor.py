@@ -16,7 +16,6 @@ import argparse
 import json
 import statistics
 import time
-from datetime import datetime
 
 import torch
 
@@ -65,11 +64,7 @@ def main() -> None:
               f"A step of {a.tokens} real tokens at {a.utilisation:.0%} of {a.ceiling:.0f} GFLOP/s may take "
               f"{budget * 1e3:.1f} ms; the fixed work alone is {fixed / budget:.0%} of that, leaving "
               f"{max(budget - fixed, 0) * 1e3:.1f} ms for the matrix products, dropout, casts and the rest."]
-    stem = common.BENCH / "results" / f"{datetime.now():%Y%m%d-%H%M%S}-memory-floor"
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines) + f"\n\nwritten: {stem}.md / .json")
-
+    common.save_report("memory-floor", result, lines)
 
 if __name__ == "__main__":
     main()
