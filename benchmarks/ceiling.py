@@ -132,6 +132,18 @@ def encoded_tokens(batches: list[dict]) -> int:
                * max(side["attention_mask"].shape[1] for side in batch["features"]) for batch in batches)
 
 
+def self_seconds_by_kind(prof: torch.profiler.profile) -> tuple[dict[str, float], float]:
+    """Self CPU seconds of a profile grouped by KINDS, and their total."""
+    by_kind, total = defaultdict(float), 0.0
+    for event in prof.key_averages():
+        if event.key.startswith("ProfilerStep") or event.self_cpu_time_total <= 0:
+            continue
+        kind = next((k for k, names in KINDS if any(n in event.key for n in names)), "other")
+        by_kind[kind] += event.self_cpu_time_total / 1e6
+        total += event.self_cpu_time_total / 1e6
+    return by_kind, total
+
+
 def profile_step(steps: int, pairs: int, precision: str | None, overrides: list[str] = (), repeats: int = 3) -> dict:
     step, chosen, real_tokens, model, cfg = training_steps(steps, pairs, precision, overrides)
     timed = []
@@ -144,13 +156,7 @@ def profile_step(steps: int, pairs: int, precision: str | None, overrides: list[
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for batch in chosen:
             step(batch)
-    by_kind, total = defaultdict(float), 0.0
-    for event in prof.key_averages():
-        if event.key.startswith("ProfilerStep") or event.self_cpu_time_total <= 0:
-            continue
-        kind = next((k for k, names in KINDS if any(n in event.key for n in names)), "other")
-        by_kind[kind] += event.self_cpu_time_total / 1e6
-        total += event.self_cpu_time_total / 1e6
+    by_kind, total = self_seconds_by_kind(prof)
     matmul_params = sum(m.weight.numel() for name, m in model.encoder.model.named_modules()
                         if isinstance(m, torch.nn.Linear) and "pooler" not in name)
     return {"precision": str(cfg.trainer.precision), "steps": steps, "seconds": round(seconds, 3),
