@@ -35,7 +35,7 @@ KINDS = [  # (kind, substrings of profiler op names); first match wins
     ("embedding backward", ("embedding_dense_backward", "embedding_backward", "index_add", "embedding")),
     ("layernorm", ("layer_norm",)),
     ("gelu", ("gelu",)),
-    ("dropout", ("dropout", "bernoulli", "native_dropout")),
+    ("dropout", ("dropout", "bernoulli", "native_dropout", "aten::random_")),  # random_: poolhead.dropout's draws
     ("casts and copies", ("aten::copy_", "aten::to", "aten::_to_copy", "clone", "contiguous")),
     ("zeroing (fill_/zero_)", ("fill_", "zero_")),
     ("gradient clipping (norms)", ("norm", "clip", "_foreach_mul")),
