@@ -11,7 +11,6 @@ more than most levers). Prints the median seconds per pass, the spread and B/A; 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -68,6 +67,7 @@ def main() -> None:
     lines += ["", f"B/A time per neighbouring pass pair: median {result['b_over_a_median']:.3f} "
                   f"(range {min(ratios):.3f}-{max(ratios):.3f}); < 1 means B is faster."]
     common.save_report("ab", result, lines)
+
 
 if __name__ == "__main__":
     main()

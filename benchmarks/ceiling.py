@@ -132,6 +132,13 @@ def encoded_tokens(batches: list[dict]) -> int:
                * max(side["attention_mask"].shape[1] for side in batch["features"]) for batch in batches)
 
 
+def matmul_weights(encoder: torch.nn.Module) -> int:
+    """Weights of the encoder's matrix products (its Linear layers, the pooler aside): model FLOPs per token are
+    2x this to evaluate, 6x to train."""
+    return sum(m.weight.numel() for name, m in encoder.named_modules()
+               if isinstance(m, torch.nn.Linear) and "pooler" not in name)
+
+
 def self_seconds_by_kind(prof: torch.profiler.profile) -> tuple[dict[str, float], float]:
     """Self CPU seconds of a profile grouped by KINDS, and their total."""
     by_kind, total = defaultdict(float), 0.0
@@ -157,8 +164,7 @@ def profile_step(steps: int, pairs: int, precision: str | None, overrides: list[
         for batch in chosen:
             step(batch)
     by_kind, total = self_seconds_by_kind(prof)
-    matmul_params = sum(m.weight.numel() for name, m in model.encoder.model.named_modules()
-                        if isinstance(m, torch.nn.Linear) and "pooler" not in name)
+    matmul_params = matmul_weights(model.encoder.model)
     return {"precision": str(cfg.trainer.precision), "steps": steps, "seconds": round(seconds, 3),
             "seconds_each_repeat": [round(t, 3) for t in timed], "overrides": list(overrides),
             "real_tokens_per_second": round(real_tokens / seconds, 1), "matmul_params": matmul_params,

@@ -4,8 +4,8 @@
 
 Trains poolhead (cross, cls, MiniLM; poolhead.build) through whole epochs of STS-B train in length-grouped order,
 switching `torch.set_flush_denormal` on and off every --block steps (off, on, on, off, ...: neighbouring blocks see
-the same stretch of training and of the machine), and counts subnormal values in the weights, gradients and AdamW
-moments at each epoch's end. Prints seconds per 1,000 real tokens for off and on blocks per epoch; writes
+the same stretch of training and of the machine), and counts subnormal values in the weights and AdamW moments at each
+epoch's end. Prints seconds per 1,000 real tokens for off and on blocks per epoch; writes
 results/<stamp>-denormals.md/.json. A CPU that handles subnormals with microcode assists (many Intel cores) slows
 down once they appear; flushing them changes values below 1.2e-38 to 0, which AdamW's eps (1e-8) already outweighs.
 """
@@ -13,7 +13,6 @@ down once they appear; flushing them changes values below 1.2e-38 to 0, which Ad
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -27,7 +26,7 @@ def subnormal_share(tensors: list[torch.Tensor]) -> tuple[int, int]:
     tiny = torch.finfo(torch.float32).tiny
     count = total = 0
     for t in tensors:
-        if t is None or t.dtype != torch.float32:
+        if t.dtype != torch.float32:
             continue
         count += int(((t != 0) & (t.abs() < tiny)).sum())
         total += t.numel()
@@ -80,6 +79,7 @@ def main() -> None:
                      f"{c['weights'][1]:,} | {c['moments'][0]:,} of {c['moments'][1]:,} |")
     common.save_report("denormals", {"args": vars(a), "machine": common.machine(), "blocks": blocks,
                                      "epochs": counts}, lines)
+
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,6 @@ results/<stamp>-dropout.md/.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
@@ -42,14 +41,16 @@ def main() -> None:
                     times[name].append((time.perf_counter() - start) / 20 * 1e3)
             med = {name: statistics.median(t) for name, t in times.items()}
             rows.append({"shape": label, "dtype": str(dtype).split(".")[-1], "ms": med,
-                         "range": {n: [min(t), max(t)] for n, t in times.items()}, "speedup": med["torch"] / med["poolhead"]})
+                         "range": {n: [min(t), max(t)] for n, t in times.items()},
+                         "speedup": med["torch"] / med["poolhead"]})
     lines = ["# Dropout per call: torch vs poolhead.dropout (p = 0.1)", "",
              f"Command: `python benchmarks/dropout_probe.py --rounds {a.rounds}`", "",
              f"Machine: {common.describe_machine(common.machine())}", "",
              "| shape | dtype | torch ms | poolhead ms | torch / poolhead |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['shape']} | {r['dtype']} | {r['ms']['torch']:.3f} | {r['ms']['poolhead']:.3f} | {r['speedup']:.2f}x |"
-              for r in rows]
+    lines += [f"| {r['shape']} | {r['dtype']} | {r['ms']['torch']:.3f} | {r['ms']['poolhead']:.3f} "
+              f"| {r['speedup']:.2f}x |" for r in rows]
     common.save_report("dropout", {"args": vars(a), "machine": common.machine(), "rows": rows}, lines)
+
 
 if __name__ == "__main__":
     main()

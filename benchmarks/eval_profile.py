@@ -17,7 +17,7 @@ import time
 import torch
 
 import common
-from ceiling import self_seconds_by_kind, stsb_config
+from ceiling import matmul_weights, self_seconds_by_kind, stsb_config
 
 
 def main() -> None:
@@ -47,8 +47,7 @@ def main() -> None:
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         outputs(model, loader)
     by_kind, total = self_seconds_by_kind(prof)
-    matmul_params = sum(m.weight.numel() for name, m in model.encoder.model.named_modules()
-                        if isinstance(m, torch.nn.Linear) and "pooler" not in name)
+    matmul_params = matmul_weights(model.encoder.model)
     median = statistics.median(seconds)
     result = {"args": vars(a), "machine": common.machine(), "pairs": pairs, "real_tokens": real_tokens,
               "seconds": seconds, "pairs_per_second": pairs / median,

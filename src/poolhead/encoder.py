@@ -79,8 +79,9 @@ class Encoder(nn.Module):
         if freeze:
             self.model.requires_grad_(False)
         self.fast_dropout = fast_dropout and not freeze
-        if self.fast_dropout:
-            use_fast_dropout(self.model)
+        if self.fast_dropout and not use_fast_dropout(self.model):
+            log.info("encoder: %s does not run sdpa attention, so its attention dropout keeps torch's masks (the "
+                     "other dropout layers use poolhead.dropout)", type(self.model).__name__)
         self.model.train(not freeze)  # from_pretrained returns eval mode, and Lightning keeps modules' modes
         self._accepts = set(inspect.signature(self.model.forward).parameters)
         self.first_token_only = False
