@@ -10,7 +10,8 @@ here (finetune/, probe/), and writes:
   Benjamini-Hochberg correction over all comparisons of one sweep, and a paired bootstrap over the dev rows of one
   seed (poolhead.report.stats.paired_bootstrap); the README's claims point at these rows.
 - study.png: dev Spearman per pooling, cross and bi side by side, fine-tuned and frozen, each seed a dot.
-- status.md: jobs done per sweep (a partial sweep is labelled so), summed job wall time, git commits, best config.
+- status.md: jobs done per sweep (a partial sweep is labelled so), summed job wall time, git commits, best config,
+  and per mode the best model with the command that exports it (from this machine's best.ckpt, or by retraining it).
 --prune-checkpoints (only once the fine-tune sweep is complete): delete best.ckpt of every fine-tune job except the
 best job of the best configuration per mode; predictions.csv of every job stays.
 Written by hand (not poolhead.report) because these tests pair two chosen configurations, where the sweep report
@@ -138,17 +139,43 @@ def read_pauses(path: Path | None) -> list[tuple[float, float]]:
     return list(zip(stops, conts))
 
 
-def prune(jobs: pd.DataFrame) -> list[Path]:
-    kept = []
+def best_per_mode(jobs: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per mode, the best seed's job of the best configuration (head, pooling) by mean dev Spearman over seeds."""
+    best = {}
     for mode, cell in jobs.groupby("mode"):
-        best_config = cell.groupby(["head", "pooling"])[METRIC].mean().idxmax()
-        chosen = cell[(cell["head"] == best_config[0]) & (cell["pooling"] == best_config[1])]
-        keep = Path(chosen.loc[chosen[METRIC].idxmax(), "best_checkpoint"])
-        kept.append(keep)
-        for checkpoint in cell["best_checkpoint"].dropna():
-            if Path(checkpoint) != keep and Path(checkpoint).exists():
-                Path(checkpoint).unlink()
-    return kept
+        head, pooling = cell.groupby(["head", "pooling"])[METRIC].mean().idxmax()
+        chosen = cell[(cell["head"] == head) & (cell["pooling"] == pooling)]
+        best[mode] = chosen.loc[chosen[METRIC].idxmax()]
+    return best
+
+
+def export_commands(jobs: pd.DataFrame) -> list[str]:
+    """How to get each mode's best model into models/<mode>: from this machine's best.ckpt where it still exists,
+    else by training that one job again (checkpoints are not committed; another CPU agrees up to rounding)."""
+    lines = ["", "## Best model per mode (fine-tune, mean over the seeds done so far)", ""]
+    for mode, job in best_per_mode(jobs).items():
+        setting = f"mode={mode} head={job['head']} pooling={job['pooling']} seed={int(job['seed'])}"
+        checkpoint = Path(job["best_checkpoint"]) if isinstance(job["best_checkpoint"], str) else None
+        run = f"experiments/stsb_pooling/best/{mode}"
+        export = f"poolhead export {{}} --to experiments/stsb_pooling/models/{mode}"
+        lines.append(f"- {mode}: {setting}, dev Spearman {job[METRIC]:.4f}")
+        if checkpoint is not None and checkpoint.exists():
+            lines.append(f"  - its best.ckpt is on this machine: `{export.format(_relative(checkpoint))}`")
+        lines.append(f"  - from a clean checkout: `python train.py experiment=stsb_pooling {setting} "
+                     f"hydra.run.dir={run} && {export.format(run)}`")
+    return lines
+
+
+def _relative(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
+def prune(jobs: pd.DataFrame) -> list[Path]:
+    keep = {Path(job["best_checkpoint"]) for job in best_per_mode(jobs).values()}
+    for checkpoint in jobs["best_checkpoint"].dropna():
+        if Path(checkpoint) not in keep and Path(checkpoint).exists():
+            Path(checkpoint).unlink()
+    return sorted(keep)
 
 
 def main() -> None:
@@ -162,7 +189,7 @@ def main() -> None:
     if args.pauses:
         shutil.copy(args.pauses, HERE / "pauses.txt")
 
-    done, frames, status = {}, [], ["# Study status (written by analyze.py)", ""]
+    done, frames, status, best_lines = {}, [], ["# Study status (written by analyze.py)", ""], []
     for sweep, sweep_dir in (("finetune", args.finetune), ("probe", args.probe)):
         if not sweep_dir.is_dir():
             status.append(f"- {sweep}: not run yet ({sweep_dir} does not exist)")
@@ -196,9 +223,12 @@ def main() -> None:
             if len(ok) != EXPECTED[sweep]:
                 parser.error(f"--prune-checkpoints: the fine-tune sweep has {len(ok)} of {EXPECTED[sweep]} jobs ok")
             status.append(f"- kept best.ckpt (best configuration per mode): {', '.join(map(str, prune(ok)))}")
+        if sweep == "finetune" and not ok.empty:
+            best_lines = export_commands(ok)
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in cpu.splitlines() if line.startswith("Model name")), "?")
     status.append(f"- machine of this analysis: {model}, {len(__import__('os').sched_getaffinity(0))} cores")
+    status += best_lines
     (HERE / "status.md").write_text("\n".join(status) + "\n")
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not table.empty:

@@ -1,0 +1,42 @@
+"""The STS-B study's choice of the model to export per mode, and the pruning that must keep exactly that checkpoint."""
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("analyze", ROOT / "experiments/stsb_pooling/analyze.py")
+analyze = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(analyze)
+
+
+def _jobs(tmp_path: Path) -> pd.DataFrame:
+    # cross: cls has the single best job (0.90) but mean has the best mean over seeds (0.86 vs 0.80)
+    rows = [("cross", "cls", 1, 0.90), ("cross", "cls", 2, 0.70), ("cross", "mean", 1, 0.85), ("cross", "mean", 2, 0.87),
+            ("bi", "max", 1, 0.60), ("bi", "max", 2, 0.61)]
+    jobs = []
+    for mode, pooling, seed, spearman in rows:
+        checkpoint = tmp_path / f"{mode}-{pooling}-{seed}" / "best.ckpt"
+        checkpoint.parent.mkdir(exist_ok=True)
+        checkpoint.write_text("weights")
+        jobs.append({"mode": mode, "head": "regression", "pooling": pooling, "seed": seed,
+                     analyze.METRIC: spearman, "best_checkpoint": str(checkpoint)})
+    return pd.DataFrame(jobs)
+
+
+def test_the_best_model_per_mode_is_the_best_seed_of_the_best_mean_configuration(tmp_path):
+    jobs = _jobs(tmp_path)
+    best = analyze.best_per_mode(jobs)
+    assert {mode: (job["pooling"], job["seed"]) for mode, job in best.items()} == {"cross": ("mean", 2),
+                                                                                     "bi": ("max", 2)}
+    lines = "\n".join(analyze.export_commands(jobs))
+    assert "python train.py experiment=stsb_pooling mode=cross head=regression pooling=mean seed=2" in lines
+    assert f"poolhead export {tmp_path / 'cross-mean-2' / 'best.ckpt'} --to experiments/stsb_pooling/models/cross" in lines
+
+
+def test_pruning_keeps_exactly_the_best_checkpoint_per_mode(tmp_path):
+    jobs = _jobs(tmp_path)
+    kept = analyze.prune(jobs)
+    remaining = sorted(p for p in tmp_path.rglob("best.ckpt"))
+    assert remaining == kept == sorted([tmp_path / "cross-mean-2" / "best.ckpt", tmp_path / "bi-max-2" / "best.ckpt"])
