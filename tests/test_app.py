@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import lightning as L
@@ -117,6 +118,8 @@ def test_train_py_single_run_leaves_the_output_contract(tmp_path):
     assert results["data"]["truncated"] == {"train": 0, "val": 0, "test": 0} and results["data"]["unk_rate"] < 0.01
     assert results["timing"]["train_samples_per_second"] > 0 and results["timing"]["eval_samples_per_second"] > 0
     assert results["env"]["torch"] == torch.__version__
+    started, finished = (datetime.fromisoformat(results[k]) for k in ("started", "finished"))  # what git keeps
+    assert started.tzinfo is not None and started + timedelta(seconds=results["timing"]["train_seconds"]) <= finished
     assert (tmp_path / ".hydra" / "config.yaml").exists()
     assert (tmp_path / "checkpoints" / "best.ckpt").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
     metrics_csv = pd.read_csv(tmp_path / "csv" / "metrics.csv")

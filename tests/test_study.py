@@ -1,6 +1,8 @@
 """The STS-B study's choice of the model to export per mode, and the pruning that must keep exactly that checkpoint."""
 
 import importlib.util
+import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -40,3 +42,26 @@ def test_pruning_keeps_exactly_the_best_checkpoint_per_mode(tmp_path):
     kept = analyze.prune(jobs)
     remaining = sorted(p for p in tmp_path.rglob("best.ckpt"))
     assert remaining == kept == sorted([tmp_path / "cross-mean-2" / "best.ckpt", tmp_path / "bi-max-2" / "best.ckpt"])
+
+
+def test_job_time_comes_from_the_records_not_from_file_times(tmp_path):
+    log = ["[2026-12-01 02:00:00,000][lightning][INFO] - Seed set to 1",
+           "[2026-12-01 02:05:00,000][lightning][INFO] - interrupted here",
+           "[2026-12-01 03:00:00,000][lightning][INFO] - Seed set to 1",
+           "[2026-12-01 03:07:30,500][lightning][INFO] - `Trainer.fit` stopped: `max_epochs=4` reached.",
+           "[2026-12-01 09:00:00,000][poolhead.sweep][INFO] - Skipped: ... already holds results of this config"]
+    (tmp_path / "train.log").write_text("\n".join(log) + "\n")
+    (tmp_path / "results.json").write_text(json.dumps({"status": "ok"}))
+    os.utime(tmp_path / "results.json", (0, 0))  # what a fresh git checkout does to file times, more or less
+    start, end, resumed, from_log = analyze.job_span(tmp_path)
+    assert (end - start, resumed, from_log) == (450.5, True, True)
+    (tmp_path / "results.json").write_text(json.dumps({"started": "2026-12-01T03:00:00.000+00:00",
+                                                       "finished": "2026-12-01T03:08:00.250+00:00"}))
+    start, end, _, from_log = analyze.job_span(tmp_path)
+    assert (end - start, from_log) == (480.25, False)
+
+
+def test_sweep_wall_time_counts_overlapping_jobs_once_and_leaves_out_pauses():
+    # jobs 0-10 and 5-20 side by side, one more 30-40 in a later session; paused 8-12
+    assert analyze.busy_seconds([(0, 10), (5, 20), (30, 40)], [(8, 12)]) == 26
+    assert analyze.busy_seconds([(0, 10)], []) == 10

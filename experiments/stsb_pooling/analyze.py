@@ -115,16 +115,31 @@ def figure(done: dict[str, pd.DataFrame], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def job_wall_seconds(job_dir: Path, pauses: list[tuple[float, float]]) -> tuple[float, bool]:
-    """Seconds from the start of the job's last process (its last "Seed set to" line in train.log) to its
-    results.json, less the pauses (SIGSTOP, `--pauses`) inside that span; and whether an earlier, interrupted process
-    came before (its time is not counted: where it stopped is not recorded). Not .hydra's file times: Hydra rewrites
-    .hydra/ every time the sweep command runs again, skipped jobs included."""
-    starts = [line[1:24] for line in (job_dir / "train.log").read_text().splitlines() if "Seed set to" in line]
-    start = datetime.strptime(starts[-1], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=timezone.utc).timestamp()
-    end = (job_dir / "results.json").stat().st_mtime
-    paused = sum(max(0.0, min(end, b) - max(start, a)) for a, b in pauses)
-    return end - start - paused, len(starts) > 1
+def job_span(job_dir: Path) -> tuple[float, float, bool, bool]:
+    """(start, end) in epoch seconds of the job's last process; whether an earlier, interrupted process came before
+    (its time is not counted: where it stopped is not recorded); whether the span is read from train.log. From
+    results.json's `started`/`finished`; for records older than those fields, train.log's last "Seed set to" line
+    and its last line before the sweep's later "Skipped" lines (short by the best checkpoint's scoring, which logs
+    nothing: ~7 s a fine-tune job, ~9 s a probe job on the Intel Xeon). Never file times: a git
+    checkout rewrites them, and Hydra rewrites .hydra/ every time the sweep command runs again."""
+    record = json.loads((job_dir / "results.json").read_text())
+    lines = (job_dir / "train.log").read_text().splitlines()
+    starts = [i for i, line in enumerate(lines) if "Seed set to" in line]
+    if record.get("started") and record.get("finished"):
+        return (datetime.fromisoformat(record["started"]).timestamp(),
+                datetime.fromisoformat(record["finished"]).timestamp(), len(starts) > 1, False)
+    stamped = [line[1:24] for line in lines[starts[-1]:] if line.startswith("[20") and "Skipped:" not in line]
+    start, end = (datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=timezone.utc).timestamp()
+                  for t in (stamped[0], stamped[-1]))
+    return start, end, len(starts) > 1, True
+
+
+def busy_seconds(spans: list[tuple[float, float]], pauses: list[tuple[float, float]]) -> float:
+    """Seconds inside at least one span and outside every pause: the sweep's wall time, however many jobs ran at
+    once and however many sessions it took."""
+    cuts = sorted({t for span in spans + pauses for t in span})
+    return sum(b - a for a, b in zip(cuts, cuts[1:])
+               if any(s <= a and b <= e for s, e in spans) and not any(s <= a and b <= e for s, e in pauses))
 
 
 def read_pauses(path: Path | None) -> list[tuple[float, float]]:
@@ -207,18 +222,23 @@ def main() -> None:
         ok = summary[summary["status"] == "ok"].copy()
         done[sweep] = ok
         frames.append(comparisons(ok, sweep))
-        walls = [job_wall_seconds(Path(d), pauses) for d in sweep_dir.iterdir() if (Path(d) / "results.json").exists()]
-        resumed = sum(was_resumed for _, was_resumed in walls)
+        spans = [job_span(d) for d in sweep_dir.iterdir() if (d / "results.json").exists()]
+        resumed = sum(was_resumed for _, _, was_resumed, _ in spans)
+        from_log = sum(logged for *_, logged in spans)
+        job_seconds = sum(busy_seconds([(a, b)], pauses) for a, b, *_ in spans)
         commits = sorted({json.loads((d / "results.json").read_text())["env"]["git"] for d in sweep_dir.iterdir()
                           if (d / "results.json").exists()})
         label = "complete" if len(ok) == EXPECTED[sweep] else "PARTIAL"
         failed = summary[summary["status"] != "ok"]
         status.append(f"- {sweep}: **{label}**, {len(ok)} of {EXPECTED[sweep]} jobs ok, {len(failed)} not ok "
-                      f"({', '.join(failed['status'].astype(str)) or 'none'}); summed job wall time "
-                      f"{sum(w for w, _ in walls) / 3600:.2f} h on this machine (each job from the start of its last "
-                      f"process to its results.json, less pauses"
+                      f"({', '.join(failed['status'].astype(str)) or 'none'}); wall time "
+                      f"{busy_seconds([(a, b) for a, b, *_ in spans], pauses) / 3600:.2f} h while at least one job "
+                      f"ran, {job_seconds / 3600:.2f} h summed over jobs (each from the start of its last process "
+                      f"to its results.json, less pauses"
                       + (f"; {resumed} job(s) resumed after an interruption count only their last process" if resumed
-                         else "") + f"); git {', '.join(commits)}; best: {report['best']}")
+                         else "")
+                      + (f"; {from_log} job(s) recorded before results.json kept start and end times are timed "
+                         f"from train.log, a few seconds short each" if from_log else "") + f"); git {', '.join(commits)}; best: {report['best']}")
         if sweep == "finetune" and args.prune_checkpoints:
             if len(ok) != EXPECTED[sweep]:
                 parser.error(f"--prune-checkpoints: the fine-tune sweep has {len(ok)} of {EXPECTED[sweep]} jobs ok")

@@ -10,6 +10,7 @@ import platform
 import subprocess
 import traceback
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"status": "failed", "error": None, "config": describe(cfg), "metrics": {},
                                "monitor": None, "monitor_mode": None, "checkpoints": {}, "data": {}, "timing": {},
-                               "env": environment(), "config_hash": None}
+                               "env": environment(), "config_hash": None, "started": _now(), "finished": None}
     loggers: list = []
     try:
         results["config_hash"] = config_hash(cfg)  # before build() fills in monitor and precision
@@ -95,6 +96,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         log.error("run failed: %s", results["error"])
     finally:
         finish_wandb(loggers, failed=results["status"] != "ok")
+        results["finished"] = _now()
         (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return results
 
@@ -191,6 +193,11 @@ def environment() -> dict[str, Any]:
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
     return {"git": git, "torch": torch.__version__, "transformers": transformers.__version__,
             "lightning": L.__version__, "device": device, "threads": torch.get_num_threads()}
+
+
+def _now() -> str:
+    """UTC time of this process's start and end of the run: a record keeps them where file times do not (git)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _existing(path: Path) -> str | None:
