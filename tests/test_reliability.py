@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pandas as pd
 import pytest
 import torch
@@ -104,6 +105,19 @@ def test_resume_keeps_the_metrics_logged_before_the_interruption(tmp_path):
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), f"{name}: the resumed run ends with other weights"
     assert resumed["metrics"] == straight["metrics"]
+
+
+class SigtermAfterTheFirstStep(L.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        raise SystemExit(143)  # what Lightning's SIGTERM handler raises
+
+
+def test_an_interrupted_run_leaves_a_record_that_says_so(tmp_path):
+    with pytest.raises(SystemExit):
+        run(compose_cfg(FAST, tmp_path / "run"), extra_callbacks=[SigtermAfterTheFirstStep()])
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["status"] == "failed" and results["finished"] is not None
+    assert results["error"] == "interrupted (SystemExit); run the same command again to resume"
 
 
 @pytest.mark.parametrize("grouped", [True, False])

@@ -80,6 +80,7 @@ def comparisons(jobs: pd.DataFrame, sweep: str) -> pd.DataFrame:
 
 def figure(done: dict[str, pd.DataFrame], path: Path) -> None:
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     fig = Figure(figsize=(13, 7.5))
     axes = fig.subplots(2, 2, sharey=True)
@@ -106,12 +107,13 @@ def figure(done: dict[str, pd.DataFrame], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
         if j == 0:
             ax.set_ylabel("STS-B dev Spearman")
-    axes[0][0].legend(loc="lower left", fontsize=8)
-    axes[0][1].text(0.99, 0.02, "hatched: zero-shot (frozen, nothing to train)", transform=axes[0][1].transAxes,
-                    ha="right", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles.append(Patch(facecolor="white", edgecolor="black", hatch="//"))
+    labels.append("zero-shot (frozen, nothing to train)")
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.955), ncol=3, fontsize=8, frameon=False)
     counts = ", ".join(f"{style[s][0]} {len(d)}/{EXPECTED[s]} jobs" for s, d in done.items())
     fig.suptitle(f"MiniLM on STS-B: dev Spearman per pooling (dots: seeds; {counts})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     fig.savefig(path, dpi=110)
 
 
@@ -119,16 +121,16 @@ def job_span(job_dir: Path) -> tuple[float, float, bool, bool]:
     """(start, end) in epoch seconds of the job's last process; whether an earlier, interrupted process came before
     (its time is not counted: where it stopped is not recorded); whether the span is read from train.log. From
     results.json's `started`/`finished`; for records older than those fields, train.log's last "Seed set to" line
-    and its last line before the sweep's later "Skipped" lines (short by the best checkpoint's scoring, which logs
-    nothing: ~7 s a fine-tune job, ~9 s a probe job on the Intel Xeon). Never file times: a git
-    checkout rewrites them, and Hydra rewrites .hydra/ every time the sweep command runs again."""
+    and its last line after it not from poolhead.sweep (a later rerun of the sweep logs "Skipped" there); short by
+    the best checkpoint's scoring, which logs nothing: ~7 s a fine-tune job, ~9 s a probe job on the Intel Xeon.
+    Never file times: a git checkout rewrites them, and Hydra rewrites .hydra/ every time the sweep runs again."""
     record = json.loads((job_dir / "results.json").read_text())
     lines = (job_dir / "train.log").read_text().splitlines()
     starts = [i for i, line in enumerate(lines) if "Seed set to" in line]
     if record.get("started") and record.get("finished"):
         return (datetime.fromisoformat(record["started"]).timestamp(),
                 datetime.fromisoformat(record["finished"]).timestamp(), len(starts) > 1, False)
-    stamped = [line[1:24] for line in lines[starts[-1]:] if line.startswith("[20") and "Skipped:" not in line]
+    stamped = [line[1:24] for line in lines[starts[-1]:] if line.startswith("[20") and "[poolhead.sweep]" not in line]
     start, end = (datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=timezone.utc).timestamp()
                   for t in (stamped[0], stamped[-1]))
     return start, end, len(starts) > 1, True

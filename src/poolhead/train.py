@@ -94,6 +94,9 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         results["error"] = f"{type(err).__name__}: {err}"
         results["traceback"] = traceback.format_exc()
         log.error("run failed: %s", results["error"])
+    except BaseException as stop:  # SIGTERM (Lightning raises SystemExit), Ctrl-C: the record says so, then it stops
+        results["error"] = f"interrupted ({type(stop).__name__}); run the same command again to resume"
+        raise
     finally:
         finish_wandb(loggers, failed=results["status"] != "ok")
         results["finished"] = _now()
