@@ -5,7 +5,9 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("analyze", ROOT / "experiments/stsb_pooling/analyze.py")
@@ -66,3 +68,26 @@ def test_sweep_wall_time_counts_overlapping_jobs_once_and_leaves_out_pauses():
     # jobs 0-10 and 5-20 side by side, one more 30-40 in a later session; paused 8-12
     assert analyze.busy_seconds([(0, 10), (5, 20), (30, 40)], [(8, 12)]) == 26
     assert analyze.busy_seconds([(0, 10)], []) == 10
+
+
+def test_the_head_lr_check_pairs_each_pooling_with_the_grids_same_job(tmp_path):
+    rng = np.random.default_rng(0)
+    gold = rng.uniform(0, 5, 200)
+    rows = []
+    for sweep, noise in (("check", 0.5), ("grid", 3.0)):  # the check predicts the gold scores far better
+        for pooling in ("cls", "mean"):
+            job = tmp_path / sweep / pooling
+            job.mkdir(parents=True)
+            pd.DataFrame({"index": range(200), "split": "val", "gold": gold,
+                          "pred": gold + rng.normal(0, noise, 200)}).to_csv(job / "predictions.csv", index=False)
+            rows.append({"sweep": sweep, "mode": "bi", "head": "classification", "pooling": pooling, "seed": 1,
+                         analyze.METRIC: 0.9 if sweep == "check" else 0.5, "dir": str(job)})
+    jobs = pd.DataFrame(rows)
+    # the grid also holds other jobs of the same pooling that must not be paired: another seed, the other mode
+    same = jobs[jobs["sweep"] == "grid"]
+    grid = pd.concat([same.assign(seed=2, **{analyze.METRIC: 0.1}), same.assign(mode="cross", **{analyze.METRIC: 0.2}),
+                      same])
+    table = analyze.head_lr_comparisons(grid, jobs[jobs["sweep"] == "check"])
+    assert table["id"].tolist() == ["h2", "h3"]  # numbered by the pooling's place in the study's list
+    assert table["mean_b"].tolist() == [0.5, 0.5] and table["delta_a_minus_b"].tolist() == pytest.approx([0.4, 0.4])
+    assert (table["p_bootstrap_rows"] < 0.01).all()

@@ -1,6 +1,7 @@
 """Collect the STS-B study's two sweeps into this folder: reports, the comparisons the README answers from, a figure.
 
-    python experiments/stsb_pooling/analyze.py [--finetune DIR] [--probe DIR] [--prune-checkpoints] [--pauses FILE]
+    python experiments/stsb_pooling/analyze.py [--finetune DIR] [--probe DIR] [--head-lr DIR] [--prune-checkpoints]
+                                               [--pauses FILE]
 
 Reads the sweep folders that `python train.py -m experiment=stsb_pooling` and `experiment=stsb_probe` write
 (default: experiments/stsb_pooling/runs/finetune and runs/probe,
@@ -41,7 +42,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 POOLINGS = ["pooler", "cls", "mean", "max", "mean_sqrt_len", "weighted_mean", "attention"]
 GRID = {"mode": ["cross", "bi"], "head": ["regression", "classification"], "pooling": POOLINGS}
-EXPECTED = {"finetune": 84, "probe": 84}  # the probe runs the same 84-job grid (the issue said 42)
+EXPECTED = {"finetune": 84, "probe": 84, "head_lr": 7}  # the probe runs the same 84-job grid (the issue said 42)
 METRIC = "val/spearman"
 
 
@@ -74,6 +75,28 @@ def comparisons(jobs: pd.DataFrame, sweep: str) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if not frame.empty:
         frame.insert(frame.columns.get_loc("p") + 1, "p_bh", correct(frame["p"]))
+        frame["p_bootstrap_bh"] = correct(frame["p_bootstrap_rows"])
+    return frame
+
+
+def head_lr_comparisons(finetune: pd.DataFrame, check: pd.DataFrame) -> pd.DataFrame:
+    """The head_lr check (experiment=stsb_head_lr: bi, classification, seed 1, head at 1e-3) against the same jobs of
+    the fine-tune grid (head at 3e-5), per pooling: rows h1-h7, paired bootstrap over the dev rows."""
+    rows = []
+    for number, pooling in enumerate(POOLINGS, 1):
+        pair = [jobs[(jobs["mode"] == "bi") & (jobs["head"] == "classification") & (jobs["pooling"] == pooling)
+                     & (jobs["seed"] == 1)] for jobs in (check, finetune)]
+        if any(side.empty for side in pair):
+            continue
+        p_rows, _, score = paired_bootstrap(*(Path(side["dir"].iloc[0]) for side in pair))
+        a, b = (float(side[METRIC].iloc[0]) for side in pair)
+        rows.append({"id": f"h{number}", "sweep": "head_lr", "question": "head_lr 1e-3 vs 3e-5",
+                     "fixed": f"mode=bi head=classification pooling={pooling} seed=1", "a": "1e-3", "b": "3e-5",
+                     "n_seeds": 1, "mean_a": a, "mean_b": b, "delta_a_minus_b": a - b, "p": math.nan,
+                     "p_bootstrap_rows": 2 * min(p_rows, 1 - p_rows) if score == "Spearman" else math.nan})
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame.insert(frame.columns.get_loc("p") + 1, "p_bh", math.nan)
         frame["p_bootstrap_bh"] = correct(frame["p_bootstrap_rows"])
     return frame
 
@@ -199,6 +222,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--finetune", type=Path, default=ROOT / "experiments/stsb_pooling/runs/finetune")
     parser.add_argument("--probe", type=Path, default=ROOT / "experiments/stsb_pooling/runs/probe")
+    parser.add_argument("--head-lr", type=Path, default=ROOT / "experiments/stsb_pooling/runs/head_lr")
     parser.add_argument("--prune-checkpoints", action="store_true")
     parser.add_argument("--pauses", type=Path, help="times the sweep was paused (SIGSTOP), not counted as job time")
     args = parser.parse_args()
@@ -207,7 +231,7 @@ def main() -> None:
         shutil.copy(args.pauses, HERE / "pauses.txt")
 
     done, frames, status, best_lines = {}, [], ["# Study status (written by analyze.py)", ""], []
-    for sweep, sweep_dir in (("finetune", args.finetune), ("probe", args.probe)):
+    for sweep, sweep_dir in (("finetune", args.finetune), ("probe", args.probe), ("head_lr", args.head_lr)):
         if not sweep_dir.is_dir():
             status.append(f"- {sweep}: not run yet ({sweep_dir} does not exist)")
             continue
@@ -223,7 +247,7 @@ def main() -> None:
                                 for job in load_jobs(sweep_dir)])
         ok = summary[summary["status"] == "ok"].copy()
         done[sweep] = ok
-        frames.append(comparisons(ok, sweep))
+        frames.append(head_lr_comparisons(done.get("finetune", ok[:0]), ok) if sweep == "head_lr" else comparisons(ok, sweep))
         spans = [job_span(d) for d in sweep_dir.iterdir() if (d / "results.json").exists()]
         resumed = sum(was_resumed for _, _, was_resumed, _ in spans)
         from_log = sum(logged for *_, logged in spans)
@@ -263,10 +287,11 @@ def main() -> None:
             "when the difference is the same for every seed, as between two zero-shot rows); p_bh: Benjamini-Hochberg "
             "over all comparisons of a sweep; p_bootstrap_rows: two-sided paired bootstrap over the 1,500 dev pairs "
             "(1,000 resamples; 0.0000 = in none of them) of the lowest common seed's two jobs, Spearman (NaN across heads, whose predictions "
-            "differ in kind); p_bootstrap_bh: those corrected the same way.\n\n"
+            "differ in kind); p_bootstrap_bh: those corrected the same way. Rows h1-h7: the head_lr check against the "
+            "fine-tune grid's same job (one seed: bootstrap only).\n\n"
             + markdown_table(shown) + "\n")
     if done:
-        figure(done, HERE / "study.png")
+        figure({sweep: done[sweep] for sweep in ("finetune", "probe") if sweep in done}, HERE / "study.png")
     print((HERE / "status.md").read_text())
 
 

@@ -12,6 +12,8 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 $PY train.py -m experiment=stsb_probe "$@"
 $PY train.py -m experiment=stsb_pooling "$@"
+$PY train.py -m experiment=stsb_head_lr "$@"    # 7 jobs: bi classification with the head at 1e-3 (README)
 $PY experiments/stsb_pooling/analyze.py \
   --probe "${POOLHEAD_ROOT:-.}/experiments/stsb_pooling/runs/probe" \
-  --finetune "${POOLHEAD_ROOT:-.}/experiments/stsb_pooling/runs/finetune" ${PAUSES:+--pauses "$PAUSES"}
+  --finetune "${POOLHEAD_ROOT:-.}/experiments/stsb_pooling/runs/finetune" \
+  --head-lr "${POOLHEAD_ROOT:-.}/experiments/stsb_pooling/runs/head_lr" ${PAUSES:+--pauses "$PAUSES"}
