@@ -191,7 +191,8 @@ def best_per_mode(jobs: pd.DataFrame) -> dict[str, pd.Series]:
 
 def export_commands(jobs: pd.DataFrame) -> list[str]:
     """How to get each mode's best model into models/<mode>: from this machine's best.ckpt where it still exists,
-    else by training that one job again (checkpoints are not committed; another CPU agrees up to rounding)."""
+    else by training that one job again (checkpoints are not committed; on another CPU, rounding differences grow over
+    training, so the retrained model's dev Spearman is close to, not equal to, the recorded one)."""
     lines = ["", "## Best model per mode (fine-tune, mean over the seeds done so far)", ""]
     for mode, job in best_per_mode(jobs).items():
         setting = f"mode={mode} head={job['head']} pooling={job['pooling']} seed={int(job['seed'])}"
