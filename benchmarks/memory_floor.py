@@ -7,7 +7,8 @@ Times (median of 10, after a warm-up) what every full fine-tuning step does over
 from the model), whatever the batch: the fused AdamW update, gradient-norm clipping, and zeroing the dense
 word-embedding gradient; plus a 256 MB copy for the memory bandwidth. Then: at `--utilisation` of `--ceiling` (bf16
 GEMM GFLOP/s from ceiling.py), a step of `--tokens` real tokens (STS-B cross, batch 32: ~890) may take 6 x matmul
-weights x tokens / (u x ceiling) seconds; the fixed work's share of that budget is printed. Writes results/<stamp>-memory-floor.md/.json.
+weights x tokens / (u x ceiling) seconds; the fixed work's share of that budget is printed. Writes
+results/<stamp>-memory-floor.md/.json.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import torch
 
 import common
 from ceiling import matmul_weights
-
 
 
 def median_seconds(fn, repeats: int = 10) -> float:
@@ -57,7 +57,8 @@ def main() -> None:
     fixed = sum(parts.values())
     budget = 6 * matmul * a.tokens / (a.utilisation * a.ceiling * 1e9)
     result = {"args": vars(a), "machine": common.machine(), "copy_gb_per_s": 2 * source.numel() * 4 / copy_s / 1e9,
-              "weights": weights, "matmul_weights": matmul, "seconds": parts, "fixed_seconds": fixed, "budget_seconds": budget, "share_of_budget": fixed / budget}
+              "weights": weights, "matmul_weights": matmul, "seconds": parts, "fixed_seconds": fixed,
+              "budget_seconds": budget, "share_of_budget": fixed / budget}
     lines = ["# Fixed per-step work against a step's time budget", "",
              f"Command: `python benchmarks/memory_floor.py --utilisation {a.utilisation} --tokens {a.tokens} "
              f"--ceiling {a.ceiling}`", "", f"Machine: {common.describe_machine(result['machine'])}", "",

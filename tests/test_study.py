@@ -17,8 +17,8 @@ spec.loader.exec_module(analyze)
 
 def _jobs(tmp_path: Path) -> pd.DataFrame:
     # cross: cls has the single best job (0.90) but mean has the best mean over seeds (0.86 vs 0.80)
-    rows = [("cross", "cls", 1, 0.90), ("cross", "cls", 2, 0.70), ("cross", "mean", 1, 0.85), ("cross", "mean", 2, 0.87),
-            ("bi", "max", 1, 0.60), ("bi", "max", 2, 0.61)]
+    rows = [("cross", "cls", 1, 0.90), ("cross", "cls", 2, 0.70), ("cross", "mean", 1, 0.85),
+            ("cross", "mean", 2, 0.87), ("bi", "max", 1, 0.60), ("bi", "max", 2, 0.61)]
     jobs = []
     for mode, pooling, seed, spearman in rows:
         checkpoint = tmp_path / f"{mode}-{pooling}-{seed}" / "best.ckpt"
@@ -36,7 +36,8 @@ def test_the_best_model_per_mode_is_the_best_seed_of_the_best_mean_configuration
                                                                                      "bi": ("max", 2)}
     lines = "\n".join(analyze.export_commands(jobs))
     assert "python train.py experiment=stsb_pooling mode=cross head=regression pooling=mean seed=2" in lines
-    assert f"poolhead export {tmp_path / 'cross-mean-2' / 'best.ckpt'} --to experiments/stsb_pooling/models/cross" in lines
+    checkpoint = tmp_path / "cross-mean-2" / "best.ckpt"
+    assert f"poolhead export {checkpoint} --to experiments/stsb_pooling/models/cross" in lines
 
 
 def test_pruning_keeps_exactly_the_best_checkpoint_per_mode(tmp_path):
@@ -56,11 +57,10 @@ def test_job_time_comes_from_the_records_not_from_file_times(tmp_path):
     (tmp_path / "train.log").write_text("\n".join(log) + "\n")
     (tmp_path / "results.json").write_text(json.dumps({"status": "ok"}))
     os.utime(tmp_path / "results.json", (0, 0))  # what a fresh git checkout does to file times, more or less
-    start, end, resumed, from_log = analyze.job_span(tmp_path)
+    start, end, resumed, from_log = analyze.job_span(tmp_path, {"status": "ok"})
     assert (end - start, resumed, from_log) == (450.5, True, True)
-    (tmp_path / "results.json").write_text(json.dumps({"started": "2026-12-01T03:00:00.000+00:00",
-                                                       "finished": "2026-12-01T03:08:00.250+00:00"}))
-    start, end, _, from_log = analyze.job_span(tmp_path)
+    record = {"started": "2026-12-01T03:00:00.000+00:00", "finished": "2026-12-01T03:08:00.250+00:00"}
+    start, end, _, from_log = analyze.job_span(tmp_path, record)
     assert (end - start, from_log) == (480.25, False)
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import shutil
 import subprocess
@@ -66,13 +65,21 @@ def comparisons(jobs: pd.DataFrame, sweep: str) -> pd.DataFrame:
                 p = float(stats.ttest_rel(pairs[a], pairs[b]).pvalue)
             seed = pairs.index.min()  # and on the dev rows of one seed's pair: the only test where seeds agree
             dirs = [Path(jobs[where & (jobs[axis] == v) & (jobs["seed"] == seed)]["dir"].iloc[0]) for v in (a, b)]
-            p_rows, _, score = paired_bootstrap(*dirs)
-            p_boot = 2 * min(p_rows, 1 - p_rows) if score == "Spearman" else math.nan
             rows.append({"id": f"{sweep[0]}{number}", "sweep": sweep, "question": f"{a} vs {b}", "fixed": " ".join(
                 f"{x}={v}" for x, v in zip(fixed_axes, fixed)), "a": a, "b": b, "n_seeds": len(pairs),
                 "mean_a": pairs[a].mean(), "mean_b": pairs[b].mean(), "delta_a_minus_b": (pairs[a] - pairs[b]).mean(),
-                "p": p, "p_bootstrap_rows": p_boot})
-    frame = pd.DataFrame(rows)
+                "p": p, "p_bootstrap_rows": bootstrap_p(*dirs)})
+    return with_corrections(pd.DataFrame(rows))
+
+
+def bootstrap_p(dir_a: Path, dir_b: Path) -> float:
+    """Two-sided paired bootstrap p over the dev rows of two jobs' predictions (NaN unless both are scores)."""
+    p_rows, _, score = paired_bootstrap(dir_a, dir_b)
+    return 2 * min(p_rows, 1 - p_rows) if score == "Spearman" else math.nan
+
+
+def with_corrections(frame: pd.DataFrame) -> pd.DataFrame:
+    """Benjamini-Hochberg over one table's rows: p_bh beside p, p_bootstrap_bh at the end."""
     if not frame.empty:
         frame.insert(frame.columns.get_loc("p") + 1, "p_bh", correct(frame["p"]))
         frame["p_bootstrap_bh"] = correct(frame["p_bootstrap_rows"])
@@ -88,17 +95,12 @@ def head_lr_comparisons(finetune: pd.DataFrame, check: pd.DataFrame) -> pd.DataF
                      & (jobs["seed"] == 1)] for jobs in (check, finetune)]
         if any(side.empty for side in pair):
             continue
-        p_rows, _, score = paired_bootstrap(*(Path(side["dir"].iloc[0]) for side in pair))
         a, b = (float(side[METRIC].iloc[0]) for side in pair)
         rows.append({"id": f"h{number}", "sweep": "head_lr", "question": "head_lr 1e-3 vs 3e-5",
                      "fixed": f"mode=bi head=classification pooling={pooling} seed=1", "a": "1e-3", "b": "3e-5",
                      "n_seeds": 1, "mean_a": a, "mean_b": b, "delta_a_minus_b": a - b, "p": math.nan,
-                     "p_bootstrap_rows": 2 * min(p_rows, 1 - p_rows) if score == "Spearman" else math.nan})
-    frame = pd.DataFrame(rows)
-    if not frame.empty:
-        frame.insert(frame.columns.get_loc("p") + 1, "p_bh", math.nan)
-        frame["p_bootstrap_bh"] = correct(frame["p_bootstrap_rows"])
-    return frame
+                     "p_bootstrap_rows": bootstrap_p(*(Path(side["dir"].iloc[0]) for side in pair))})
+    return with_corrections(pd.DataFrame(rows))
 
 
 def figure(done: dict[str, pd.DataFrame], path: Path) -> None:
@@ -140,14 +142,14 @@ def figure(done: dict[str, pd.DataFrame], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def job_span(job_dir: Path) -> tuple[float, float, bool, bool]:
-    """(start, end) in epoch seconds of the job's last process; whether an earlier, interrupted process came before
+def job_span(job_dir: Path, record: dict) -> tuple[float, float, bool, bool]:
+    """From a job's folder and its results.json content (`record`): (start, end) in epoch seconds of the job's last
+    process; whether an earlier, interrupted process came before
     (its time is not counted: where it stopped is not recorded); whether the span is read from train.log. From
     results.json's `started`/`finished`; for records older than those fields, train.log's last "Seed set to" line
     and its last line after it not from poolhead.sweep (a later rerun of the sweep logs "Skipped" there); short by
     the best checkpoint's scoring, which logs nothing: ~7 s a fine-tune job, ~9 s a probe job on the Intel Xeon.
     Never file times: a git checkout rewrites them, and Hydra rewrites .hydra/ every time the sweep runs again."""
-    record = json.loads((job_dir / "results.json").read_text())
     lines = (job_dir / "train.log").read_text().splitlines()
     starts = [i for i, line in enumerate(lines) if "Seed set to" in line]
     if record.get("started") and record.get("finished"):
@@ -241,20 +243,22 @@ def main() -> None:
         for key in ("summary_md", "summary_csv", "summary_png", "groups_csv"):
             if report[key] is not None:
                 shutil.copy(report[key], HERE / sweep / Path(report[key]).name)
+        jobs = load_jobs(sweep_dir)
+        recorded = [job for job in jobs if (job["dir"] / "results.json").exists()]
         summary = pd.DataFrame([{**{axis: (job.get("config") or job["overrides"]).get(axis) for axis in ("mode", "head", "pooling", "seed")},
                                  "status": job["status"], METRIC: job.get("metrics", {}).get(METRIC),
                                  "best_checkpoint": (job.get("checkpoints") or {}).get("best"), "dir": job["dir"],
                                  "zero_shot": bool(job.get("zero_shot"))}
-                                for job in load_jobs(sweep_dir)])
+                                for job in jobs])
         ok = summary[summary["status"] == "ok"].copy()
         done[sweep] = ok
-        frames.append(head_lr_comparisons(done.get("finetune", ok[:0]), ok) if sweep == "head_lr" else comparisons(ok, sweep))
-        spans = [job_span(d) for d in sweep_dir.iterdir() if (d / "results.json").exists()]
+        frames.append(head_lr_comparisons(done.get("finetune", ok[:0]), ok) if sweep == "head_lr"
+                      else comparisons(ok, sweep))
+        spans = [job_span(job["dir"], job) for job in recorded]
         resumed = sum(was_resumed for _, _, was_resumed, _ in spans)
         from_log = sum(logged for *_, logged in spans)
         job_seconds = sum(busy_seconds([(a, b)], pauses) for a, b, *_ in spans)
-        commits = sorted({json.loads((d / "results.json").read_text())["env"]["git"] for d in sweep_dir.iterdir()
-                          if (d / "results.json").exists()})
+        commits = sorted({job["env"]["git"] for job in recorded if "env" in job})
         label = "complete" if len(ok) == EXPECTED[sweep] else "PARTIAL"
         failed = summary[summary["status"] != "ok"]
         status.append(f"- {sweep}: **{label}**, {len(ok)} of {EXPECTED[sweep]} jobs ok, {len(failed)} not ok "
@@ -265,7 +269,8 @@ def main() -> None:
                       + (f"; {resumed} job(s) resumed after an interruption count only their last process" if resumed
                          else "")
                       + (f"; {from_log} job(s) recorded before results.json kept start and end times are timed "
-                         f"from train.log, a few seconds short each" if from_log else "") + f"); git {', '.join(commits)}; best: {report['best']}")
+                         f"from train.log, a few seconds short each" if from_log else "")
+                      + f"); git {', '.join(commits)}; best: {report['best']}")
         if sweep == "finetune" and args.prune_checkpoints:
             if len(ok) != EXPECTED[sweep]:
                 parser.error(f"--prune-checkpoints: the fine-tune sweep has {len(ok)} of {EXPECTED[sweep]} jobs ok")

@@ -112,8 +112,8 @@ def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
 
 def _same_config(record: dict[str, Any], digest: str, config: dict[str, Any]) -> bool:
     """The record (a config_hash and the identity() it hashed) is of this config: the same hash, or the only
-    differences are keys the record's config did not have yet. Those were added to poolhead after the job ran and are taken to be at their
-    defaults, so a new option does not retrain a finished study (tests/test_sweep.py)."""
+    differences are keys the record's config did not have yet. Those were added to poolhead after the job ran and are
+    taken to be at their defaults, so a new option does not retrain a finished study (tests/test_sweep.py)."""
     if record.get("config_hash") == digest:
         return True
     before = record.get("config")
