@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from poolhead.cache import CachedEncoder, FeatureCache
 from poolhead.checks import check_against_data, check_settings
 from poolhead.data import TextDataModule
+from poolhead.memory import keep_freed_memory
 from poolhead.model import PoolheadModel
 from poolhead.task import TaskSpec
 
@@ -37,6 +38,7 @@ def build(cfg: DictConfig) -> tuple[TextDataModule, PoolheadModel]:
     """Settings resolved (precision, monitor direction), data read and tokenized, model assembled; the feature cache
     (encoder.freeze=true, cache_features=true) wraps the encoder here, once."""
     check_settings(cfg)
+    keep_freed_memory(cfg.get("keep_freed_memory", True))
     with open_dict(cfg):
         cfg.trainer.precision = resolve_precision(cfg.trainer.precision, cfg.trainer.get("accelerator", "auto"))
     encoder = make(cfg.encoder)
