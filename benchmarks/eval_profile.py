@@ -17,7 +17,7 @@ import time
 import torch
 
 import common
-from ceiling import matmul_weights, self_seconds_by_kind, stsb_config
+from ceiling import gemm_ceiling, matmul_weights, self_seconds_by_kind, stsb_config
 
 
 def main() -> None:
@@ -26,8 +26,11 @@ def main() -> None:
     p.add_argument("--mode", default="bi")
     p.add_argument("--pooling", default="mean")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--ceiling", type=float, default=2080.0, help="GEMM GFLOP/s of this precision (ceiling.py)")
+    p.add_argument("--ceiling", type=float, help="GEMM GFLOP/s of this precision (default: measured, ceiling.py)")
     a = p.parse_args()
+    if a.ceiling is None:
+        dtype = torch.bfloat16 if a.precision.startswith("bf16") else torch.float32
+        a.ceiling = gemm_ceiling(1024, 384, 1536, dtype)["ceiling_gflops"]
     import poolhead
     from poolhead.predict import outputs
 
