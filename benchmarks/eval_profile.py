@@ -15,6 +15,7 @@ import statistics
 import time
 
 import torch
+from poolhead.builder import autocast_dtype
 
 import common
 from ceiling import gemm_ceiling, matmul_weights, self_seconds_by_kind, stsb_config
@@ -29,8 +30,7 @@ def main() -> None:
     p.add_argument("--ceiling", type=float, help="GEMM GFLOP/s of this precision (default: measured, ceiling.py)")
     a = p.parse_args()
     if a.ceiling is None:
-        dtype = torch.bfloat16 if a.precision.startswith("bf16") else torch.float32
-        a.ceiling = gemm_ceiling(1024, 384, 1536, dtype)["ceiling_gflops"]
+        a.ceiling = gemm_ceiling(1024, 384, 1536, autocast_dtype(a.precision) or torch.float32)["ceiling_gflops"]
     import poolhead
     from poolhead.predict import outputs
 
