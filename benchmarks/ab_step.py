@@ -33,9 +33,10 @@ def main() -> None:
     runs = {}
     for name, overrides in (("A", a.a), ("B", a.b)):
         torch.manual_seed(0)
-        step, batches, tokens, _, cfg = training_steps(a.steps, a.pairs, None, overrides)
+        step, batches, tokens, model, cfg = training_steps(a.steps, a.pairs, None, overrides)
         runs[name] = {"step": step, "batches": batches, "tokens": tokens, "overrides": overrides, "seconds": [],
-                      "precision": str(cfg.trainer.precision)}
+                      "precision": str(cfg.trainer.precision),
+                      "model": f"{model.mode}, {type(model.pooling).__name__}"}
     load_before = os.getloadavg()
     for i in range(a.passes):
         for name in ("A", "B") if i % 2 == 0 else ("B", "A"):
@@ -46,7 +47,8 @@ def main() -> None:
     rows = {}
     for name, run in runs.items():
         seconds = run["seconds"]
-        rows[name] = {"overrides": run["overrides"], "precision": run["precision"], "seconds_per_pass": seconds,
+        rows[name] = {"overrides": run["overrides"], "precision": run["precision"], "model": run["model"],
+                      "seconds_per_pass": seconds,
                       "median": statistics.median(seconds), "min": min(seconds), "max": max(seconds),
                       "real_tokens_per_second": run["tokens"] / statistics.median(seconds)}
     ratios = [b / a_ for a_, b in zip(runs["A"]["seconds"], runs["B"]["seconds"])]
@@ -59,7 +61,8 @@ def main() -> None:
     lines = [f"# A/B: {' '.join(a.b) or '(defaults)'} against {' '.join(a.a) or 'the defaults'}", "",
              f"Command: `{result['command']}`", "", f"Machine: {common.describe_machine(result['machine'])}", "",
              f"Load average before {load_before[0]:.2f}, after {result['load_average_after'][0]:.2f}.",
-             f"Each pass: {a.steps} training steps (cross, cls, MiniLM, {rows['A']['precision']}) on the same real "
+             f"Each pass: {a.steps} training steps of MiniLM (A: {rows['A']['model']}, {rows['A']['precision']}; "
+             f"B: {rows['B']['model']}, {rows['B']['precision']}) on the same real "
              f"STS-B batches; passes alternate A B B A ...", "",
              "| config | overrides | median s/pass | min | max | real tokens/s |", "| --- | --- | --- | --- | --- | --- |"]
     lines += [f"| {n} | {' '.join(r['overrides']) or '(defaults)'} | {r['median']:.3f} | {r['min']:.3f} | {r['max']:.3f} "
