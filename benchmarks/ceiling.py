@@ -151,6 +151,25 @@ def self_seconds_by_kind(prof: torch.profiler.profile) -> tuple[dict[str, float]
     return by_kind, total
 
 
+def matmul_rate(prof: torch.profiler.profile) -> dict:
+    """FLOPs and self seconds of the profiled pass's matrix products (mm/addmm/bmm, shapes recorded): how fast the
+    products themselves ran inside the step, beside the isolated ceiling."""
+    flops = seconds = 0.0
+    for event in prof.events():
+        shapes = event.input_shapes
+        if event.name in ("aten::mm", "aten::addmm"):
+            (m, k), (_, n) = shapes[1:3] if event.name == "aten::addmm" else shapes[:2]  # addmm: bias first
+            flops += 2.0 * m * k * n
+        elif event.name == "aten::bmm":
+            (b, m, k), (_, _, n) = shapes[:2]
+            flops += 2.0 * b * m * k * n
+        else:
+            continue
+        seconds += event.self_cpu_time_total / 1e6
+    return {"gflop": round(flops / 1e9, 1), "seconds": round(seconds, 3),
+            "gflops_per_second": round(flops / seconds / 1e9, 1) if seconds else None}
+
+
 def profile_step(steps: int, pairs: int, precision: str | None, overrides: list[str] = (), repeats: int = 3) -> dict:
     step, chosen, real_tokens, model, cfg = training_steps(steps, pairs, precision, overrides)
     timed = []
@@ -160,7 +179,7 @@ def profile_step(steps: int, pairs: int, precision: str | None, overrides: list[
             step(batch)
         timed.append(time.perf_counter() - start)
     seconds = statistics.median(timed)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
         for batch in chosen:
             step(batch)
     by_kind, total = self_seconds_by_kind(prof)
@@ -171,7 +190,7 @@ def profile_step(steps: int, pairs: int, precision: str | None, overrides: list[
             "padded_over_real_tokens": round(encoded_tokens(chosen) / real_tokens, 3),
             "model_gflops_per_second": round(6 * matmul_params * real_tokens / seconds / 1e9, 1),
             "self_cpu_seconds": {k: round(v, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
-            "self_cpu_total": round(total, 3)}
+            "self_cpu_total": round(total, 3), "matmul_in_step": matmul_rate(prof)}
 
 
 def main() -> None:
@@ -192,6 +211,7 @@ def main() -> None:
     step = profile_step(a.steps, a.pairs, None, a.override, a.repeats)
     ceiling = next(c for c in ceilings if c["dtype"] == ("bfloat16" if step["precision"].startswith("bf16") else "float32"))
     step["mfu"] = round(step["model_gflops_per_second"] / ceiling["ceiling_gflops"], 3)
+    in_step = step["matmul_in_step"]
     result = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
               "capability": torch.backends.cpu.get_cpu_capability(), "bf16_units": cpu_computes_bf16(),
               "precision_auto": resolve_precision("auto", "cpu"), "load_average_before": load_before,
@@ -217,6 +237,12 @@ def main() -> None:
               "tokens (padding).", "", "Self CPU time of one more pass, under torch.profiler:", "",
               "| self CPU time | seconds | share |", "| --- | --- | --- |"]
     lines += [f"| {k} | {v} | {100 * v / step['self_cpu_total']:.0f}% |" for k, v in step["self_cpu_seconds"].items()]
+    if in_step["gflops_per_second"]:
+        share = in_step["gflops_per_second"] / ceiling["ceiling_gflops"]
+        lines += ["", "The matrix products themselves (the profiled pass's mm/addmm/bmm, FLOPs from their recorded "
+                      f"shapes, padding and skipped rows as done): {in_step['gflop']} GFLOP in "
+                      f"{in_step['seconds']} s = {in_step['gflops_per_second']} GFLOP/s, **{100 * share:.0f}% of the "
+                      "ceiling**."]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwritten: {stem}.md / .json")
