@@ -153,21 +153,26 @@ def self_seconds_by_kind(prof: torch.profiler.profile) -> tuple[dict[str, float]
 
 def matmul_rate(prof: torch.profiler.profile) -> dict:
     """FLOPs and self seconds of the profiled pass's matrix products (mm/addmm/bmm, shapes recorded): how fast the
-    products themselves ran inside the step, beside the isolated ceiling."""
-    flops = seconds = 0.0
+    products themselves ran inside the step, beside the isolated ceiling; also by op and inner x outer size."""
+    by_product: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
     for event in prof.events():
         shapes = event.input_shapes
         if event.name in ("aten::mm", "aten::addmm"):
             (m, k), (_, n) = shapes[1:3] if event.name == "aten::addmm" else shapes[:2]  # addmm: bias first
-            flops += 2.0 * m * k * n
+            batch = 1
         elif event.name == "aten::bmm":
-            (b, m, k), (_, _, n) = shapes[:2]
-            flops += 2.0 * b * m * k * n
+            (batch, m, k), (_, _, n) = shapes[:2]
         else:
             continue
-        seconds += event.self_cpu_time_total / 1e6
+        product = by_product[f"{event.name.removeprefix('aten::')} k={k} n={n}" if batch == 1 else "bmm (attention)"]
+        product[0] += 2.0 * batch * m * k * n
+        product[1] += event.self_cpu_time_total / 1e6
+    flops, seconds = sum(f for f, _ in by_product.values()), sum(t for _, t in by_product.values())
     return {"gflop": round(flops / 1e9, 1), "seconds": round(seconds, 3),
-            "gflops_per_second": round(flops / seconds / 1e9, 1) if seconds else None}
+            "gflops_per_second": round(flops / seconds / 1e9, 1) if seconds else None,
+            "by_product": {name: {"gflop": round(f / 1e9, 2), "seconds": round(t, 3),
+                                  "gflops_per_second": round(f / t / 1e9, 1)}
+                           for name, (f, t) in sorted(by_product.items(), key=lambda kv: -kv[1][1]) if t > 0}}
 
 
 def profile_step(steps: int, pairs: int, precision: str | None, overrides: list[str] = (), repeats: int = 3) -> dict:
@@ -242,7 +247,10 @@ def main() -> None:
         lines += ["", "The matrix products themselves (the profiled pass's mm/addmm/bmm, FLOPs from their recorded "
                       f"shapes, padding and skipped rows as done): {in_step['gflop']} GFLOP in "
                       f"{in_step['seconds']} s = {in_step['gflops_per_second']} GFLOP/s, **{100 * share:.0f}% of the "
-                      "ceiling**."]
+                      "ceiling**. The products taking the most time:", "",
+                  "| product | GFLOP | seconds | GFLOP/s |", "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {name} | {r['gflop']} | {r['seconds']} | {r['gflops_per_second']} |"
+                  for name, r in list(in_step["by_product"].items())[:8]]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"\nwritten: {stem}.md / .json")
