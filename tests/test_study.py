@@ -85,9 +85,13 @@ def test_the_head_lr_check_pairs_each_pooling_with_the_grids_same_job(tmp_path):
     jobs = pd.DataFrame(rows)
     # the grid also holds other jobs of the same pooling that must not be paired: another seed, the other mode
     same = jobs[jobs["sweep"] == "grid"]
+    # and its bi regression (cosine) jobs, the second thing the check is compared with
+    regression = same.assign(head="regression", **{analyze.METRIC: 0.7})
     grid = pd.concat([same.assign(seed=2, **{analyze.METRIC: 0.1}), same.assign(mode="cross", **{analyze.METRIC: 0.2}),
-                      same])
+                      same, regression.assign(seed=2, **{analyze.METRIC: 0.3}), regression])
     table = analyze.head_lr_comparisons(grid, jobs[jobs["sweep"] == "check"])
-    assert table["id"].tolist() == ["h2", "h3"]  # numbered by the pooling's place in the study's list
-    assert table["mean_b"].tolist() == [0.5, 0.5] and table["delta_a_minus_b"].tolist() == pytest.approx([0.4, 0.4])
+    assert table["id"].tolist() == ["h2", "h3", "h9", "h10"]  # numbered by the pooling's place in the study's list
+    assert table["b"].tolist() == ["3e-5", "3e-5", "regression", "regression"]
+    assert table["mean_b"].tolist() == [0.5, 0.5, 0.7, 0.7]
+    assert table["delta_a_minus_b"].tolist() == pytest.approx([0.4, 0.4, 0.2, 0.2])
     assert (table["p_bootstrap_rows"] < 0.01).all()

@@ -87,19 +87,26 @@ def with_corrections(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def head_lr_comparisons(finetune: pd.DataFrame, check: pd.DataFrame) -> pd.DataFrame:
-    """The head_lr check (experiment=stsb_head_lr: bi, classification, seed 1, head at 1e-3) against the same jobs of
-    the fine-tune grid (head at 3e-5), per pooling: rows h1-h7, paired bootstrap over the dev rows."""
+    """The head_lr check (experiment=stsb_head_lr: bi, classification, seed 1, head at 1e-3) per pooling, paired
+    bootstrap over the dev rows: against the same job of the fine-tune grid (head at 3e-5; rows h1-h7), and against
+    the grid's bi regression (cosine) job of that pooling and seed (rows h8-h14)."""
+    def job(jobs: pd.DataFrame, head: str, pooling: str) -> pd.DataFrame:
+        return jobs[(jobs["mode"] == "bi") & (jobs["head"] == head) & (jobs["pooling"] == pooling)
+                    & (jobs["seed"] == 1)]
+
+    against = [("head_lr 1e-3 vs 3e-5", "3e-5", "classification"),
+               ("classification (head_lr 1e-3) vs regression", "regression", "regression")]
     rows = []
-    for number, pooling in enumerate(POOLINGS, 1):
-        pair = [jobs[(jobs["mode"] == "bi") & (jobs["head"] == "classification") & (jobs["pooling"] == pooling)
-                     & (jobs["seed"] == 1)] for jobs in (check, finetune)]
-        if any(side.empty for side in pair):
-            continue
-        a, b = (float(side[METRIC].iloc[0]) for side in pair)
-        rows.append({"id": f"h{number}", "sweep": "head_lr", "question": "head_lr 1e-3 vs 3e-5",
-                     "fixed": f"mode=bi head=classification pooling={pooling} seed=1", "a": "1e-3", "b": "3e-5",
-                     "n_seeds": 1, "mean_a": a, "mean_b": b, "delta_a_minus_b": a - b, "p": math.nan,
-                     "p_bootstrap_rows": bootstrap_p(*(Path(side["dir"].iloc[0]) for side in pair))})
+    for offset, (question, b_name, b_head) in zip((0, len(POOLINGS)), against):
+        for number, pooling in enumerate(POOLINGS, 1 + offset):
+            pair = [job(check, "classification", pooling), job(finetune, b_head, pooling)]
+            if any(side.empty for side in pair):
+                continue
+            a, b = (float(side[METRIC].iloc[0]) for side in pair)
+            rows.append({"id": f"h{number}", "sweep": "head_lr", "question": question,
+                         "fixed": f"mode=bi{'' if offset else ' head=classification'} pooling={pooling} seed=1", "a": "1e-3" if not offset else "classification",
+                         "b": b_name, "n_seeds": 1, "mean_a": a, "mean_b": b, "delta_a_minus_b": a - b, "p": math.nan,
+                         "p_bootstrap_rows": bootstrap_p(*(Path(side["dir"].iloc[0]) for side in pair))})
     return with_corrections(pd.DataFrame(rows))
 
 
@@ -294,7 +301,8 @@ def main() -> None:
             "over all comparisons of a sweep; p_bootstrap_rows: two-sided paired bootstrap over the 1,500 dev pairs "
             "(1,000 resamples; 0.0000 = in none of them) of the lowest common seed's two jobs, Spearman (NaN across heads, whose predictions "
             "differ in kind); p_bootstrap_bh: those corrected the same way. Rows h1-h7: the head_lr check against the "
-            "fine-tune grid's same job (one seed: bootstrap only).\n\n"
+            "fine-tune grid's same job; h8-h14: against the grid's bi regression (cosine) job of the same pooling and "
+            "seed (one seed: bootstrap only).\n\n"
             + markdown_table(shown) + "\n")
     if done:
         figure({sweep: done[sweep] for sweep in ("finetune", "probe") if sweep in done}, HERE / "study.png")
