@@ -117,19 +117,26 @@ def figure(done: dict[str, pd.DataFrame], path: Path) -> None:
     fig = Figure(figsize=(13, 7.5))
     axes = fig.subplots(2, 2, sharey=True)
     x = np.arange(len(POOLINGS))
-    style = {"finetune": ("fine-tuned", "tab:blue", -0.2), "probe": ("frozen (probe)", "tab:gray", 0.2)}
+    style = {"finetune": ("fine-tuned", "tab:blue"), "head_lr": ("fine-tuned, head at lr 1e-3", "tab:orange"),
+             "probe": ("frozen (probe)", "tab:gray")}
+    legend = {}
     for (i, head), (j, mode) in itertools.product(enumerate(["regression", "classification"]),
                                                   enumerate(["cross", "bi"])):
         ax = axes[i][j]
-        for sweep, jobs in done.items():
-            name, colour, shift = style[sweep]
-            cell = jobs[(jobs["head"] == head) & (jobs["mode"] == mode)]
+        cells = {sweep: jobs[(jobs["head"] == head) & (jobs["mode"] == mode)] for sweep, jobs in done.items()}
+        cells = {sweep: cell for sweep, cell in cells.items() if not cell.empty}
+        width = 0.76 / max(len(cells), 1)  # the bars of a pooling share 0.76 of its slot
+        for place, (sweep, cell) in enumerate(cells.items()):
+            name, colour = style[sweep]
+            shift = (place - (len(cells) - 1) / 2) * width
             per = cell.groupby("pooling")[METRIC]
             means = per.mean().reindex(POOLINGS)
             zero_shot = cell.groupby("pooling")["zero_shot"].all().reindex(POOLINGS, fill_value=False)
-            bars = ax.bar(x + shift, means, width=0.38, color=colour, alpha=0.55, label=f"{name}: mean over seeds",
+            bars = ax.bar(x + shift, means, width=width, color=colour, alpha=0.55, label=f"{name}: mean over seeds",
                           hatch=["//" if z else "" for z in zero_shot])
-            ax.bar_label(bars, [f"{v:.2f}" if v == v else "" for v in means], fontsize=7, padding=2)
+            legend.setdefault(f"{name}: mean over seeds", bars)
+            ax.bar_label(bars, [f"{v:.2f}" if v == v else "" for v in means], fontsize=7 if len(cells) < 3 else 6,
+                         padding=2)
             for k, pooling in enumerate(POOLINGS):
                 values = cell[cell["pooling"] == pooling][METRIC]
                 ax.scatter(np.full(len(values), k + shift), values, color=colour, s=12, zorder=3)
@@ -139,10 +146,10 @@ def figure(done: dict[str, pd.DataFrame], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
         if j == 0:
             ax.set_ylabel("STS-B dev Spearman")
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    labels, handles = list(legend), list(legend.values())
     handles.append(Patch(facecolor="white", edgecolor="black", hatch="//"))
     labels.append("zero-shot (frozen, nothing to train)")
-    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.955), ncol=3, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.955), ncol=4, fontsize=8, frameon=False)
     counts = ", ".join(f"{style[s][0]} {len(d)}/{EXPECTED[s]} jobs" for s, d in done.items())
     fig.suptitle(f"MiniLM on STS-B: dev Spearman per pooling (dots: seeds; {counts})")
     fig.tight_layout(rect=(0, 0, 1, 0.94))
@@ -305,7 +312,7 @@ def main() -> None:
             "seed (one seed: bootstrap only).\n\n"
             + markdown_table(shown) + "\n")
     if done:
-        figure({sweep: done[sweep] for sweep in ("finetune", "probe") if sweep in done}, HERE / "study.png")
+        figure({sweep: done[sweep] for sweep in ("finetune", "head_lr", "probe") if sweep in done}, HERE / "study.png")
     print((HERE / "status.md").read_text())
 
 
