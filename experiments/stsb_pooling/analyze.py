@@ -94,18 +94,19 @@ def head_lr_comparisons(finetune: pd.DataFrame, check: pd.DataFrame) -> pd.DataF
         return jobs[(jobs["mode"] == "bi") & (jobs["head"] == head) & (jobs["pooling"] == pooling)
                     & (jobs["seed"] == 1)]
 
-    against = [("head_lr 1e-3 vs 3e-5", "3e-5", "classification"),
-               ("classification (head_lr 1e-3) vs regression", "regression", "regression")]
+    # (question, the check's name, the grid job's name and head, what the pair holds fixed besides pooling and seed)
+    against = [("head_lr 1e-3 vs 3e-5", "1e-3", "3e-5", "classification", "mode=bi head=classification"),
+               ("classification (head_lr 1e-3) vs regression", "classification", "regression", "regression", "mode=bi")]
     rows = []
-    for offset, (question, b_name, b_head) in zip((0, len(POOLINGS)), against):
+    for offset, (question, a_name, b_name, b_head, fixed) in zip((0, len(POOLINGS)), against):
         for number, pooling in enumerate(POOLINGS, 1 + offset):
             pair = [job(check, "classification", pooling), job(finetune, b_head, pooling)]
             if any(side.empty for side in pair):
                 continue
             a, b = (float(side[METRIC].iloc[0]) for side in pair)
             rows.append({"id": f"h{number}", "sweep": "head_lr", "question": question,
-                         "fixed": f"mode=bi{'' if offset else ' head=classification'} pooling={pooling} seed=1", "a": "1e-3" if not offset else "classification",
-                         "b": b_name, "n_seeds": 1, "mean_a": a, "mean_b": b, "delta_a_minus_b": a - b, "p": math.nan,
+                         "fixed": f"{fixed} pooling={pooling} seed=1", "a": a_name, "b": b_name, "n_seeds": 1,
+                         "mean_a": a, "mean_b": b, "delta_a_minus_b": a - b, "p": math.nan,
                          "p_bootstrap_rows": bootstrap_p(*(Path(side["dir"].iloc[0]) for side in pair))})
     return with_corrections(pd.DataFrame(rows))
 
