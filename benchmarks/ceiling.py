@@ -208,13 +208,14 @@ def main() -> None:
                    "encoder.skip_unread_tokens=false (repeatable)")
     p.add_argument("--out", type=Path, default=common.BENCH / "results")
     a = p.parse_args()
-    from poolhead.builder import cpu_computes_bf16, resolve_precision
+    from poolhead.builder import autocast_dtype, cpu_computes_bf16, resolve_precision
 
     load_before = os.getloadavg()
     dtypes = [torch.float32] + ([torch.bfloat16] if cpu_computes_bf16() else [])
     ceilings = [gemm_ceiling(a.tokens, 384, 1536, dtype) for dtype in dtypes]
     step = profile_step(a.steps, a.pairs, None, a.override, a.repeats)
-    ceiling = next(c for c in ceilings if c["dtype"] == ("bfloat16" if step["precision"].startswith("bf16") else "float32"))
+    step_dtype = str(autocast_dtype(step["precision"]) or torch.float32).removeprefix("torch.")
+    ceiling = next(c for c in ceilings if c["dtype"] == step_dtype)
     step["mfu"] = round(step["model_gflops_per_second"] / ceiling["ceiling_gflops"], 3)
     in_step = step["matmul_in_step"]
     result = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
