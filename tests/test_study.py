@@ -47,6 +47,15 @@ def test_pruning_keeps_exactly_the_best_checkpoint_per_mode(tmp_path):
     assert remaining == kept == sorted([tmp_path / "cross-mean-2" / "best.ckpt", tmp_path / "bi-max-2" / "best.ckpt"])
 
 
+def test_a_kept_checkpoint_that_is_not_on_this_machine_is_not_reported_as_kept(tmp_path):
+    jobs = _jobs(tmp_path)
+    (tmp_path / "bi-max-2" / "best.ckpt").unlink()  # trained in an earlier environment, its folder since lost
+    line = analyze.kept_line(analyze.prune(jobs))
+    kept, absent = line.split("; not on this machine")
+    assert str(tmp_path / "cross-mean-2" / "best.ckpt") in kept and "bi-max-2" not in kept
+    assert str(tmp_path / "bi-max-2" / "best.ckpt") in absent
+
+
 def test_job_time_comes_from_the_records_not_from_file_times(tmp_path):
     log = ["[2026-12-01 02:00:00,000][lightning][INFO] - Seed set to 1",
            "[2026-12-01 02:05:00,000][lightning][INFO] - interrupted here",

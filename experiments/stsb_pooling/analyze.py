@@ -210,7 +210,7 @@ def export_commands(jobs: pd.DataFrame) -> list[str]:
     """How to get each mode's best model into models/<mode>: from this machine's best.ckpt where it still exists,
     else by training that one job again (checkpoints are not committed; on another CPU, rounding differences grow over
     training, so the retrained model's dev Spearman is close to, not equal to, the recorded one)."""
-    lines = ["", "## Best model per mode (fine-tune, mean over the seeds done so far)", ""]
+    lines = ["", "## Best model per mode (fine-tune, best mean over seeds, then its best seed)", ""]
     for mode, job in best_per_mode(jobs).items():
         setting = f"mode={mode} head={job['head']} pooling={job['pooling']} seed={int(job['seed'])}"
         checkpoint = Path(job["best_checkpoint"]) if isinstance(job["best_checkpoint"], str) else None
@@ -229,11 +229,20 @@ def _relative(path: Path) -> Path:
 
 
 def prune(jobs: pd.DataFrame) -> list[Path]:
+    """Delete every best.ckpt but the best configuration's per mode; returns the kept paths (present or not)."""
     keep = {Path(job["best_checkpoint"]) for job in best_per_mode(jobs).values()}
     for checkpoint in jobs["best_checkpoint"].dropna():
         if Path(checkpoint) not in keep and Path(checkpoint).exists():
             Path(checkpoint).unlink()
     return sorted(keep)
+
+
+def kept_line(kept: list[Path]) -> str:
+    present = [str(_relative(path)) for path in kept if path.exists()]
+    absent = [str(_relative(path)) for path in kept if not path.exists()]
+    return (f"- kept best.ckpt (best configuration per mode): {', '.join(present) or 'none'}"
+            + (f"; not on this machine (trained in an earlier environment; the retrain command below recreates it): "
+               f"{', '.join(absent)}" if absent else ""))
 
 
 def main() -> None:
@@ -289,7 +298,7 @@ def main() -> None:
         if sweep == "finetune" and args.prune_checkpoints:
             if len(ok) != EXPECTED[sweep]:
                 parser.error(f"--prune-checkpoints: the fine-tune sweep has {len(ok)} of {EXPECTED[sweep]} jobs ok")
-            status.append(f"- kept best.ckpt (best configuration per mode): {', '.join(map(str, prune(ok)))}")
+            status.append(kept_line(prune(ok)))
         if sweep == "finetune" and not ok.empty:
             best_lines = export_commands(ok)
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
