@@ -251,10 +251,12 @@ def main() -> None:
     parser.add_argument("--probe", type=Path, default=ROOT / "experiments/stsb_pooling/runs/probe")
     parser.add_argument("--head-lr", type=Path, default=ROOT / "experiments/stsb_pooling/runs/head_lr")
     parser.add_argument("--prune-checkpoints", action="store_true")
-    parser.add_argument("--pauses", type=Path, help="times the sweep was paused (SIGSTOP), not counted as job time")
+    parser.add_argument("--pauses", type=Path, default=HERE / "pauses.txt",
+                        help="times the sweep was paused (SIGSTOP), not counted as job time; copied to the committed "
+                             "pauses.txt, which is the default (so a clean checkout's status.md has the same times)")
     args = parser.parse_args()
-    pauses = read_pauses(args.pauses)
-    if args.pauses:
+    pauses = read_pauses(args.pauses if args.pauses.exists() else None)
+    if args.pauses.exists() and args.pauses.resolve() != (HERE / "pauses.txt").resolve():
         shutil.copy(args.pauses, HERE / "pauses.txt")
 
     done, frames, status, best_lines = {}, [], ["# Study status (written by analyze.py)", ""], []
