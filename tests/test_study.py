@@ -104,3 +104,14 @@ def test_the_head_lr_check_pairs_each_pooling_with_the_grids_same_job(tmp_path):
     assert table["mean_b"].tolist() == [0.5, 0.5, 0.7, 0.7]
     assert table["delta_a_minus_b"].tolist() == pytest.approx([0.4, 0.4, 0.2, 0.2])
     assert (table["p_bootstrap_rows"] < 0.01).all()
+
+
+def test_a_record_from_another_checkout_names_this_checkouts_checkpoint(tmp_path):
+    """results.json holds the absolute best.ckpt path of the checkout that trained the job; in a clone, pruning by it
+    would delete the other checkout's files and the export command would name them."""
+    other = tmp_path / "other" / "job" / "checkpoints" / "best.ckpt"
+    other.parent.mkdir(parents=True)
+    other.write_text("someone else's weights")
+    job = {"dir": tmp_path / "clone" / "job", "checkpoints": {"best": str(other)}}
+    assert analyze.own_checkpoint(job) == str(tmp_path / "clone" / "job" / "checkpoints" / "best.ckpt")
+    assert analyze.own_checkpoint({"dir": tmp_path, "checkpoints": {}}) is None

@@ -228,6 +228,13 @@ def _relative(path: Path) -> Path:
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
+def own_checkpoint(job: dict) -> str | None:
+    """The job's best.ckpt in this checkout: results.json records the absolute path of the checkout that trained it,
+    which in another clone names someone else's file (and --prune-checkpoints would delete it)."""
+    recorded = (job.get("checkpoints") or {}).get("best")
+    return str(Path(job["dir"]) / "checkpoints" / Path(recorded).name) if recorded else None
+
+
 def prune(jobs: pd.DataFrame) -> list[Path]:
     """Delete every best.ckpt but the best configuration's per mode; returns the kept paths (present or not)."""
     keep = {Path(job["best_checkpoint"]) for job in best_per_mode(jobs).values()}
@@ -273,7 +280,7 @@ def main() -> None:
         recorded = [job for job in jobs if (job["dir"] / "results.json").exists()]
         summary = pd.DataFrame([{**{axis: (job.get("config") or job["overrides"]).get(axis) for axis in ("mode", "head", "pooling", "seed")},
                                  "status": job["status"], METRIC: job.get("metrics", {}).get(METRIC),
-                                 "best_checkpoint": (job.get("checkpoints") or {}).get("best"), "dir": job["dir"],
+                                 "best_checkpoint": own_checkpoint(job), "dir": job["dir"],
                                  "zero_shot": bool(job.get("zero_shot"))}
                                 for job in jobs])
         ok = summary[summary["status"] == "ok"].copy()
