@@ -27,6 +27,12 @@ class RNGState(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # restored here, not at load time, because Lightning reseeds/creates iterators in between
+        self._restore()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._restore()  # a resume mid-epoch: Lightning does not call on_train_epoch_start again
+
+    def _restore(self) -> None:
         if getattr(self, "_pending", None) is not None:
             kind, keys, pos, has_gauss, gauss = self._pending["numpy"]
             self._pending["numpy"] = (kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss)
@@ -41,9 +47,14 @@ class TrainThroughput(L.Callback):
     def __init__(self) -> None:
         self.seconds = 0.0
         self.samples = 0
+        self._start = self._last = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = self._last = time.perf_counter()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self._start is None:  # a resume mid-epoch: no on_train_epoch_start
+            self._start = self._last = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -51,7 +62,13 @@ class TrainThroughput(L.Callback):
         self._last = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.seconds += self._last - self._start
+        self.pause()
+
+    def pause(self) -> None:
+        """Counts the epoch's training so far (its end, or a stop within it)."""
+        if self._start is not None:
+            self.seconds += self._last - self._start
+            self._start = self._last = None
 
     @property
     def samples_per_second(self) -> float:
@@ -79,3 +96,35 @@ class StopOnNonFinite(L.Callback):
         return (f"{what} at epoch {trainer.current_epoch}, step {trainer.global_step}: training stopped (likely "
                 f"cause: {cause}). The last good checkpoint is kept in checkpoints/; lower optim.lr / optim.head_lr "
                 "or use trainer.precision=32-true / bf16-mixed, and start the run again")
+
+
+class RungReached(Exception):
+    """Raised by `StopAtStep`: the run trained the steps it was asked for and its state is in last.ckpt."""
+
+
+class StopAtStep(L.Callback):
+    """Ends training after `step` optimizer steps as an interruption would, for successive halving (poolhead.halving):
+    the state goes to `last_path` and nothing else runs (no extra validation, no best-checkpoint update), so the run
+    continued later from that file is the one-go run. Mid-epoch it stops before the next batch starts (raising
+    RungReached); at an epoch's end, after that epoch's validation."""
+
+    def __init__(self, step: int, last_path: str) -> None:
+        self.step, self.last_path, self.stopped_at = step, last_path, None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step >= self.step:
+            self.stopped_at = trainer.global_step
+            self._between_batches = True
+            trainer.save_checkpoint(self.last_path)
+            raise RungReached(f"stopped at step {trainer.global_step} (stop_at_step={self.step})")
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if getattr(self, "_between_batches", False):  # Lightning's restart adds one to the logging step, taking any
+            loop = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]  # mid-epoch save for one made within a
+            loop["_batches_that_stepped"] -= 1                                # batch (on_train_batch_end)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.step <= trainer.global_step < trainer.estimated_stepping_batches:
+            self.stopped_at = trainer.global_step
+            trainer.save_checkpoint(self.last_path)
+            trainer.should_stop = True

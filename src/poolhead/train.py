@@ -24,12 +24,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from poolhead.builder import build, load, read_checkpoint
-from poolhead.callbacks import RNGState, StopOnNonFinite, TrainThroughput
+from poolhead.callbacks import RNGState, RungReached, StopAtStep, StopOnNonFinite, TrainThroughput
 from poolhead.checks import SettingsError
 from poolhead.data import DEMO_DIR
 from poolhead.loggers import prepare_metrics_file
 from poolhead.predict import evaluate
-from poolhead.sweep import config_hash
+from poolhead.sweep import NOT_IDENTITY, config_hash
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,22 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
 
         loggers = [instantiate(c) for c in cfg.logger.values()]
         throughput = TrainThroughput()
+        stop = StopAtStep(cfg.stop_at_step, str(out_dir / "checkpoints" / "last.ckpt")) if cfg.get("stop_at_step") \
+            else None  # a rung of successive halving: train this far, save, and let the sweep decide
         callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-        callbacks += [RNGState(), StopOnNonFinite(), throughput, *(extra_callbacks or [])]
+        callbacks += [RNGState(), StopOnNonFinite(), throughput, *([stop] if stop else []), *(extra_callbacks or [])]
         trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-        best = fit_or_evaluate_as_is(trainer, model, datamodule, None if resume is None else resume[0], results)
+        try:
+            best = fit_or_evaluate_as_is(trainer, model, datamodule, None if resume is None else resume[0], results)
+        except RungReached:
+            best = None
+        if stop is not None and stop.stopped_at is not None:
+            throughput.pause()
+            results |= pause_at_rung(model, trainer, datamodule, out_dir, stop.stopped_at, throughput.seconds)
+            return results
         evaluated = load(best) if best else model  # exactly what a user gets back from the checkpoint
         evaluated.to(trainer.strategy.root_device)  # load() maps to the CPU, and so does Lightning's teardown
         splits = ["val"] + (["test"] if cfg.test and datamodule.has_test else [])
@@ -85,7 +94,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         results["checkpoints"] = {"best": best, "last": _existing(out_dir / "checkpoints" / "last.ckpt")}
         results["timing"] = {"train_seconds": round(throughput.seconds, 3),
                              "train_samples_per_second": round(throughput.samples_per_second, 2),
-                             "eval_samples_per_second": round(datamodule.sizes["val"] / seconds["val"], 2)}
+                             "eval_samples_per_second": round(datamodule.sizes["val"] / seconds["val"], 2),
+                             "train_steps": trainer.global_step}
         results["status"] = "ok"
         if not cfg.keep_last_checkpoint and results["checkpoints"]["last"]:  # finished: nothing left to resume
             Path(results["checkpoints"]["last"]).unlink()
@@ -102,6 +112,24 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         results["finished"] = _now()
         (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     return results
+
+
+def pause_at_rung(model: Any, trainer: L.Trainer, datamodule: Any, out_dir: Path, step: int,
+                  seconds: float) -> dict[str, Any]:
+    """A run stopped at a rung: its validation metrics and predictions with the weights of that step, kept in
+    `rungs/step-<N>/` (a later rung of the same job adds its own folder), and the results of a paused job."""
+    model.to(trainer.strategy.root_device)
+    frame, metrics, _ = evaluate(model, datamodule, "val")
+    folder = out_dir / "rungs" / f"step-{step:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / "predictions.csv", index=False)
+    rung = {"step": step, "metrics": dict(sorted(metrics.items())), "train_seconds": round(seconds, 3),
+            "finished": _now()}
+    (folder / "metrics.json").write_text(json.dumps(rung, indent=2) + "\n")
+    log.info("Paused at step %d (a rung): %s; the sweep continues this run from %s", step,
+             ", ".join(f"{k} {v:.4f}" for k, v in rung["metrics"].items()), out_dir / "checkpoints" / "last.ckpt")
+    return {"status": "paused", "rung": rung, "metrics": rung["metrics"],
+            "checkpoints": {"best": None, "last": _existing(out_dir / "checkpoints" / "last.ckpt")}}
 
 
 def fit_or_evaluate_as_is(trainer: L.Trainer, model: Any, datamodule: Any, ckpt_path: str | None,
@@ -143,7 +171,7 @@ def resume_config(cfg: DictConfig, out_dir: Path) -> DictConfig:
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
-        if key == "ckpt_path" or key.startswith("hydra"):
+        if key in NOT_IDENTITY or key.startswith("hydra"):  # how the run is started, not what it trains
             continue
         now, before = (OmegaConf.select(c, key, default=None) for c in (cfg, saved))
         as_plain = lambda v: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v  # noqa: E731
@@ -151,7 +179,8 @@ def resume_config(cfg: DictConfig, out_dir: Path) -> DictConfig:
             raise SettingsError(f"{override.input_line}: this run was trained with {key}={as_plain(before)}; a "
                                 "resume continues the run's own settings. Drop the override, or start a new run")
     with open_dict(saved):
-        saved.ckpt_path = cfg.ckpt_path
+        for key in NOT_IDENTITY:
+            OmegaConf.update(saved, key, OmegaConf.select(cfg, key, default=None), force_add=True)
     return saved
 
 
@@ -220,6 +249,8 @@ def quiet_known_noise() -> None:
     Lightning's own code (not poolhead's to fix); every other warning stays."""
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    # poolhead's batch sampler resumes mid-epoch by itself (it skips the batches trained: poolhead.data.sampling)
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_no_tips)
 

@@ -265,8 +265,15 @@ class TextDataModule(L.LightningDataModule):
         # batches drawn from (seed, epoch) alone, so a resumed run sees the batches an uninterrupted one sees;
         # group_by_length=false: groups of one batch, i.e. plain random batches
         sampler = LengthGroupedBatchSampler(data.lengths, self.batch_size, seed=self.seed,
-                                            group_batches=50 if self.group_by_length else 1)
+                                            group_batches=50 if self.group_by_length else 1, steps_done=self._steps_done)
         return self._loader(data, batch_sampler=sampler)
+
+    def _steps_done(self) -> int:
+        """Batches trained so far: a resume mid-epoch continues at the batch after the last one trained."""
+        trainer = self.trainer
+        if trainer is None or trainer.accumulate_grad_batches != 1:
+            return 0
+        return trainer.global_step
 
     def val_dataloader(self) -> DataLoader:
         return self.predict_dataloader("val")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch.distributed as dist
@@ -20,10 +20,11 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, group_batches: int = 50,
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, steps_done: Callable[[], int] | None = None) -> None:
         self.lengths = np.asarray(lengths)
         self.batch_size, self.seed, self.group_batches, self.drop_last = batch_size, seed, group_batches, drop_last
         self.epoch = 0
+        self.steps_done = steps_done  # batches trained so far (a resume mid-epoch skips those of this epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -40,6 +41,8 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
+        done = self.steps_done() - self.epoch * len(self) if self.steps_done else 0
+        skip = done if 0 < done < len(self) else 0  # read at the first batch: after Lightning restored a checkpoint
         self.epoch += 1
         perm, group = rng.permutation(len(self.lengths)), self.batch_size * self.group_batches
         batches = []
@@ -51,7 +54,7 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             batches = [b for b in batches if len(b) == self.batch_size]
         order = rng.permutation(len(batches))
         rank, world = _world()
-        for i in np.resize(order, len(self) * world)[rank::world]:
+        for i in np.resize(order, len(self) * world)[rank::world][skip:]:
             yield batches[i].tolist()
 
 
