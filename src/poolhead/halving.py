@@ -53,14 +53,22 @@ def keep_per_group(scores: dict[str, float | None], groups: dict[str, str], eta:
     return sorted(kept)
 
 
+def seeds_at(rung: int, seeds: Sequence[Any], all_seeds_from: int) -> list[Any]:
+    """The seeds that run at rung number `rung` (0 = the first): the first seed before `all_seeds_from`, then all."""
+    return list(seeds) if rung >= all_seeds_from else list(seeds[:1])
+
+
 def decide(configs: Sequence[str], groups: dict[str, str], rungs: Sequence[int], seeds: Sequence[Any],
-           score: Any, eta: float, min_per_group: int, maximize: bool, evidence: Any = None) -> list[Rung]:
+           score: Any, eta: float, min_per_group: int, maximize: bool, evidence: Any = None,
+           all_seeds_from: int | None = None) -> list[Rung]:
     """The halving decisions from the scores alone: `score(config, seed, step)` (step None = full budget) returns the
-    metric or None (not run yet, or failed); returns the rungs decided so far. Stops at the first rung whose jobs are
-    not all done: that is where a sweep goes on. `evidence(best, other, step)` -> p-value of a dropped config."""
+    metric, None (failed) or _PENDING (not there yet); returns the rungs decided so far, stopping at the first rung
+    whose jobs are not all done: that is where a sweep goes on. Every seed runs from rung `all_seeds_from` on (default:
+    the last rung before the full budget, so the last cut is on seed means). `evidence(best, other, step)` -> p."""
     alive, decided = list(configs), []
-    for step in [*rungs, None]:
-        use = seeds if step is None else seeds[:1]
+    all_seeds_from = max(len(rungs) - 1, 0) if all_seeds_from is None else all_seeds_from
+    for i, step in enumerate([*rungs, None]):
+        use = seeds_at(i, seeds, all_seeds_from)
         values = {c: [score(c, s, step) for s in use] for c in alive}
         if any(v is _PENDING for vs in values.values() for v in vs):
             break
@@ -128,13 +136,14 @@ class HalvingSweep:
         rungs: training steps at which configurations are compared (the full budget comes after the last).
         eta: the reduction factor: 1/eta of each group goes on. min_per_group: at least this many go on.
         group_by: the keys whose values form the groups (the answer is one best configuration per group).
-        seed_key: the swept key holding seeds: its first value runs at every rung, all of them for the finalists.
+        seed_key: the swept key holding seeds: its first value runs at every rung, all of them from rung number
+            `all_seeds_from` on (default: the last rung, so the finalists are chosen on seed means).
         params: the grid, as hydra.sweeper.params of the basic sweeper.
     """
 
     def __init__(self, rungs: Sequence[int], eta: float = 3, min_per_group: int = 1,
                  group_by: Sequence[str] = ("mode",), seed_key: str = "seed", params: dict[str, str] | None = None,
-                 bootstrap: bool = True) -> None:
+                 bootstrap: bool = True, all_seeds_from: int | None = None) -> None:
         if not rungs or any(not isinstance(r, int) or r <= 0 for r in rungs) or list(rungs) != sorted(set(rungs)):
             raise ValueError(f"hydra.sweeper.rungs={list(rungs)}: expected increasing whole numbers of steps > 0")
         if eta <= 1 or min_per_group < 1:
@@ -142,6 +151,7 @@ class HalvingSweep:
         self.rungs, self.eta, self.min_per_group = list(rungs), eta, min_per_group
         self.group_by, self.seed_key, self.params = list(group_by), seed_key, dict(params or {})
         self.bootstrap = bootstrap
+        self.all_seeds_from = len(self.rungs) - 1 if all_seeds_from is None else all_seeds_from
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -202,7 +212,7 @@ class HalvingSweep:
             if len(rungs) == len(self.rungs) + 1:
                 break
             step = ([*self.rungs, None])[len(rungs)]
-            use = seeds if step is None else seeds[:1]
+            use = seeds_at(len(rungs), seeds, self.all_seeds_from)
             batch = [job_overrides(c, self.seed_key, s, step, fixed) for c in alive for s in use]
             log.info("Rung %s: %d jobs (%d configurations)", step or "full budget", len(batch), len(alive))
             self.validate_batch_is_legal(batch)
@@ -241,7 +251,7 @@ class HalvingSweep:
 
         maximize = self._maximize(configs, seeds, folder)
         return decide(configs, groups, self.rungs, seeds, score, self.eta, self.min_per_group, maximize,
-                      p_value if evidence else None)
+                      p_value if evidence else None, self.all_seeds_from)
 
     def _maximize(self, configs: list[str], seeds: list[Any], folder: Any) -> bool:
         """The metric's direction, from a job's own record (poolhead.build decides it from the metric)."""
