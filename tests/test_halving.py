@@ -1,12 +1,22 @@
 """Successive halving (poolhead.halving): a run stopped at a rung and continued is the run trained in one go."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, compose_cfg
+import yaml
+from conftest import FAST, ROOT, compose_cfg
+from test_app import train_py
+from test_sweep import results
+
+from poolhead.data.sources import DEMO_DIR
 
 from poolhead.train import run
 
@@ -82,3 +92,128 @@ def test_halving_replayed_on_the_committed_study_keeps_its_best_configuration_pe
         best = max((c for c in configs if groups[c] == mode), key=full.get)
         assert [c for c in rungs[-1].kept if groups[c] == mode] == [best], mode
     assert [len(r.scores) for r in rungs] == [28, 10, 4, 2]
+
+
+HALVING = ["-m", "hydra/sweeper=halving", *FAST, "trainer.max_epochs=2", "test=false", "trainer.log_every_n_steps=1",
+           "pooling=cls,mean", "mode=cross,bi", "seed=1,2", "hydra.sweeper.rungs=[4,12]"]
+
+
+def _metrics_rows_once(sweep):
+    for log in sweep.glob("*/csv/metrics.csv"):
+        steps = pd.read_csv(log).dropna(subset=["train/loss"])["step"]
+        assert steps.is_unique, f"{log}: a step trained twice"
+
+
+def test_a_halving_sweep_through_the_parallel_launcher_reports_every_rung_and_the_compute(tmp_path):
+    """2 poolings x 2 modes x 2 seeds, rungs at steps 4 and 12 of 20, jobs side by side (joblib). Catches: a rung
+    that retrains from scratch (more steps than the schedule), seeds added before the last rung, a group losing its
+    finalist, a report without the evidence or the compute."""
+    sweep = tmp_path / "sweep"
+    proc = train_py(*HALVING, "hydra/launcher=parallel", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((sweep / "halving.json").read_text())
+    assert record["complete"] and len(record["configs"]) == 4
+    finalists = [c for c, e in record["configs"].items() if e["finalist"]]
+    assert sorted(record["configs"][c]["group"] for c in finalists) == ["mode=bi", "mode=cross"]
+    for name, entry in record["configs"].items():
+        if entry["finalist"]:
+            assert set(entry["scores"]) == {"4", "12", "full"}
+        else:
+            assert entry["dropped_at"] == "4" and entry["against"] in finalists and 0 <= entry["p_value"] <= 1
+    # 4 configs x 4 steps, then the 2 kept: seed 1 from 4 to 12 and seed 2 to 12, then both seeds from 12 to 20
+    assert record["compute"]["train_steps"] == 4 * 4 + 2 * 8 + 2 * 12 + 2 * 2 * 8
+    assert record["compute"]["full_grid_steps"] == 4 * 2 * 20
+    assert sum(r["status"] == "ok" for r in results(sweep).values()) == 4, "the finalists, every seed"
+    assert {r["status"] for r in results(sweep).values()} == {"ok", "paused"}
+    assert (sweep / "curves.png").stat().st_size > 0 and "finalist" in (sweep / "halving.md").read_text()
+    _metrics_rows_once(sweep)
+
+
+def test_a_halving_sweep_killed_mid_rung_continues_with_nothing_retrained(tmp_path):
+    """kill -9 once the second rung has begun, then the same command: the first rung's records are untouched (its
+    jobs are skipped), the rest runs, every step is trained once."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *HALVING, f"hydra.sweep.dir={sweep}"], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(sweep.glob("*/rungs/step-000012/metrics.json")) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first_rung = {p: p.read_bytes() for p in sweep.glob("*/rungs/step-000004/metrics.json")}
+    assert len(first_rung) == 4 and not (sweep / "halving.json").exists(), "killed before the sweep ended"
+
+    again = train_py(*HALVING, f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p: p.read_bytes() for p in first_rung} == first_rung, "a finished rung was trained again"
+    assert (again.stdout + again.stderr).count("already trained to step 4") >= 2
+    record = json.loads((sweep / "halving.json").read_text())
+    assert record["complete"] and sum(e["finalist"] for e in record["configs"].values()) == 2
+    assert record["compute"]["train_steps"] == 4 * 4 + 2 * 8 + 2 * 12 + 2 * 2 * 8
+    _metrics_rows_once(sweep)
+
+
+def test_an_optuna_search_prunes_at_rungs_and_continues_after_kill_9(tmp_path):
+    """Optuna >= 4 through poolhead's sweeper: 4 learning rates tried in a fixed order, reported at steps 5 and 10
+    of 20 to SuccessiveHalving; kill -9 during the second trial, then the same command: the trial left RUNNING is
+    asked again, its job resumes, the study ends with 4 trials done (one pruned or more) in its journal storage."""
+    optuna = pytest.importorskip("optuna")
+    assert int(optuna.__version__.split(".")[0]) >= 4
+    sweep = tmp_path / "sweep"
+    command = ["-m", "hparams_search=stsb_optuna", "data=demo", f"data.dir={DEMO_DIR}", *FAST, "test=false",
+               "trainer.max_epochs=2", "optim.lr=choice(0.0005,0.001,0.002,0.004)", "optim.head_lr=choice(0.001)",
+               "optim.warmup_ratio=choice(0.1)", "head.dropout=choice(0.1)", "pooling=choice(mean)",
+               "head=choice(regression)", "hydra.sweeper.n_trials=4", "hydra.sweeper.rungs=[5,10]",
+               "hydra.sweeper.sampler._target_=optuna.samplers.BruteForceSampler", "hydra.sweeper.sampler.seed=0",
+               "~hydra.sweeper.sampler.n_startup_trials", f"hydra.sweep.dir={sweep}"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *command], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while len(list(sweep.glob("*/job.json"))) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(sweep / "optuna.journal")))
+    assert "RUNNING" in {t.state.name for t in optuna.load_study(study_name="stsb_optuna", storage=storage).trials}
+
+    again = train_py(*command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    trials = optuna.load_study(study_name="stsb_optuna", storage=storage).trials
+    states = [t.state.name for t in trials]
+    assert states.count("FAIL") == 1 and any(t.user_attrs.get("retry_of") is not None for t in trials), states
+    assert states.count("COMPLETE") + states.count("PRUNED") == 4 and "PRUNED" in states, states
+    assert {t.params["optim.lr"] for t in trials} == {0.0005, 0.001, 0.002, 0.004}
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    done = [json.loads(p.read_text()) for p in sweep.glob("*/results.json")]
+    assert best["best_value"] == max(r["metrics"]["val/spearman"] for r in done if r["status"] == "ok")
+    _metrics_rows_once(sweep)
+
+
+def test_the_sweeps_extra_downgrades_neither_a_current_optuna_nor_sqlalchemy_2():
+    """Every requirement poolhead[sweeps] brings (its own and those of the installed packages it pulls in) accepts
+    optuna 5.0 and SQLAlchemy 2.1: `pip install -e ".[sweeps]"` has no reason to downgrade them. The pins this
+    replaced (hydra-optuna-sweeper: optuna<3; sqlalchemy<2) fail here."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    current = {"optuna": Version("5.0.0"), "sqlalchemy": Version("2.1.9")}
+    seen, todo, bad = set(), [Requirement(r) for r in metadata.requires("poolhead")
+                              if "extra == \"sweeps\"" in r or "extra ==" not in r], []
+    while todo:
+        req = todo.pop()
+        name = req.name.lower().replace("_", "-")
+        if name in current and not req.specifier.contains(current[name], prereleases=True):
+            bad.append(str(req))
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            todo += [Requirement(r) for r in metadata.requires(name) or [] if "extra ==" not in r]
+        except metadata.PackageNotFoundError:
+            continue
+    assert "optuna" in seen and not bad, bad

@@ -222,7 +222,10 @@ class HalvingSweep:
             for (c, s), result in zip([(c, s) for c in alive for s in use], results):
                 folders[(c, s)] = Path(str(result.hydra_cfg.hydra.runtime.output_dir))
             before = len(rungs)
-            if len(self._decide(configs, groups, seeds, fixed, folders, sweep_dir, evidence=False)) == before:
+            rungs = self._decide(configs, groups, seeds, fixed, folders, sweep_dir, evidence=self.bootstrap)
+            sittings[-1]["finished"] = time.time()  # so far: a sitting killed later still counts up to here
+            write_halving_report(sweep_dir, self, configs, groups, seeds, rungs, folders, sittings)
+            if len(rungs) == before:
                 log.error("Rung %s did not complete (a job was interrupted): run the same command to continue", step)
                 break
         rungs = self._decide(configs, groups, seeds, fixed, folders, sweep_dir, evidence=self.bootstrap)

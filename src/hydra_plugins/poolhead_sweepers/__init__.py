@@ -4,7 +4,12 @@
 from hydra.plugins.sweeper import Sweeper
 
 from poolhead.halving import HalvingSweep
+from poolhead.optuna_sweep import OptunaSweep
 
 
 class HalvingSweeper(HalvingSweep, Sweeper):
     """Successive halving over a grid (poolhead.halving)."""
+
+
+class OptunaSweeper(OptunaSweep, Sweeper):
+    """An Optuna (>= 4) search with pruning at rungs (poolhead.optuna_sweep)."""
