@@ -143,7 +143,8 @@ def test_a_halving_sweep_killed_mid_rung_continues_with_nothing_retrained(tmp_pa
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first_rung = {p: p.read_bytes() for p in sweep.glob("*/rungs/step-000004/metrics.json")}
-    assert len(first_rung) == 4 and not (sweep / "halving.json").exists(), "killed before the sweep ended"
+    assert len(first_rung) == 4 and not json.loads((sweep / "halving.json").read_text())["complete"], \
+        "killed before the sweep ended (halving.json is written after every rung)"
 
     again = train_py(*HALVING, f"hydra.sweep.dir={sweep}")
     assert again.returncode == 0, again.stderr[-3000:]
@@ -217,3 +218,12 @@ def test_the_sweeps_extra_downgrades_neither_a_current_optuna_nor_sqlalchemy_2()
         except metadata.PackageNotFoundError:
             continue
     assert "optuna" in seen and not bad, bad
+
+
+def test_not_identity_and_hydras_exclude_keys_name_the_same_keys():
+    """A key that is not part of a job's identity must not name its folder either (and the reverse), or a rung's
+    `stop_at_step` would put each rung of one job in a folder of its own."""
+    from poolhead.sweep import NOT_IDENTITY
+
+    hydra = yaml.safe_load((ROOT / "conf" / "hydra" / "default.yaml").read_text())
+    assert sorted(hydra["job"]["config"]["override_dirname"]["exclude_keys"]) == sorted(NOT_IDENTITY)
