@@ -72,7 +72,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
         best = fit_or_evaluate_as_is(trainer, model, datamodule, None if resume is None else resume[0], results)
-        evaluated = load(best) if best else model  # exactly what a user gets back from the checkpoint
+        # exactly what a user gets back from the checkpoint; trusted: its config is this run's own (custom poolings)
+        evaluated = load(best, trust_remote_code=True) if best else model
         evaluated.to(trainer.strategy.root_device)  # load() maps to the CPU, and so does Lightning's teardown
         splits = ["val"] + (["test"] if cfg.test and datamodule.has_test else [])
         frames, metrics, seconds = [], {}, {}
