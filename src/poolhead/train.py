@@ -24,12 +24,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from poolhead.builder import build, load, read_checkpoint
-from poolhead.callbacks import RNGState, StopOnNonFinite, TrainThroughput
+from poolhead.callbacks import AtomicCheckpointIO, RNGState, StopOnNonFinite, TrainThroughput
 from poolhead.checks import SettingsError
 from poolhead.data import DEMO_DIR
 from poolhead.loggers import prepare_metrics_file
 from poolhead.predict import evaluate
-from poolhead.sweep import config_hash
+from poolhead.sweep import atomic_write, config_hash
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         throughput = TrainThroughput()
         callbacks = [instantiate(c) for c in cfg.callbacks.values()]
         callbacks += [RNGState(), StopOnNonFinite(), throughput, *(extra_callbacks or [])]
-        trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+        trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                                         plugins=[AtomicCheckpointIO()])  # no interrupted save truncates a .ckpt
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -101,7 +102,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     finally:
         finish_wandb(loggers, failed=results["status"] != "ok")
         results["finished"] = _now()
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        atomic_write(out_dir / "results.json", json.dumps(results, indent=2, default=str))
     return results
 
 

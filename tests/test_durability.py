@@ -1,0 +1,88 @@
+"""No interruption, full disk or second process loses or doubles work (issue 32): checkpoints and records are written
+atomically, a truncated last.ckpt in a sweep is set aside and the job starts over. Each test fails on the code before
+issue 32."""
+
+import errno
+import json
+import shutil
+
+from conftest import FAST, compose_cfg
+from test_sweep import results
+from test_app import train_py
+
+import poolhead.sweep
+from poolhead.train import run
+
+
+def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_checkpoints_and_the_run_resumable(
+        tmp_path, monkeypatch):
+    """A full disk while a checkpoint is written, as a temp file copied over the old one from another file system
+    (Lightning's writer) or written beside it (poolhead's): the previous last.ckpt and best.ckpt stay whole."""
+    folder = tmp_path / "run"
+    first = run(compose_cfg([*FAST, "keep_last_checkpoint=true"], folder))
+    assert first["status"] == "ok", first["error"]
+    checkpoints = folder / "checkpoints"
+    before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
+    assert set(before) == {"best.ckpt", "last.ckpt"}
+
+    def copy_that_runs_out_of_space(src, dst, *args, **kwargs):  # shutil.move across file systems is a copy
+        if not str(dst).endswith(".ckpt"):
+            return move(src, dst, *args, **kwargs)
+        data = open(src, "rb").read()
+        with open(dst, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def write_that_runs_out_of_space(fd, data):
+        if len(data) < 1 << 20:  # results.json and job.json still fit
+            return write_all(fd, data)
+        write_all(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    move, write_all = shutil.move, getattr(poolhead.sweep, "_write_all", None)
+    monkeypatch.setattr(shutil, "move", copy_that_runs_out_of_space)
+    monkeypatch.setattr(poolhead.sweep, "_write_all", write_that_runs_out_of_space, raising=False)
+    failed = run(compose_cfg([*FAST, "keep_last_checkpoint=true", "trainer.max_epochs=2", "ckpt_path=last"], folder))
+    assert failed["status"] == "failed" and "No space left" in failed["error"], failed["error"]
+    assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == before, "a checkpoint was cut, or a temp left"
+
+    monkeypatch.undo()
+    resumed = run(compose_cfg([*FAST, "keep_last_checkpoint=true", "trainer.max_epochs=2", "ckpt_path=last"], folder))
+    assert resumed["status"] == "ok", resumed["error"]
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    poolhead.sweep.atomic_write(path, '{"old": 1}')
+    assert json.loads(path.read_text()) == {"old": 1} and oct(path.stat().st_mode & 0o777) != "0o600"
+
+    def fail(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(poolhead.sweep, "_write_all", fail)
+    try:
+        poolhead.sweep.atomic_write(path, '{"new": 2}')
+    except OSError:
+        pass
+    assert json.loads(path.read_text()) == {"old": 1} and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_a_truncated_last_ckpt_in_a_sweep_job_is_set_aside_and_the_job_trains(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = ["-m", "seed=1", *FAST, "keep_last_checkpoint=true", "test=false", f"hydra.sweep.dir={sweep}"]
+    first = train_py(*command)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (job,) = [p.parent for p in sweep.glob("*/results.json")]
+    last = job / "checkpoints" / "last.ckpt"
+    cut = last.read_bytes()[: 100_000]
+    last.write_bytes(cut)  # what a killed save or a full disk left
+    (job / "results.json").unlink()
+
+    again = train_py(*command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert "its last.ckpt is unreadable" in log and "trains from scratch" in log, log[-3000:]
+    assert results(sweep)[job.name]["status"] == "ok"
+    (kept,) = job.glob("superseded/*/checkpoints/last.ckpt")
+    assert kept.read_bytes() == cut, "the damaged checkpoint is kept, not deleted"
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
