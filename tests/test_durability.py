@@ -4,9 +4,15 @@ issue 32."""
 
 import errno
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from conftest import FAST, compose_cfg
+from conftest import FAST, ROOT, compose_cfg
 from test_sweep import results
 from test_app import train_py
 
@@ -86,3 +92,45 @@ def test_a_truncated_last_ckpt_in_a_sweep_job_is_set_aside_and_the_job_trains(tm
     (kept,) = job.glob("superseded/*/checkpoints/last.ckpt")
     assert kept.read_bytes() == cut, "the damaged checkpoint is kept, not deleted"
     assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def start_train_py(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(pattern: str, folder: Path, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not list(folder.glob(pattern)):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"no {pattern} after {seconds} s"
+        time.sleep(0.05)
+
+
+LONG = [o for o in FAST if not o.startswith("trainer.max_epochs")]
+
+
+def test_sigterm_ends_a_single_run_non_zero_with_a_record_that_says_so(tmp_path):
+    folder = tmp_path / "run"
+    proc = start_train_py(*LONG, "trainer.max_epochs=200", f"hydra.run.dir={folder}")
+    wait_for("checkpoints/last.ckpt", folder, proc)  # training, past its first epoch
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, err[-3000:]
+    record = json.loads((folder / "results.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("interrupted"), record["error"]
+
+
+def test_sigterm_ends_a_sweep_non_zero_after_reporting_what_finished(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = start_train_py("-m", "trainer.max_epochs=1,200", *LONG, "test=false", f"hydra.sweep.dir={sweep}")
+    wait_for("*max_epochs=200*/checkpoints/last.ckpt", sweep, proc)  # the first job done, the second training
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, err[-3000:]
+    assert "sweep interrupted: 1 finished job(s) reported in" in err, err[-3000:]
+    summary = (sweep / "summary.md").read_text()
+    assert "max_epochs" in summary or "ok" in summary
+    statuses = sorted(r["status"] for r in results(sweep).values())
+    assert statuses == ["failed", "ok"]

@@ -296,6 +296,21 @@ class ExitStatusCallback(Callback):
         raise SystemExit(1)
 
 
+def report_interrupted(sweep_dir: str | Path) -> None:
+    """A sweep interrupted mid-job (SIGTERM: pre-emption, a time limit): the report of the jobs that finished, and
+    what to do, before the process exits non-zero (Hydra's end-of-multirun callbacks do not run then)."""
+    try:
+        from poolhead.report import write_report
+
+        report = write_report(Path(str(sweep_dir)))
+        done = int((report["summary"]["status"] == "ok").sum()) if "status" in report["summary"] else 0
+        where = report["summary_md"]
+    except Exception as err:  # noqa: BLE001 - the interruption is what is reported; a report failure must not hide it
+        done, where = 0, f"(not written: {type(err).__name__}: {err})"
+    print(f"sweep interrupted: {done} finished job(s) reported in {where}; run the same command again to continue "
+          "(finished jobs are skipped, the interrupted one resumes from its last.ckpt)", file=sys.stderr, flush=True)
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())

@@ -32,6 +32,7 @@ from poolhead.predict import evaluate
 from poolhead.sweep import atomic_write, config_hash
 
 log = logging.getLogger(__name__)
+SIGTERM_EXIT = 128 + 15  # what a shell reports for a process ended by SIGTERM
 
 
 def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
@@ -98,6 +99,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         log.error("run failed: %s", results["error"])
     except BaseException as stop:  # SIGTERM (Lightning raises SystemExit), Ctrl-C: the record says so, then it stops
         results["error"] = f"interrupted ({type(stop).__name__}); run the same command again to resume"
+        if isinstance(stop, SystemExit) and stop.code in (None, 0):  # Lightning's SIGTERMException exits 0
+            raise SystemExit(SIGTERM_EXIT) from stop  # an interruption, not a success: a scheduler requeues it
         raise
     finally:
         finish_wandb(loggers, failed=results["status"] != "ok")
