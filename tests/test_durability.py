@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 from conftest import FAST, ROOT, compose_cfg
 from test_sweep import results
 from test_app import train_py
@@ -134,3 +135,35 @@ def test_sigterm_ends_a_sweep_non_zero_after_reporting_what_finished(tmp_path):
     assert "max_epochs" in summary or "ok" in summary
     statuses = sorted(r["status"] for r in results(sweep).values())
     assert statuses == ["failed", "ok"]
+
+
+def test_a_second_run_into_a_finished_runs_folder_keeps_the_first(tmp_path):
+    folder = tmp_path / "run"
+    first = train_py(*FAST, f"hydra.run.dir={folder}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    earlier = {name: (folder / name).read_bytes() for name in ("results.json", "predictions.csv",
+                                                                "checkpoints/best.ckpt")}
+    second = train_py(*FAST, "seed=7", f"hydra.run.dir={folder}")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "a new run (no ckpt_path) into the folder of an earlier run" in second.stdout + second.stderr
+    (kept,) = (folder / "superseded").iterdir()
+    assert {name: (kept / name).read_bytes() for name in earlier} == earlier, "the first run's outputs, kept whole"
+    assert json.loads((folder / "results.json").read_text())["config"]["seed"] == 7
+
+
+def test_two_processes_on_one_sweep_train_each_job_once(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = ["-m", "seed=1,2,3", *LONG, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "test=false",
+               f"hydra.sweep.dir={sweep}"]
+    procs = [start_train_py(*command) for _ in range(2)]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    log = "".join(out + err for out, err in outputs)
+    assert log.count("is claimed by another process") >= 1, "the two processes never met on a job"
+    assert log.count("Skipped:") == 3, "each job trained by one process, skipped by the other"
+    done = results(sweep)
+    assert len(done) == 3 and all(r["status"] == "ok" for r in done.values())
+    for job in done:
+        train_rows = pd.read_csv(sweep / job / "csv" / "metrics.csv").dropna(subset=["train/loss"])
+        assert not train_rows["step"].duplicated().any(), f"{job}: steps logged twice"
+        assert len(train_rows) == 3 * -(-done[job]["data"]["train"] // 32), f"{job}: 3 epochs, each step once"

