@@ -18,7 +18,14 @@ def main(cfg: DictConfig) -> float | None:
         from poolhead.train import quiet_known_noise, run  # here: a re-run sweep that skips all never imports torch
 
         quiet_known_noise()
-        results = run(cfg)
+        try:
+            results = run(cfg)
+        except SystemExit:  # interrupted (SIGTERM): a sweep says what finished before it stops, non-zero
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                from poolhead.sweep import report_interrupted
+
+                report_interrupted(HydraConfig.get().sweep.dir)
+            raise
     single_run = HydraConfig.get().mode != RunMode.MULTIRUN
     if results["status"] != "ok" and single_run:
         where = "nothing of the run was changed" if results.get("resumable") is False else \

@@ -1,13 +1,16 @@
-"""Lightning callbacks that Lightning itself lacks."""
+"""Lightning callbacks (and a checkpoint writer) that Lightning itself lacks."""
 
 from __future__ import annotations
 
+import io
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 
 
@@ -128,3 +131,23 @@ class StopAtStep(L.Callback):
             self.stopped_at = trainer.global_step
             trainer.save_checkpoint(self.last_path)
             trainer.should_stop = True
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written with `sweep.atomic_write` (temp file beside the target, fsync, rename): Lightning's own
+    writer moves a temp file from the system temp folder, a copy over the old file when that is another file system,
+    so a kill or a full disk mid-save left a truncated last.ckpt. Loads are weights_only: no pickled code runs."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's own writer
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        from poolhead.sweep import atomic_write
+
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, buffer.getbuffer())
+
+    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)

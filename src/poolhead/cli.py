@@ -48,6 +48,8 @@ def parser() -> argparse.ArgumentParser:
     device = dict(default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
     precision = dict(default=None, choices=["32-true", "bf16-mixed", "16-mixed"],
                      help="default: the run's own (bf16-mixed where it trained in bf16)")
+    trust = dict(action="store_true", help="build components the checkpoint names from outside poolhead (your own "
+                                           "custom pooling/head): runs their code, so only for checkpoints you trust")
 
     p = sub.add_parser("predict", help="score the rows of a .csv/.tsv/.jsonl/.json file",
                        description="Read FILE with the strict readers training uses (a bad row stops the command "
@@ -66,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", **device)
     p.add_argument("--precision", **precision)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--trust-remote-code", **trust)
     p.set_defaults(run_command=predict_command)
 
     e = sub.add_parser("eval", help="evaluate a trained model on another dataset; writes eval.json beside the run",
@@ -83,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="token cache (default: as cache)")
     e.add_argument("--device", **device)
     e.add_argument("--precision", **precision)
+    e.add_argument("--trust-remote-code", **trust)
     e.set_defaults(run_command=eval_command)
 
     x = sub.add_parser("export", help="write a folder that sentence-transformers or transformers load",
@@ -95,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--to", required=True, type=Path, help="the folder to write (new or empty)")
     x.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     x.add_argument("--best", action="store_true", help="RUN is a sweep folder: export the report's best job")
+    x.add_argument("--trust-remote-code", **trust)
     x.set_defaults(run_command=export_command)
 
     c = sub.add_parser("cache", help="the encoder-feature and token caches (paths.cache_dir)")
@@ -112,7 +117,7 @@ def predict_command(args: argparse.Namespace) -> int:
     from poolhead.data.read import DataError, build_split, read_table
     from poolhead.predict import predict_texts, prediction_frame
 
-    model = _load(args.run, args.device)
+    model = _load(args.run, args.device, args.trust_remote_code)
     columns = column_names(model, args)
     path: Path = args.input
     output = args.output or path.with_name(f"{path.stem}.pred{path.suffix}")
@@ -170,7 +175,7 @@ def eval_command(args: argparse.Namespace) -> int:
     from poolhead.predict import data_for, evaluate
 
     data = compose_data(args.overrides, args.config_dir)
-    model = _load(args.run, args.device)
+    model = _load(args.run, args.device, args.trust_remote_code)
     datamodule = data_for(model, data=data, cache_dir=str(args.cache_dir))
     same_task(model.task, datamodule.task, datamodule.name)
     splits = args.split or ["val"] + (["test"] if datamodule.has_test else [])
@@ -230,7 +235,7 @@ def export_command(args: argparse.Namespace) -> int:
     from poolhead.export import choose, describe, export
 
     checkpoint = best_checkpoint(args.run) if args.best else _checkpoint(args.run)
-    model = _load(checkpoint, "cpu")
+    model = _load(checkpoint, "cpu", args.trust_remote_code)
     fmt = choose(model, args.format)  # refuses before anything is written
     results = run_folder(checkpoint) / "results.json"
     metrics = json.loads(results.read_text()).get("metrics", {}) if results.exists() else {}
@@ -297,14 +302,15 @@ def run_folder(path: Path) -> Path:
     return path.parent.parent if path.parent.name == "checkpoints" else path.parent
 
 
-def _load(run: str | Path, device: str | None) -> Any:
+def _load(run: str | Path, device: str | None, trust_remote_code: bool = False) -> Any:
     import torch
     from transformers.utils import logging as hf_logging
 
     from poolhead.builder import load
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars: the commands print their own progress
-    return load(run, map_location=device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    return load(run, map_location=device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                trust_remote_code=trust_remote_code)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from poolhead.sweep import atomic_write
 
 
 class _ContinuingWriter(ExperimentWriter):
@@ -43,8 +46,9 @@ def prepare_metrics_file(path: Path, resume_step: int | None) -> int:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames or [], [r for r in reader if int(float(r["step"])) < resume_step]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, text.getvalue())  # a kill here keeps the full history, not a cut one
     return len(rows)

