@@ -3,6 +3,7 @@
     poolhead predict RUN_DIR_OR_CKPT --input FILE [--output FILE] [--text COL --text-pair COL --label COL]
     poolhead eval    RUN_DIR_OR_CKPT data=<group> [data.dir=...] [--split val test]
     poolhead export  RUN_DIR_OR_CKPT --to DIR [--format auto|sentence-transformers|cross-encoder|transformers]
+                     [--backend torch|onnx|openvino [--quantize int8]]
     poolhead export  SWEEP_DIR --best --to DIR
     poolhead cache   info|clear [--cache-dir DIR]
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run_command(args)
-    except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:  # DataError, ExportRefused, ...
+    except (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError) as err:  # DataError, ExportRefused, ...
         print(f"poolhead {args.command}: error: {err}", file=sys.stderr)
         return 1
 
@@ -95,6 +96,14 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--to", required=True, type=Path, help="the folder to write (new or empty)")
     x.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     x.add_argument("--best", action="store_true", help="RUN is a sweep folder: export the report's best job")
+    x.add_argument("--backend", default="torch", choices=("torch", "onnx", "openvino"),
+                   help="also write sentence-transformers' ONNX / OpenVINO file (sentence-transformers and "
+                        "cross-encoder formats), checked against torch on probe pairs; needs poolhead[onnx] / "
+                        "poolhead[openvino]")
+    x.add_argument("--quantize", choices=("int8",), help="also write the backend's int8 file (ONNX: dynamic; "
+                   "OpenVINO: static, calibrated on the run's training texts), kept only within --max-loss")
+    x.add_argument("--max-loss", type=float, default=0.005,
+                   help="the dev Spearman an int8 file may lose against torch fp32 (default 0.005 = 0.5 points)")
     x.set_defaults(run_command=export_command)
 
     c = sub.add_parser("cache", help="the encoder-feature and token caches (paths.cache_dir)")
@@ -227,15 +236,22 @@ def same_task(model_task: Any, data_task: Any, name: str) -> None:
 
 # --- export -----------------------------------------------------------------------------------------------------
 def export_command(args: argparse.Namespace) -> int:
-    from poolhead.export import choose, describe, export
+    from poolhead.export import ExportRefused, backend_refusal, choose, describe, export
 
     checkpoint = best_checkpoint(args.run) if args.best else _checkpoint(args.run)
     model = _load(checkpoint, "cpu")
     fmt = choose(model, args.format)  # refuses before anything is written
+    why = backend_refusal(model, fmt, args.backend, args.quantize)
+    if why:
+        raise ExportRefused(f"cannot add a {args.backend}{' int8' if args.quantize else ''} file to a {fmt} export: "
+                            f"{why}")
     results = run_folder(checkpoint) / "results.json"
     metrics = json.loads(results.read_text()).get("metrics", {}) if results.exists() else {}
-    folder = export(model, args.to, fmt, {"checkpoint": str(checkpoint), "metrics": metrics})
-    print(f"exported {checkpoint} ({describe(model)}) as {fmt} to {folder}; how to load it: {folder / 'README.md'}")
+    folder = export(model, args.to, fmt, {"checkpoint": str(checkpoint), "metrics": metrics}, backend=args.backend,
+                    quantize=args.quantize, max_loss=args.max_loss)
+    backend = "" if args.backend == "torch" else f" with {args.backend}{' int8' if args.quantize else ''} files"
+    print(f"exported {checkpoint} ({describe(model)}) as {fmt}{backend} to {folder}; how to load it: "
+          f"{folder / 'README.md'}")
     return 0
 
 
