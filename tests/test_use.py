@@ -338,6 +338,9 @@ def test_minilm_export_round_trip(tmp_path, overrides, formats):
 # --- the first run ----------------------------------------------------------------------------------------------
 def test_train_py_ends_saying_where_everything_is_without_library_noise(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "POOLHEAD_CACHE": str(tmp_path / "cache")}
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if Path(p).resolve() != Path(sys.executable).parent.resolve())  # not activated
+    env["PATH"] = path
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *SHORT, "hydra.run.dir=run"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -350,3 +353,10 @@ def test_train_py_ends_saying_where_everything_is_without_library_noise(tmp_path
     console = proc.stdout + proc.stderr
     for noise in ("💡 Tip", "litlogger", "LeafSpec", "FLOPs"):
         assert noise not in console, noise
+    assert console.count("Seed set to") == 1 and "INFO: " not in console, "each Lightning line once"
+    # the next commands run as printed, with the virtualenv not activated (PATH without its bin folder)
+    predict = next(line for line in last if " predict run " in line).split("#")[0].split()
+    done = subprocess.run([*predict, "--output", "p.csv", "--quiet"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (predict, done.stderr[-2000:])
+    assert (tmp_path / "p.csv").exists()
