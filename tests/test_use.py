@@ -360,3 +360,61 @@ def test_train_py_ends_saying_where_everything_is_without_library_noise(tmp_path
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (predict, done.stderr[-2000:])
     assert (tmp_path / "p.csv").exists()
+
+
+# --- what every export folder carries ---------------------------------------------------------------------------
+def test_each_export_has_its_own_model_name_and_the_heads_similarity(tmp_path):
+    """MTEB keys its cache by model_card_data.model_name: two configs from one base encoder must not share one."""
+    from poolhead.export import card_name, load_exported
+
+    names = set()
+    for pooling in ("mean", "cls"):
+        run_dir = tiny_run(tmp_path / pooling, ["mode=bi", f"pooling={pooling}"])
+        folder = tmp_path / f"out-{pooling}"
+        assert cli(["export", str(run_dir), "--to", str(folder)]) == 0
+        name = card_name(folder)
+        assert name and name.startswith("poolhead/") and pooling in name
+        loaded = load_exported(folder, "sentence-transformers")
+        assert loaded.model_card_data.model_name == name
+        assert json.loads((folder / "config_sentence_transformers.json").read_text())["similarity_fn_name"] == "cosine"
+        assert loaded.similarity_fn_name == "cosine"
+        names.add(name)
+    assert len(names) == 2
+
+
+def test_transformers_export_loads_right_in_cross_encoder(tmp_path):
+    """CrossEncoder(DIR) on a 1-label transformers folder applies Sigmoid unless config.json says otherwise."""
+    from sentence_transformers import CrossEncoder
+
+    run_dir = tiny_run(tmp_path / "run", ["mode=cross", "pooling=pooler"])
+    source = demo_pairs(tmp_path, rows=20)
+    assert cli(["predict", str(run_dir), "--input", str(source), "--output", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert cli(["export", str(run_dir), "--to", str(tmp_path / "out"), "--format", "transformers"]) == 0
+    scores = CrossEncoder(str(tmp_path / "out"), device="cpu").predict(list(zip(frame["sentence1"],
+                                                                                 frame["sentence2"])))
+    assert np.abs(np.asarray(scores, dtype=float) - frame["pred"].to_numpy()).max() <= 1e-5
+
+
+def test_model_card_names_the_base_encoder_by_hub_id_and_weights_sha256(tiny_encoder):
+    import hashlib
+
+    from poolhead.export import base_encoder, hub_id
+
+    folder = Path(poolhead.minilm_path())
+    row = base_encoder(str(folder), tiny_encoder())
+    sha = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert row == f"sentence-transformers/all-MiniLM-L6-v2 (model.safetensors sha256 {sha})"
+    assert str(folder) not in row
+    assert hub_id("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5" and hub_id("/no/such/folder") is None
+
+
+def test_export_files_follow_the_users_umask(demo_run, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert cli(["export", str(demo_run), "--to", str(tmp_path / "out")]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in (tmp_path / "out").rglob("*")}
+    assert modes["out/model.safetensors"] == 0o644, modes
+    assert all(m == (0o755 if (tmp_path / k).is_dir() else 0o644) for k, m in modes.items()), modes

@@ -197,8 +197,38 @@ def export(model: PoolheadModel, to: str | Path, fmt: str = "auto", card: dict[s
     except Exception:
         shutil.rmtree(to, ignore_errors=True)
         raise
+    card.setdefault("model_name", export_name(model, card))
     (to / "README.md").write_text(model_card(model, fmt, card))
+    shareable(to)
     return to
+
+
+def export_name(model: PoolheadModel, card: dict[str, Any]) -> str:
+    """A name unique to the run and its config (model_card_data.model_name): MTEB keys its result cache by it, so two
+    models fine-tuned from one base model must not share one."""
+    from omegaconf import OmegaConf
+
+    from poolhead.sweep import config_hash
+
+    config = (model.description or {}).get("config") or {}
+    digest = config_hash(OmegaConf.create(config))[:10] if config else "unconfigured"
+    checkpoint = Path(card.get("checkpoint") or "run")
+    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    parts = [(config.get("data") or {}).get("name"), model.mode.name, type(model.pooling).__name__.lower(),
+             type(model.head).__name__.removesuffix("Head").lower(), run.name, digest]
+    return "poolhead/" + "-".join(str(x) for x in parts if x).replace(" ", "_")
+
+
+def shareable(folder: Path) -> None:
+    """Files and folders of an export get the user's umask (model.safetensors was written 0600 by a temporary
+    file): an export is meant to be shared."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
 # --- the formats ------------------------------------------------------------------------------------------------
@@ -278,6 +308,10 @@ def to_transformers(model: PoolheadModel, to: Path) -> None:
     """pooling=pooler and a linear head: AutoModelForSequenceClassification (regression: num_labels=1 on the data's
     scale; classes: num_labels=K with id2label; multilabel: problem_type multi_label_classification)."""
     classifier = _classifier(model)
+    # CrossEncoder(DIR) reads this; without it, a 1-label model gets Sigmoid (STS scores squashed into 0-1)
+    activation = "torch.nn.modules.activation.Sigmoid" if isinstance(model.head, MultiLabelHead) else \
+        "torch.nn.modules.linear.Identity"
+    classifier.config.sentence_transformers = {"activation_fn": activation}
     classifier.save_pretrained(to)
     tokenizer = encoder_of(model).tokenizer
     tokenizer.model_max_length = encoder_of(model).max_length
@@ -347,7 +381,21 @@ def load_exported(folder: str | Path, fmt: str, backend: str = "torch", file_nam
     kwargs: dict[str, Any] = {} if backend == "torch" else {
         "backend": backend, "model_kwargs": {"file_name": file_name} if file_name else {}}
     cls = st.SentenceTransformer if fmt == "sentence-transformers" else st.CrossEncoder
-    return cls(str(folder), device="cpu", **kwargs)
+    loaded = cls(str(folder), device="cpu", **kwargs)
+    name = card_name(folder)
+    if name:
+        loaded.model_card_data.model_name = name  # sentence-transformers does not read it back from a folder
+    return loaded
+
+
+def card_name(folder: str | Path) -> str | None:
+    """The model_name in the front matter of an export's README.md (None: not a poolhead export card)."""
+    readme = Path(folder) / "README.md"
+    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
+    if not text.startswith("---\n"):
+        return None
+    front = yaml.safe_load(text.split("---\n", 2)[1]) or {}
+    return front.get("model_name")
 
 
 def exported_scores(folder: str | Path, fmt: str, text: list[str], text_pair: list[str] | None,
@@ -524,6 +572,60 @@ logits = model(**inputs).logits   # {meaning}
 }
 
 
+KNOWN_HUB_IDS = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}  # folder name of a known copy
+
+
+def hub_id(name_or_path: str | None) -> str | None:
+    """The Hugging Face Hub id of the base encoder: the name itself when it is one, the bundled MiniLM's id for its
+    install folder, a local folder's recorded `_name_or_path` when that is a hub id; None when unknown."""
+    if not name_or_path:
+        return None
+    path = Path(str(name_or_path)).expanduser()
+    if not path.exists():
+        return str(name_or_path) if "/" in str(name_or_path) and not str(name_or_path).startswith((".", "/", "~")) \
+            else None
+    from poolhead import minilm_path
+
+    try:
+        if path.resolve() == Path(minilm_path()).resolve():
+            return "sentence-transformers/all-MiniLM-L6-v2"
+    except ImportError:
+        pass
+    if path.name in KNOWN_HUB_IDS:
+        return KNOWN_HUB_IDS[path.name]
+    import json
+
+    recorded = json.loads((path / "config.json").read_text()).get("_name_or_path") if (
+        path / "config.json").exists() else None
+    return recorded if recorded and "/" in recorded and not recorded.startswith((".", "/", "~")) else None
+
+
+def weights_sha256(name_or_path: str | None) -> str | None:
+    """sha256 of a local base encoder's weights file (model.safetensors, else pytorch_model.bin)."""
+    import hashlib
+
+    path = Path(str(name_or_path or "")).expanduser()
+    weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
+    if not name_or_path or weights is None:
+        return None
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"{weights.name} sha256 {digest.hexdigest()}"
+
+
+def base_encoder(name_or_path: str | None, encoder: Encoder) -> str:
+    """The model card's base encoder: its hub id (not a local install path) and its weights' sha256."""
+    if not name_or_path:
+        return f"random {encoder.model.config.model_type}"
+    hub = hub_id(name_or_path)
+    local = Path(str(name_or_path)).expanduser().exists()
+    said = hub or (f"local folder {Path(str(name_or_path)).name}" if local else str(name_or_path))
+    sha = weights_sha256(name_or_path)
+    return said + (f" ({sha})" if sha else "")
+
+
 def describe(model: PoolheadModel) -> str:
     config = (model.description or {}).get("config", {})
     return (f"mode={model.mode.name}, pooling={type(model.pooling).__name__}, head={type(model.head).__name__}, "
@@ -576,7 +678,7 @@ def model_card(model: PoolheadModel, fmt: str, card: dict[str, Any]) -> str:
     metrics = {k: v for k, v in (card.get("metrics") or {}).items() if k.split("/")[-1] in main}
     data = config.get("data") or {}
     rows = {
-        "base encoder": config.get("encoder", {}).get("name_or_path") or f"random {encoder.model.config.model_type}",
+        "base encoder": base_encoder(config.get("encoder", {}).get("name_or_path"), encoder),
         "pooling": config.get("pooling", {}).get("_target_", type(model.pooling).__name__),
         "head": ", ".join(f"{k}={v}" for k, v in config.get("head", {}).items() if k != "_partial_"),
         "mode": model.mode.name,
@@ -588,7 +690,19 @@ def model_card(model: PoolheadModel, fmt: str, card: dict[str, Any]) -> str:
     table = "\n".join(f"| {k} | {v} |" for k, v in rows.items())
     backends = backend_section(fmt, card.get("backends") or [])
     library = "transformers" if fmt == "transformers" else "sentence-transformers (>= 6)"
-    return f"""# poolhead export ({fmt})
+    front = {"model_name": card.get("model_name") or export_name(model, card),
+             "library_name": "transformers" if fmt == "transformers" else "sentence-transformers",
+             "tags": ["poolhead", fmt, model.mode.name]}
+    hub = hub_id(config.get("encoder", {}).get("name_or_path"))
+    if hub:
+        front["base_model"] = hub
+    return f"""---
+{yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip()}
+---
+# poolhead export ({fmt})
+
+`{front["model_name"]}`: this export's name (`model.model_card_data.model_name`; poolhead's `load_exported` sets it,
+set it yourself when you load the folder otherwise: MTEB keys its result cache by it).
 
 Written by `poolhead export`; loading it needs only {library}. Before it was kept, the folder was loaded back with
 that library and gave poolhead's own outputs (fp32) on probe pairs.
