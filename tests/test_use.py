@@ -302,6 +302,23 @@ def test_eval_refuses_other_tasks_and_non_data_overrides(demo_run, tmp_path, cap
     assert "data=<group>" in capsys.readouterr().err
 
 
+def test_eval_mteb_gives_poolhead_spearman_on_local_sts_files(tmp_path, capsys):
+    """MTEB's cosine_spearman of the bi run's export, on the demo val rows read from local files, is poolhead's own."""
+    pytest.importorskip("mteb")
+    run_dir = tiny_run(tmp_path / "run", ["mode=bi", "pooling=mean"])
+    assert cli(["eval", str(run_dir), "data=demo", "--split", "val", "--mteb"]) == 0
+    entry = json.loads((run_dir / "eval.json").read_text())["demo"]
+    assert entry["mteb"]["val"]["cosine_spearman"] == pytest.approx(entry["metrics"]["val/spearman"], abs=1e-4)
+    assert entry["mteb"]["model_name"].startswith("poolhead/demo-bi-mean-regression-run-")
+    assert "MTEB cosine_spearman" in capsys.readouterr().out
+
+
+def test_eval_mteb_refuses_a_cross_run(demo_run, capsys):
+    pytest.importorskip("mteb")
+    assert cli(["eval", str(demo_run), "data=demo", "--split", "val", "--mteb"]) == 1
+    assert "mode=bi run only" in capsys.readouterr().err
+
+
 @pytest.mark.real
 def test_eval_of_an_stsb_run_on_korsts_dev_writes_spearman(shared_data_dir, tmp_path):
     folder = tmp_path / "stsb"

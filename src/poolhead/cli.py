@@ -1,7 +1,7 @@
 """poolhead commands: use a trained model, and look after the caches.
 
     poolhead predict RUN_DIR_OR_CKPT --input FILE [--output FILE] [--text COL --text-pair COL --label COL]
-    poolhead eval    RUN_DIR_OR_CKPT data=<group> [data.dir=...] [--split val test]
+    poolhead eval    RUN_DIR_OR_CKPT data=<group> [data.dir=...] [--split val test] [--mteb]
     poolhead export  RUN_DIR_OR_CKPT --to DIR [--format auto|sentence-transformers|cross-encoder|transformers]
                      [--backend torch|onnx|openvino [--quantize int8]]
     poolhead export  SWEEP_DIR --best --to DIR
@@ -84,6 +84,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="token cache (default: as cache)")
     e.add_argument("--device", **device)
     e.add_argument("--precision", **precision)
+    e.add_argument("--mteb", action="store_true", help="also score a mode=bi run's sentence-transformers export with "
+                   "MTEB's STS evaluation on the same local rows (no hub access, cache=None); needs poolhead[mteb]")
     e.set_defaults(run_command=eval_command)
 
     x = sub.add_parser("export", help="write a folder that sentence-transformers or transformers load",
@@ -180,6 +182,9 @@ def eval_command(args: argparse.Namespace) -> int:
 
     data = compose_data(args.overrides, args.config_dir)
     model = _load(args.run, args.device)
+    if args.mteb and model.mode.name != "bi":
+        raise ValueError(f"--mteb scores embeddings (MTEB STS): a mode=bi run only, this one is "
+                         f"mode={model.mode.name}")
     datamodule = data_for(model, data=data, cache_dir=str(args.cache_dir))
     same_task(model.task, datamodule.task, datamodule.name)
     splits = args.split or ["val"] + (["test"] if datamodule.has_test else [])
@@ -195,6 +200,10 @@ def eval_command(args: argparse.Namespace) -> int:
         frames.append(frame)
         entry["metrics"] |= metrics
         entry["rows"][split], entry["seconds"][split] = len(frame), round(seconds, 3)
+    if args.mteb:
+        from poolhead.mteb_eval import mteb_scores
+
+        entry["mteb"] = mteb_scores(model, datamodule, splits, _checkpoint(args.run))
     import pandas as pd
 
     pd.concat(frames, ignore_index=True).to_csv(entry["predictions"], index=False)
@@ -203,7 +212,9 @@ def eval_command(args: argparse.Namespace) -> int:
     main_metric = model.task.monitor
     for split in splits:
         value = entry["metrics"][f"{split}/{main_metric}"]
-        print(f"{name} {split}: {main_metric} {value:.4f} ({entry['rows'][split]} rows)")
+        mteb = entry.get("mteb", {}).get(split)
+        also = f"; MTEB cosine_spearman {mteb['cosine_spearman']:.4f}" if mteb else ""
+        print(f"{name} {split}: {main_metric} {value:.4f} ({entry['rows'][split]} rows){also}")
     print(f"wrote {path} (entry {name!r}) and {entry['predictions']}")
     return 0
 
