@@ -172,8 +172,9 @@ def main() -> int:
             order = list(runs) if r % 2 == 0 else list(runs)[::-1]
             for name in order:
                 out = Path(tmp) / f"{name}-{r}.json"
-                cmd = [sys.executable, __file__, "--one", name, "--folder", str(work), "--data-dir", str(args.data_dir),
-                       "--out", str(out)] + (["--dev-pairs", str(args.dev_pairs)] if args.dev_pairs else [])
+                cmd = [sys.executable, __file__, "--one", name, "--folder", str(work),
+                       "--data-dir", str(args.data_dir), "--out", str(out)]
+                cmd += ["--dev-pairs", str(args.dev_pairs)] if args.dev_pairs else []
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0:
                     missing[name] = proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else "failed"
@@ -191,8 +192,8 @@ def main() -> int:
     label = str(args.model) if args.model else "all-MiniLM-L6-v2 (the bundled copy, zero-shot)"
     lines = [f"# Serving comparison: {label}, {next(iter(med.values()))['pairs'] if med else 0:.0f} STS-B dev "
              "pairs", "", f"Machine: {describe_machine(m)}", "",
-             f"Load average (1, 5, 15 min) before {busy_before[0]:.2f} {busy_before[1]:.2f} {busy_before[2]:.2f}, after "
-             f"{busy_after[0]:.2f} {busy_after[1]:.2f} {busy_after[2]:.2f} (above the core count: the CPU was shared)",
+             "Load average (1, 5, 15 min) before " + " ".join(f"{x:.2f}" for x in busy_before) + ", after "
+             + " ".join(f"{x:.2f}" for x in busy_after) + f" on {os.cpu_count()} cores (above it: the CPU was shared)",
              "", f"Backend files written in {prepare_seconds:.0f} s (untimed; OpenVINO int8 calibrated on "
              f"{args.calibration} STS-B train sentences). Medians of {args.repeats} round(s); "
              "encode = both dev sides at batch 32, tokenization included, after one warm-up batch.", "",

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run_command(args)
-    except (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError) as err:  # DataError, ExportRefused, ...
+    except (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError) as err:  # DataError, ExportRefused
         print(f"poolhead {args.command}: error: {err}", file=sys.stderr)
         return 1
 

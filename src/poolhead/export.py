@@ -168,8 +168,8 @@ def backend_refusal(model: PoolheadModel, fmt: str, backend: str, quantize: str 
 def export(model: PoolheadModel, to: str | Path, fmt: str = "auto", card: dict[str, Any] | None = None,
            backend: str = "torch", quantize: str | None = None, max_loss: float = MAX_INT8_LOSS) -> Path:
     """Write `model` into the folder `to` (created; it must be empty or absent) in `fmt`, check it, write README.md.
-    `card`: extra facts for the model card (checkpoint, metrics); `backend`/`quantize`: also write sentence-transformers'
-    ONNX / OpenVINO (int8) files, each checked. Returns the folder."""
+    `card`: extra facts for the model card (checkpoint, metrics); `backend`/`quantize`: also write
+    sentence-transformers' ONNX / OpenVINO (int8) files, each checked. Returns the folder."""
     fmt = choose(model, fmt)
     why = backend_refusal(model, fmt, backend, quantize)
     if why:

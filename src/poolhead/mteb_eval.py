@@ -46,7 +46,7 @@ def local_sts_task(name: str, rows: dict[str, pd.DataFrame], score_range: tuple[
 
 
 def mteb_scores(model: Any, datamodule: Any, splits: list[str], checkpoint: str | Path = "") -> dict[str, Any]:
-    """MTEB STS scores of a bi run's export on `datamodule`'s splits: {split: {cosine_spearman: ..., ...}, model_name}."""
+    """MTEB STS scores of a bi run's export on `datamodule`'s splits: {split: {cosine_spearman, ...}, model_name}."""
     try:
         import mteb
     except ImportError as err:
@@ -54,7 +54,8 @@ def mteb_scores(model: Any, datamodule: Any, splits: list[str], checkpoint: str 
     from poolhead.export import choose, export, load_exported
 
     if model.mode.name != "bi":
-        raise ValueError(f"--mteb scores embeddings (MTEB STS): a mode=bi run only, this one is mode={model.mode.name}")
+        raise ValueError(f"--mteb scores embeddings (MTEB STS): a mode=bi run only, this one is "
+                         f"mode={model.mode.name}")
     fmt = choose(model, "sentence-transformers")
     rows = {split: datamodule.rows(split) for split in splits}
     task = local_sts_task(datamodule.name, rows, tuple(model.task.score_range or (0.0, 1.0)))

@@ -255,7 +255,7 @@ def closing_summary(results: dict[str, Any], out_dir: str | Path) -> str:
         f"  best checkpoint  {_shown(Path(best)) if best else '(none)'}",
         "Next:",
         f"  {command('python')} train.py -m pooling=cls,mean,max head=regression,classification   # a sweep",
-        f"  {command('poolhead')} predict {out} --input {_shown(DEMO_DIR / 'pairs.csv')}   # score new rows (csv/tsv/jsonl/json)",
+        f"  {command('poolhead')} predict {out} --input {_shown(DEMO_DIR / 'pairs.csv')}   # score new rows",
         f"  {command('poolhead')} eval {out} data=stsb data.dir=../shared/data/stsb   # another dataset",
         f"  {command('poolhead')} export {out} --to exported/   # a sentence-transformers / transformers folder",
     ]
