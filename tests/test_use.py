@@ -302,6 +302,23 @@ def test_eval_refuses_other_tasks_and_non_data_overrides(demo_run, tmp_path, cap
     assert "data=<group>" in capsys.readouterr().err
 
 
+def test_eval_mteb_gives_poolhead_spearman_on_local_sts_files(tmp_path, capsys):
+    """MTEB's cosine_spearman of the bi run's export, on the demo val rows read from local files, is poolhead's own."""
+    pytest.importorskip("mteb")
+    run_dir = tiny_run(tmp_path / "run", ["mode=bi", "pooling=mean"])
+    assert cli(["eval", str(run_dir), "data=demo", "--split", "val", "--mteb"]) == 0
+    entry = json.loads((run_dir / "eval.json").read_text())["demo"]
+    assert entry["mteb"]["val"]["cosine_spearman"] == pytest.approx(entry["metrics"]["val/spearman"], abs=1e-4)
+    assert entry["mteb"]["model_name"].startswith("poolhead/demo-bi-mean-regression-run-")
+    assert "MTEB cosine_spearman" in capsys.readouterr().out
+
+
+def test_eval_mteb_refuses_a_cross_run(demo_run, capsys):
+    pytest.importorskip("mteb")
+    assert cli(["eval", str(demo_run), "data=demo", "--split", "val", "--mteb"]) == 1
+    assert "mode=bi run only" in capsys.readouterr().err
+
+
 @pytest.mark.real
 def test_eval_of_an_stsb_run_on_korsts_dev_writes_spearman(shared_data_dir, tmp_path):
     folder = tmp_path / "stsb"
@@ -338,6 +355,9 @@ def test_minilm_export_round_trip(tmp_path, overrides, formats):
 # --- the first run ----------------------------------------------------------------------------------------------
 def test_train_py_ends_saying_where_everything_is_without_library_noise(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "POOLHEAD_CACHE": str(tmp_path / "cache")}
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if Path(p).resolve() != Path(sys.executable).parent.resolve())  # not activated
+    env["PATH"] = path
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *SHORT, "hydra.run.dir=run"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -350,3 +370,68 @@ def test_train_py_ends_saying_where_everything_is_without_library_noise(tmp_path
     console = proc.stdout + proc.stderr
     for noise in ("💡 Tip", "litlogger", "LeafSpec", "FLOPs"):
         assert noise not in console, noise
+    assert console.count("Seed set to") == 1 and "INFO: " not in console, "each Lightning line once"
+    # the next commands run as printed, with the virtualenv not activated (PATH without its bin folder)
+    predict = next(line for line in last if " predict run " in line).split("#")[0].split()
+    done = subprocess.run([*predict, "--output", "p.csv", "--quiet"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (predict, done.stderr[-2000:])
+    assert (tmp_path / "p.csv").exists()
+
+
+# --- what every export folder carries ---------------------------------------------------------------------------
+def test_each_export_has_its_own_model_name_and_the_heads_similarity(tmp_path):
+    """MTEB keys its cache by model_card_data.model_name: two configs from one base encoder must not share one."""
+    from poolhead.export import card_name, load_exported
+
+    names = set()
+    for pooling in ("mean", "cls"):
+        run_dir = tiny_run(tmp_path / pooling, ["mode=bi", f"pooling={pooling}"])
+        folder = tmp_path / f"out-{pooling}"
+        assert cli(["export", str(run_dir), "--to", str(folder)]) == 0
+        name = card_name(folder)
+        assert name and name.startswith("poolhead/") and pooling in name
+        loaded = load_exported(folder, "sentence-transformers")
+        assert loaded.model_card_data.model_name == name
+        assert json.loads((folder / "config_sentence_transformers.json").read_text())["similarity_fn_name"] == "cosine"
+        assert loaded.similarity_fn_name == "cosine"
+        names.add(name)
+    assert len(names) == 2
+
+
+def test_transformers_export_loads_right_in_cross_encoder(tmp_path):
+    """CrossEncoder(DIR) on a 1-label transformers folder applies Sigmoid unless config.json says otherwise."""
+    from sentence_transformers import CrossEncoder
+
+    run_dir = tiny_run(tmp_path / "run", ["mode=cross", "pooling=pooler"])
+    source = demo_pairs(tmp_path, rows=20)
+    assert cli(["predict", str(run_dir), "--input", str(source), "--output", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert cli(["export", str(run_dir), "--to", str(tmp_path / "out"), "--format", "transformers"]) == 0
+    scores = CrossEncoder(str(tmp_path / "out"), device="cpu").predict(list(zip(frame["sentence1"],
+                                                                                 frame["sentence2"])))
+    assert np.abs(np.asarray(scores, dtype=float) - frame["pred"].to_numpy()).max() <= 1e-5
+
+
+def test_model_card_names_the_base_encoder_by_hub_id_and_weights_sha256(tiny_encoder):
+    import hashlib
+
+    from poolhead.export import base_encoder, hub_id
+
+    folder = Path(poolhead.minilm_path())
+    row = base_encoder(str(folder), tiny_encoder())
+    sha = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert row == f"sentence-transformers/all-MiniLM-L6-v2 (model.safetensors sha256 {sha})"
+    assert str(folder) not in row
+    assert hub_id("BAAI/bge-small-en-v1.5") == "BAAI/bge-small-en-v1.5" and hub_id("/no/such/folder") is None
+
+
+def test_export_files_follow_the_users_umask(demo_run, tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert cli(["export", str(demo_run), "--to", str(tmp_path / "out")]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in (tmp_path / "out").rglob("*")}
+    assert modes["out/model.safetensors"] == 0o644, modes
+    assert all(m == (0o755 if (tmp_path / k).is_dir() else 0o644) for k, m in modes.items()), modes

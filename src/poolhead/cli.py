@@ -1,8 +1,9 @@
 """poolhead commands: use a trained model, and look after the caches.
 
     poolhead predict RUN_DIR_OR_CKPT --input FILE [--output FILE] [--text COL --text-pair COL --label COL]
-    poolhead eval    RUN_DIR_OR_CKPT data=<group> [data.dir=...] [--split val test]
+    poolhead eval    RUN_DIR_OR_CKPT data=<group> [data.dir=...] [--split val test] [--mteb]
     poolhead export  RUN_DIR_OR_CKPT --to DIR [--format auto|sentence-transformers|cross-encoder|transformers]
+                     [--backend torch|onnx|openvino [--quantize int8]]
     poolhead export  SWEEP_DIR --best --to DIR
     poolhead cache   info|clear [--cache-dir DIR]
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.run_command(args)
-    except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:  # DataError, ExportRefused, ...
+    except (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError) as err:  # DataError, ExportRefused
         print(f"poolhead {args.command}: error: {err}", file=sys.stderr)
         return 1
 
@@ -87,6 +88,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--device", **device)
     e.add_argument("--precision", **precision)
     e.add_argument("--trust-remote-code", **trust)
+    e.add_argument("--mteb", action="store_true", help="also score a mode=bi run's sentence-transformers export with "
+                   "MTEB's STS evaluation on the same local rows (no hub access, cache=None); needs poolhead[mteb]")
     e.set_defaults(run_command=eval_command)
 
     x = sub.add_parser("export", help="write a folder that sentence-transformers or transformers load",
@@ -100,6 +103,14 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     x.add_argument("--best", action="store_true", help="RUN is a sweep folder: export the report's best job")
     x.add_argument("--trust-remote-code", **trust)
+    x.add_argument("--backend", default="torch", choices=("torch", "onnx", "openvino"),
+                   help="also write sentence-transformers' ONNX / OpenVINO file (sentence-transformers and "
+                        "cross-encoder formats), checked against torch on probe pairs; needs poolhead[onnx] / "
+                        "poolhead[openvino]")
+    x.add_argument("--quantize", choices=("int8",), help="also write the backend's int8 file (ONNX: dynamic; "
+                   "OpenVINO: static, calibrated on the run's training texts), kept only within --max-loss")
+    x.add_argument("--max-loss", type=float, default=0.005,
+                   help="the dev Spearman an int8 file may lose against torch fp32 (default 0.005 = 0.5 points)")
     x.set_defaults(run_command=export_command)
 
     c = sub.add_parser("cache", help="the encoder-feature and token caches (paths.cache_dir)")
@@ -176,6 +187,9 @@ def eval_command(args: argparse.Namespace) -> int:
 
     data = compose_data(args.overrides, args.config_dir)
     model = _load(args.run, args.device, args.trust_remote_code)
+    if args.mteb and model.mode.name != "bi":
+        raise ValueError(f"--mteb scores embeddings (MTEB STS): a mode=bi run only, this one is "
+                         f"mode={model.mode.name}")
     datamodule = data_for(model, data=data, cache_dir=str(args.cache_dir))
     same_task(model.task, datamodule.task, datamodule.name)
     splits = args.split or ["val"] + (["test"] if datamodule.has_test else [])
@@ -191,6 +205,10 @@ def eval_command(args: argparse.Namespace) -> int:
         frames.append(frame)
         entry["metrics"] |= metrics
         entry["rows"][split], entry["seconds"][split] = len(frame), round(seconds, 3)
+    if args.mteb:
+        from poolhead.mteb_eval import mteb_scores
+
+        entry["mteb"] = mteb_scores(model, datamodule, splits, _checkpoint(args.run))
     import pandas as pd
 
     pd.concat(frames, ignore_index=True).to_csv(entry["predictions"], index=False)
@@ -199,7 +217,9 @@ def eval_command(args: argparse.Namespace) -> int:
     main_metric = model.task.monitor
     for split in splits:
         value = entry["metrics"][f"{split}/{main_metric}"]
-        print(f"{name} {split}: {main_metric} {value:.4f} ({entry['rows'][split]} rows)")
+        mteb = entry.get("mteb", {}).get(split)
+        also = f"; MTEB cosine_spearman {mteb['cosine_spearman']:.4f}" if mteb else ""
+        print(f"{name} {split}: {main_metric} {value:.4f} ({entry['rows'][split]} rows){also}")
     print(f"wrote {path} (entry {name!r}) and {entry['predictions']}")
     return 0
 
@@ -232,15 +252,22 @@ def same_task(model_task: Any, data_task: Any, name: str) -> None:
 
 # --- export -----------------------------------------------------------------------------------------------------
 def export_command(args: argparse.Namespace) -> int:
-    from poolhead.export import choose, describe, export
+    from poolhead.export import ExportRefused, backend_refusal, choose, describe, export
 
     checkpoint = best_checkpoint(args.run) if args.best else _checkpoint(args.run)
     model = _load(checkpoint, "cpu", args.trust_remote_code)
     fmt = choose(model, args.format)  # refuses before anything is written
+    why = backend_refusal(model, fmt, args.backend, args.quantize)
+    if why:
+        raise ExportRefused(f"cannot add a {args.backend}{' int8' if args.quantize else ''} file to a {fmt} export: "
+                            f"{why}")
     results = run_folder(checkpoint) / "results.json"
     metrics = json.loads(results.read_text()).get("metrics", {}) if results.exists() else {}
-    folder = export(model, args.to, fmt, {"checkpoint": str(checkpoint), "metrics": metrics})
-    print(f"exported {checkpoint} ({describe(model)}) as {fmt} to {folder}; how to load it: {folder / 'README.md'}")
+    folder = export(model, args.to, fmt, {"checkpoint": str(checkpoint), "metrics": metrics}, backend=args.backend,
+                    quantize=args.quantize, max_loss=args.max_loss)
+    backend = "" if args.backend == "torch" else f" with {args.backend}{' int8' if args.quantize else ''} files"
+    print(f"exported {checkpoint} ({describe(model)}) as {fmt}{backend} to {folder}; how to load it: "
+          f"{folder / 'README.md'}")
     return 0
 
 

@@ -259,6 +259,18 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_no_tips)
+    one_console_line()
+
+
+def one_console_line() -> None:
+    """Each Lightning log line once: when the root logger prints (Hydra's job logging), drop the console handler
+    `import lightning` adds ("INFO: ..."), which printed every line a second time."""
+    if not logging.getLogger().handlers:
+        return
+    own = logging.getLogger("lightning")
+    for handler in list(own.handlers):
+        if type(handler) is logging.StreamHandler:  # the console one; a FileHandler (a subclass) stays
+            own.removeHandler(handler)
 
 
 def _no_tips(record: logging.LogRecord) -> bool:
@@ -279,12 +291,25 @@ def closing_summary(results: dict[str, Any], out_dir: str | Path) -> str:
         f"  predictions      {out / 'predictions.csv'}",
         f"  best checkpoint  {_shown(Path(best)) if best else '(none)'}",
         "Next:",
-        "  python train.py -m pooling=cls,mean,max head=regression,classification   # a sweep: which pair wins",
-        f"  poolhead predict {out} --input {_shown(DEMO_DIR / 'pairs.csv')}   # score new rows (csv/tsv/jsonl/json)",
-        f"  poolhead eval {out} data=stsb data.dir=../shared/data/stsb   # another dataset",
-        f"  poolhead export {out} --to exported/   # a sentence-transformers / transformers folder",
+        f"  {command('python')} train.py -m pooling=cls,mean,max head=regression,classification   # a sweep",
+        f"  {command('poolhead')} predict {out} --input {_shown(DEMO_DIR / 'pairs.csv')}   # score new rows",
+        f"  {command('poolhead')} eval {out} data=stsb data.dir=../shared/data/stsb   # another dataset",
+        f"  {command('poolhead')} export {out} --to exported/   # a sentence-transformers / transformers folder",
     ]
     return "\n".join(lines)
+
+
+def command(name: str) -> str:
+    """`name` as a command that runs as printed: bare when PATH finds this interpreter's own, else its path in this
+    interpreter's bin folder (a virtualenv that was not activated: `.venv/bin/poolhead`)."""
+    import shutil
+    import sys
+
+    own = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if found and Path(found).parent.resolve() == own.parent.resolve():
+        return name
+    return str(_shown(own)) if own.exists() else name
 
 
 def _shown(path: Path) -> Path:
