@@ -40,6 +40,7 @@ def write_halving_report(sweep_dir: Path, sweeper: Any, configs: Sequence[str], 
     full = spent["full_steps_per_job"]
     grid = len(configs) * len(seeds) * full if full else None
     record = {"rungs": sweeper.rungs, "eta": sweeper.eta, "min_per_group": sweeper.min_per_group,
+              "all_seeds_from": ([*sweeper.rungs, "full"])[sweeper.all_seeds_from],
               "group_by": sweeper.group_by, "seeds": list(seeds), "complete": len(rungs) == len(sweeper.rungs) + 1,
               "compute": spent | {"full_grid_steps": grid, "share_of_full_grid": round(spent["train_steps"] / grid, 4)
                                   if grid else None},
@@ -83,7 +84,8 @@ def halving_markdown(record: dict[str, Any]) -> str:
     lines = [f"# Successive halving ({'complete' if record['complete'] else 'PARTIAL: run the same command to go on'})",
              "", f"Rungs {record['rungs']} steps then the full budget; eta {record['eta']}, at least "
              f"{record['min_per_group']} per group ({', '.join(record['group_by']) or 'one group'}); seed "
-             f"{record['seeds'][0]} at every rung, seeds {record['seeds']} for the finalists.", "",
+             f"{record['seeds'][0]} alone before step {record['all_seeds_from']}, seeds {record['seeds']} from there "
+             "on (the last cut and the finalists on seed means).", "",
              f"**Compute: {c['train_steps']:,} train steps, {c['train_seconds'] / 3600:.2f} h of training**"
              + (f" against the full grid's {c['full_grid_steps']:,} steps ({100 * c['share_of_full_grid']:.1f}%)."
                 if c.get("full_grid_steps") else ".")]
