@@ -227,3 +227,31 @@ def test_not_identity_and_hydras_exclude_keys_name_the_same_keys():
 
     hydra = yaml.safe_load((ROOT / "conf" / "hydra" / "default.yaml").read_text())
     assert sorted(hydra["job"]["config"]["override_dirname"]["exclude_keys"]) == sorted(NOT_IDENTITY)
+
+
+class ExitAtStep(__import__("lightning").Callback):
+    """An interruption (what Lightning's SIGTERM handler raises) when the given step is about to train."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise SystemExit(143)
+
+
+def test_a_run_interrupted_after_a_mid_epoch_validation_resumes_exactly_and_finishes(tmp_path):
+    """trainer.val_check_interval=0.5: last.ckpt is written mid-epoch (step 5 of 10); killed at step 7, the resume
+    continues from step 5 at the epoch's 6th batch and ends as the uninterrupted run (it used to crash at the epoch's
+    end, TrainThroughput having no start time, and every later resume the same)."""
+    common = [*COMMON, "trainer.max_epochs=2", "trainer.val_check_interval=0.5"]
+    straight = run(compose_cfg(common, tmp_path / "straight"))
+    with pytest.raises(SystemExit):
+        run(compose_cfg(common, tmp_path / "resumed"), extra_callbacks=[ExitAtStep(7)])
+    assert torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
+    done = run(compose_cfg([*common, "ckpt_path=last"], tmp_path / "resumed"))
+    assert done["status"] == "ok", done.get("error")
+    assert done["metrics"] == straight["metrics"]
+    losses = [pd.read_csv(tmp_path / r / "csv" / "metrics.csv").dropna(subset=["train/loss"])["train/loss"].tolist()
+              for r in ("straight", "resumed")]
+    assert losses[0] == losses[1]
