@@ -122,13 +122,14 @@ def plot_curves(sweep_dir: Path, record: dict[str, Any], folders: dict[tuple[str
         for name, e in record["configs"].items():
             if e["group"] != group or (name, seeds[0]) not in folders:
                 continue
-            points = curve(folders[(name, seeds[0])])
+            points = curve(folders[(name, seeds[0])], record["rungs"])
             if not points:
                 continue
             xs, ys = zip(*points)
-            style = {"color": "0.75", "lw": 1, "zorder": 1} if not e["finalist"] else {"lw": 2, "zorder": 3}
-            ax.plot(xs, ys, marker="o", ms=3, label=name if e["finalist"] else None, **style)
-            if not e["finalist"]:
+            dropped = e["dropped_at"] is not None
+            style = {"color": "0.75", "lw": 1, "zorder": 1} if dropped else {"lw": 2, "zorder": 3}
+            ax.plot(xs, ys, marker="o", ms=3, label=None if dropped else name, **style)
+            if dropped:
                 ax.plot(xs[-1], ys[-1], "x", color="0.5", zorder=2)
         ax.set_title(group)
         ax.set_xlabel("training step")
@@ -141,14 +142,14 @@ def plot_curves(sweep_dir: Path, record: dict[str, Any], folders: dict[tuple[str
     return path
 
 
-def curve(job_dir: Path) -> list[tuple[int, float]]:
-    """(step, metric) of one job: its rung records and its epoch-end validations (metrics.csv)."""
+def curve(job_dir: Path, rungs: Sequence[int]) -> list[tuple[int, float]]:
+    """(step, metric) of one job: its records at the sweep's rungs and its epoch-end validations (metrics.csv)."""
     results = _read(job_dir / "results.json")
     monitor = results.get("monitor") or "val/spearman"
     points = {}
     for path in (job_dir / "rungs").glob("step-*/metrics.json"):
         rung = json.loads(path.read_text())
-        if monitor in rung["metrics"]:
+        if monitor in rung["metrics"] and rung["step"] in rungs:
             points[rung["step"]] = rung["metrics"][monitor]
     metrics = job_dir / "csv" / "metrics.csv"
     if metrics.exists():
