@@ -435,3 +435,26 @@ def test_export_files_follow_the_users_umask(demo_run, tmp_path):
     modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in (tmp_path / "out").rglob("*")}
     assert modes["out/model.safetensors"] == 0o644, modes
     assert all(m == (0o755 if (tmp_path / k).is_dir() else 0o644) for k, m in modes.items()), modes
+
+
+def test_predict_writes_back_the_data_it_read_unchanged(demo_run, tmp_path, capsys):
+    """A tiny float, a large integer id column with one missing value, JSON and JSONL out: the values come back as
+    they went in (pandas' to_json cut floats to 10 digits, 1e-12 became 0.0; the ids became floats and two of them
+    equal). --output equal to --input is refused and the input left as it was."""
+    records = [{"sentence1": "A cat.", "sentence2": "A dog.", "id": 2 ** 62 + 1, "tiny": 1e-12},
+               {"sentence1": "A man.", "sentence2": "A woman.", "id": None, "tiny": 0.5},
+               {"sentence1": "A car.", "sentence2": "A bus.", "id": 2 ** 62 + 2, "tiny": 3.0}]
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    for suffix in (".jsonl", ".json"):
+        out = tmp_path / f"out{suffix}"
+        assert cli(["predict", str(demo_run), "--input", str(tmp_path / "rows.jsonl"), "--output", str(out),
+                    "--quiet"]) == 0
+        text = out.read_text()
+        got = [json.loads(line) for line in text.splitlines()] if suffix == ".jsonl" else json.loads(text)
+        assert [r["id"] for r in got] == [r["id"] for r in records], suffix
+        assert [r["tiny"] for r in got] == [r["tiny"] for r in records], suffix
+    before = (tmp_path / "rows.jsonl").read_bytes()
+    assert cli(["predict", str(demo_run), "--input", str(tmp_path / "rows.jsonl"), "--output",
+                str(tmp_path / "rows.jsonl"), "--quiet"]) == 1
+    assert "is the input file" in capsys.readouterr().err
+    assert (tmp_path / "rows.jsonl").read_bytes() == before

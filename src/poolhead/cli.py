@@ -132,6 +132,9 @@ def predict_command(args: argparse.Namespace) -> int:
     columns = column_names(model, args)
     path: Path = args.input
     output = args.output or path.with_name(f"{path.stem}.pred{path.suffix}")
+    if output.resolve() == path.resolve():
+        raise ValueError(f"--output {output} is the input file: predictions go to another file (default: "
+                         f"{path.with_name(f'{path.stem}.pred{path.suffix}')}), the input is never overwritten")
     rows, unit = read_table(path, columns, optional=("label",), keep_record=True)
     labelled = [where for where, row in rows if "label" in row]
     if labelled and len(labelled) < len(rows):
@@ -144,7 +147,8 @@ def predict_command(args: argparse.Namespace) -> int:
     frame = prediction_frame(model, split.frame(), scores).drop(columns=["index", "gold"], errors="ignore")
     position = {where: i for i, (where, _) in enumerate(rows)}
     frame.index = [position[where] for where in split.where]  # skipped rows keep their place, without a prediction
-    records = pd.DataFrame([row["record"] for _, row in rows])
+    records = pd.DataFrame([row["record"] for _, row in rows], dtype=object)  # values as read: an id column with a
+    # missing value stays whole numbers (pandas would make them floats, and two large ids equal)
     clash = [c for c in frame.columns if c in records.columns]
     if clash:
         print(f"note: the input's column(s) {clash} are replaced by the predictions", file=sys.stderr)
@@ -173,12 +177,20 @@ def write_table(frame: Any, path: Path) -> None:
         frame.to_csv(path, index=False)
     elif suffix in (".tsv", ".tab"):
         frame.to_csv(path, index=False, sep="\t", quoting=csv.QUOTE_NONE)  # as the .tsv reader reads: no quoting
-    elif suffix == ".jsonl":
-        frame.to_json(path, orient="records", lines=True, force_ascii=False)
-    elif suffix == ".json":
-        frame.to_json(path, orient="records", force_ascii=False, indent=1)
+    elif suffix in (".jsonl", ".json"):  # Python's json: every float exactly (pandas' to_json rounds to 10 digits)
+        records = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+        lines = [json.dumps(r, ensure_ascii=False) for r in records]
+        path.write_text("\n".join(lines) + "\n" if suffix == ".jsonl" else
+                        "[\n" + ",\n".join(lines) + "\n]\n", encoding="utf-8")
     else:
         raise ValueError(f"{path}: unknown output type {suffix!r}; use .csv, .tsv, .jsonl or .json")
+
+
+def _plain(value: Any) -> Any:
+    """A cell as JSON holds it: missing (None, NaN) -> null, numpy scalars -> Python numbers."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 # --- eval -------------------------------------------------------------------------------------------------------
