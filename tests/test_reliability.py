@@ -153,6 +153,9 @@ def test_non_finite_training_stops_at_once_naming_step_epoch_and_cause(tmp_path)
     ("encoder.max_length=0", "encoder.max_length=0: expected a whole number of tokens >= 2"),
     ("encoder.max_length=100000", "encoder.max_length=100000: the encoder reads at most 512 tokens"),
     ("optim.warmup_ratio=2", "optim.warmup_ratio=2: expected a share of the training steps in [0, 1]"),
+    ("encoder.layers=[5]", "encoder.layers=[5]: [5] not among the encoder's hidden_states: it has 2 layers, so "
+                           "indices -3 to 2"),
+    ("encoder.layers=[0,-4]", "encoder.layers=[0, -4]: [-4] not among the encoder's hidden_states"),
 ])
 def test_impossible_settings_stop_before_the_encoder_loads(tmp_path, monkeypatch, override, message):
     import poolhead.encoder

@@ -47,10 +47,18 @@ def check_settings(cfg: DictConfig) -> None:
             ok = False
         if not ok:
             raise SettingsError(f"{key}={_show(value)}: expected {what}")
-    limit = _position_limit(cfg.encoder)
+    config = _encoder_config(cfg.encoder)
+    limit = None if config is None else _position_limit(config)
     if limit is not None and cfg.encoder.max_length > limit:
         raise SettingsError(f"encoder.max_length={cfg.encoder.max_length}: the encoder reads at most {limit} tokens "
                             f"(its max_position_embeddings); set encoder.max_length<={limit}")
+    layers = config and config.get("num_hidden_layers")
+    if isinstance(layers, int) and OmegaConf.select(cfg, "encoder.layers") is not None:
+        wrong = [i for i in cfg.encoder.layers if type(i) is not int or not -(layers + 1) <= i <= layers]
+        if wrong:
+            raise SettingsError(f"encoder.layers={_show(cfg.encoder.layers)}: {_show(wrong)} not among the encoder's "
+                                f"hidden_states: it has {layers} layers, so indices {-(layers + 1)} to {layers} (0 "
+                                f"= embeddings, {layers} or -1 = the last layer)")
 
 
 def check_against_data(cfg: DictConfig, task: TaskSpec, source: str) -> None:
@@ -75,16 +83,12 @@ def _show(value: Any) -> str:
     return str(OmegaConf.to_container(value) if OmegaConf.is_config(value) else value)
 
 
-def _position_limit(encoder: DictConfig) -> int | None:
-    """max_position_embeddings of the encoder, from its config dict or config.json; None when unknown (e.g. a hub
-    name offline: loading the encoder then says how to go offline)."""
+def _encoder_config(encoder: DictConfig) -> dict | None:
+    """The encoder's config as a dict, from its config node (completed with the model type's defaults) or its
+    config.json, with `num_hidden_layers` under that name; None when unknown (e.g. a hub name offline: loading the
+    encoder then says how to go offline)."""
     if encoder.get("config") is not None:
         config = OmegaConf.to_container(encoder.config)
-        if "max_position_embeddings" in config:
-            return int(config["max_position_embeddings"]) - _offset(config)
-        from transformers import AutoConfig
-
-        config = AutoConfig.for_model(**config).to_dict()
     else:
         path = Path(str(encoder.get("name_or_path"))).expanduser() / "config.json"
         if not path.is_file():
@@ -92,6 +96,19 @@ def _position_limit(encoder: DictConfig) -> int | None:
         import json
 
         config = json.loads(path.read_text())
+    if "max_position_embeddings" in config and "num_hidden_layers" in config:
+        return config
+    from transformers import AutoConfig
+
+    try:
+        full = AutoConfig.for_model(**config)  # defaults of the model type; names such as DistilBERT's n_layers
+    except (ValueError, KeyError, TypeError):
+        return config
+    return full.to_dict() | config | {"num_hidden_layers": getattr(full, "num_hidden_layers", None)}
+
+
+def _position_limit(config: dict) -> int | None:
+    """max_position_embeddings of the encoder, less the positions it cannot use; None when unknown."""
     limit = config.get("max_position_embeddings")
     return None if limit is None else int(limit) - _offset(config)
 
