@@ -165,6 +165,50 @@ def test_impossible_settings_stop_before_the_encoder_loads(tmp_path, monkeypatch
         build(compose_cfg([*FAST, *override.split()], tmp_path))
 
 
+@pytest.fixture
+def as_train_py():
+    """compose_cfg(..., hydra=True) made the running config, as under `python train.py`: HydraConfig holds the
+    command line's overrides (cleared afterwards)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    def start(overrides: list[str], tmp_path: Path):
+        cfg = compose_cfg(overrides, tmp_path, hydra=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield start
+    HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize("override, closest", [("+optim.lrr=1", "optim.lr"),
+                                               ("+trainer.max_epoch=3", "trainer.max_epochs"),
+                                               ("+head.activaton=ReLU", "head.activation"), ("+seeds=3", "seed")])
+def test_an_appended_key_poolhead_never_reads_stops_before_work_naming_the_closest(tmp_path, monkeypatch, as_train_py,
+                                                                                   override, closest):
+    """`+optim.lrr=1` was appended and ignored: the run trained at the default lr."""
+    import poolhead.encoder
+
+    monkeypatch.setattr(poolhead.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("the encoder was loaded"))
+    cfg = as_train_py([*FAST, override], tmp_path)
+    with pytest.raises(ValueError, match=rf"\{override}: poolhead reads no such key, so it would be ignored; did you "
+                                         rf"mean {closest}\?"):
+        build(cfg)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["+head.activation=ReLU"], ["+trainer.enable_checkpointing=false"], ["+data.unk_warning=0.05"],
+    ["+optim.optimizer.amsgrad=true"], ["++optim.lr=1e-4"], ["+hydra.job.env_set.X=1"],
+    ["+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping", "+callbacks.stop.monitor=val/loss"],
+    ["optim=sgd", "+optim.optimizer.nesterov=true"], ["optim=sgd", "+optim.optimizer.betas=[0.9,0.99]"],
+])
+def test_appended_keys_that_a_component_takes_are_accepted(tmp_path, as_train_py, overrides):
+    """A parameter of the component a `+` key configures (a head's activation, a Trainer argument, a new callback) is
+    read; so is a key another option of the group sets (betas, an AdamW key, is not SGD's: SGD itself refuses it)."""
+    from poolhead.checks import check_settings
+
+    check_settings(as_train_py([*FAST, *overrides], tmp_path))
+
+
 @pytest.mark.bad_input
 def test_settings_that_contradict_the_data_name_key_and_file(tmp_path):
     (tmp_path / "one.csv").write_text("text,label\n" + "".join(f"row {i},pos\n" for i in range(20)))

@@ -4,6 +4,7 @@ what is allowed."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +38,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [  # key, allowed(value), 
 def check_settings(cfg: DictConfig) -> None:
     """Everything that can be checked from the config alone, plus the encoder's own limits read from its
     config.json (cheap: no weights are loaded)."""
+    check_appended_keys(cfg)
     for key, allowed, what in RULES:
         value = OmegaConf.select(cfg, key, default=_ABSENT)
         if value is _ABSENT:
@@ -77,6 +79,125 @@ def check_against_data(cfg: DictConfig, task: TaskSpec, source: str) -> None:
 
 
 _ABSENT = object()
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"  # the repository's conf/ (poolhead is installed editable)
+
+
+def check_appended_keys(cfg: DictConfig, overrides: list[str] | None = None, groups: set[str] | None = None) -> None:
+    """`+key=value` overrides (default: the run's own, from HydraConfig) that poolhead never reads stop the run,
+    naming the closest known key: Hydra appends any key, so `+optim.lrr=1` would train at the default lr silently.
+    Known: a key some conf/ option of its group sets, or a parameter of the component (`_target_`) it configures."""
+    if overrides is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        if not HydraConfig.initialized():
+            return
+        overrides = list(HydraConfig.get().overrides.task)
+        groups = set(HydraConfig.get().runtime.choices)
+    groups = groups if groups is not None else _conf_groups()
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    known = None
+    for override in OverridesParser.create().parse_overrides(overrides):
+        key = override.key_or_group
+        if not override.is_add() or override.package is not None or key in groups or key.split(".")[0] == "hydra":
+            continue  # `++` forces a value (the key may exist); `+group=option` and `+hydra.*` are Hydra's
+        known = _conf_keys() if known is None else known
+        if key in known or _is_parameter(cfg, key):
+            continue
+        candidates = {k for k in known | _leaf_keys(cfg) | _parameter_keys(cfg) if not k.endswith("_")} - {key}
+        close = difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise SettingsError(f"+{key}={override.get_value_element_as_str()}: poolhead reads no such key, so it would "
+                            f"be ignored{hint} (a `+` key must be one a conf/ option sets, or a parameter of the "
+                            "component it configures)")
+
+
+def _conf_groups() -> set[str]:
+    return {str(p.relative_to(CONF_DIR)) for p in CONF_DIR.rglob("*") if p.is_dir()}
+
+
+def _conf_keys() -> set[str]:
+    """Every dotted key that conf/train.yaml or an option of a group sets (options for _global_ skipped)."""
+    keys = set()
+    for path in CONF_DIR.rglob("*.yaml"):
+        group = str(path.parent.relative_to(CONF_DIR))
+        if group.split("/")[0] == "hydra" or "@package" in path.read_text().split("\n", 1)[0]:
+            continue
+        node = OmegaConf.load(path)
+        prefix = "" if group == "." else group.replace("/", ".") + "."
+        keys |= {prefix + k for k in _leaf_keys(node) if k.split(".")[0] != "defaults"}
+    return keys
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> set[str]:
+    """Dotted paths of every key of a config node (inner nodes too), values not resolved."""
+    keys = set()
+    if OmegaConf.is_dict(node) and not node._is_none():
+        for k in node.keys():
+            if not prefix and k == "hydra":
+                continue
+            path = f"{prefix}{k}"
+            keys.add(path)
+            value = node._get_node(k)
+            if OmegaConf.is_dict(value):
+                keys |= _leaf_keys(value, path + ".")
+    return keys
+
+
+def _is_parameter(cfg: DictConfig, key: str) -> bool:
+    """`key`'s nearest `_target_` node takes the first part of `key` below it as a parameter (or the key is one of
+    Hydra's `_target_`-like keys): e.g. +head.activation=ReLU, +trainer.enable_checkpointing=false."""
+    parts = key.split(".")
+    if parts[-1].startswith("_") and parts[-1].endswith("_"):
+        return True
+    for depth in range(len(parts) - 1, 0, -1):
+        node = OmegaConf.select(cfg, ".".join(parts[:depth]), default=None, throw_on_missing=False)
+        if OmegaConf.is_dict(node) and "_target_" in node:
+            return _accepts(node._get_node("_target_")._value(), parts[depth])
+    return False
+
+
+def _accepts(target: Any, name: str) -> bool:
+    """The callable `target` names has a parameter `name` (classes: through **kwargs into their bases); True when
+    it cannot be told (not importable: instantiating says so; **kwargs to the end)."""
+    params = _parameters(target)
+    return params is None or name in params
+
+
+def _parameters(target: Any) -> set[str] | None:
+    """The keyword parameters of the callable `target` names (classes: through **kwargs into their bases); None
+    when unknown or open-ended."""
+    import inspect
+
+    from hydra._internal.utils import _locate
+
+    try:
+        obj = _locate(str(target))
+    except Exception:  # noqa: BLE001 - not importable
+        return None
+    names: set[str] = set()
+    for call in (obj.__mro__ if isinstance(obj, type) else (obj,)):
+        try:
+            params = inspect.signature(call.__init__ if isinstance(obj, type) else call).parameters
+        except (TypeError, ValueError):
+            return None
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        names |= {n for n, p in params.items() if p.kind in kinds and n != "self"}
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return names
+    return None
+
+
+def _parameter_keys(node: Any, prefix: str = "") -> set[str]:
+    """`path.param` for every parameter of every `_target_` node in `node` (candidates for a typo's hint)."""
+    keys = set()
+    if OmegaConf.is_dict(node) and not node._is_none():
+        if "_target_" in node:
+            keys |= {prefix + name for name in _parameters(node._get_node("_target_")._value()) or ()}
+        for k in node.keys():
+            if OmegaConf.is_dict(node._get_node(k)) and (prefix or k != "hydra"):
+                keys |= _parameter_keys(node._get_node(k), f"{prefix}{k}.")
+    return keys
 
 
 def _show(value: Any) -> str:
