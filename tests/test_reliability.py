@@ -156,6 +156,10 @@ def test_non_finite_training_stops_at_once_naming_step_epoch_and_cause(tmp_path)
     ("encoder.layers=[5]", "encoder.layers=[5]: [5] not among the encoder's hidden_states: it has 2 layers, so "
                            "indices -3 to 2"),
     ("encoder.layers=[0,-4]", "encoder.layers=[0, -4]: [-4] not among the encoder's hidden_states"),
+    ("seed=abc", "seed=abc: expected a whole number"),
+    ("trainer.max_epochs=1.5", "trainer.max_epochs=1.5: expected a whole number >= 1"),
+    ("data.batch_size=true", "data.batch_size=True: expected a whole number >= 1"),
+    ("trainer.precision=16-mixed trainer.accelerator=cpu", "trainer.precision=16-mixed: float16 autocast needs a GPU"),
 ])
 def test_impossible_settings_stop_before_the_encoder_loads(tmp_path, monkeypatch, override, message):
     import poolhead.encoder
@@ -163,6 +167,12 @@ def test_impossible_settings_stop_before_the_encoder_loads(tmp_path, monkeypatch
     monkeypatch.setattr(poolhead.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("the encoder was loaded"))
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build(compose_cfg([*FAST, *override.split()], tmp_path))
+
+
+def test_a_seed_that_is_not_a_number_names_the_key_before_seeding(tmp_path):
+    """seed=abc failed in Lightning's seed_everything with `invalid literal for int()`, naming no key."""
+    results = run(compose_cfg([*FAST, "seed=abc"], tmp_path))
+    assert results["status"] == "failed" and results["error"] == "SettingsError: seed=abc: expected a whole number"
 
 
 @pytest.fixture

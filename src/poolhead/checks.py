@@ -17,21 +17,29 @@ class SettingsError(ValueError):
     """A setting that cannot work; the message names the key, its value and what is allowed."""
 
 
+def _whole(v: Any) -> bool:
+    """A whole number: int, not bool (`true` is not a batch size) nor float (`1.5` epochs is not a count)."""
+    return type(v) is int
+
+
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [  # key, allowed(value), what is allowed
+    ("seed", _whole, "a whole number"),
     ("optim.lr", lambda v: v >= 0, "a learning rate >= 0 (a negative one climbs the loss)"),
     ("optim.head_lr", lambda v: v is None or v >= 0, "null (= optim.lr) or a learning rate >= 0"),
     ("optim.weight_decay", lambda v: v is None or v >= 0, "a number >= 0"),
     ("optim.warmup_ratio", lambda v: v is None or 0 <= v <= 1, "a share of the training steps in [0, 1]"),
-    ("data.batch_size", lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
-    ("data.eval_batch_size", lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
+    ("data.batch_size", lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+    ("data.eval_batch_size", lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
     ("data.val_fraction", lambda v: 0 < v < 1, "a share of the training rows strictly between 0 and 1"),
-    ("encoder.max_length", lambda v: isinstance(v, int) and v >= 2, "a whole number of tokens >= 2"),
+    ("encoder.max_length", lambda v: _whole(v) and v >= 2, "a whole number of tokens >= 2"),
     ("encoder.layers", lambda v: len(v) >= 1, "at least one hidden_states index, e.g. [-1]"),
     ("head.bin_edges", lambda v: len(v) >= 1 and list(v) == sorted(set(v)), "at least one edge, ascending, e.g. [3.0]"),
     ("head.dropout", lambda v: 0 <= v < 1, "a probability in [0, 1)"),
-    ("trainer.max_epochs", lambda v: v is None or v == -1 or v >= 1, "a whole number >= 1 (or -1 with max_steps)"),
+    ("trainer.max_epochs", lambda v: v is None or _whole(v) and (v == -1 or v >= 1),
+     "a whole number >= 1 (or -1 with max_steps)"),
+    ("trainer.max_steps", lambda v: v is None or _whole(v) and (v == -1 or v >= 1), "a whole number >= 1, or -1"),
     ("trainer.gradient_clip_val", lambda v: v is None or v >= 0, "null or a number >= 0"),
-    ("trainer.accumulate_grad_batches", lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
+    ("trainer.accumulate_grad_batches", lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
 ]
 
 
