@@ -1,9 +1,17 @@
 """Shared fixtures: config folder, a tiny random encoder, and the real data folder (skipped when absent)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub (set before huggingface_hub is imported)
+if "POOLHEAD_TEST_CACHE" not in os.environ:  # this session's own cache folder (xdist workers inherit it; other
+    os.environ["POOLHEAD_TEST_CACHE"] = tempfile.mkdtemp(prefix="poolhead-test-cache-")  # clones' sessions do not)
+    atexit.register(shutil.rmtree, os.environ["POOLHEAD_TEST_CACHE"], ignore_errors=True)
+TEST_CACHE = os.environ["POOLHEAD_TEST_CACHE"]
+os.environ["POOLHEAD_CACHE"] = TEST_CACHE  # every subprocess run and default cache_dir of this session
 os.environ.setdefault("WANDB_MODE", "offline")
 if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: 2 workers x 2 threads thrash 2 cores
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, assert_predictions_match_results, compose_cfg, options
+from conftest import FAST, TEST_CACHE, assert_predictions_match_results, compose_cfg, options
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
@@ -101,9 +101,19 @@ def test_classification_csv_data_and_single_mode(tmp_path):
 
 
 def train_py(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "POOLHEAD_CACHE": "/tmp/poolhead-test-cache"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "POOLHEAD_CACHE": TEST_CACHE}
     return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
+
+
+def test_subprocess_runs_use_this_test_sessions_own_cache_folder(monkeypatch):
+    """Not the system temp folder's one fixed folder that every clone's test session on the machine shared."""
+    seen = {}
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: seen.update(k) or subprocess.CompletedProcess(a, 0))
+    train_py("--help")
+    cache = Path(seen["env"]["POOLHEAD_CACHE"])
+    assert cache == Path(TEST_CACHE) == Path(os.environ["POOLHEAD_CACHE"]) and cache.is_dir()
+    assert cache.name != "poolhead-test-cache" and cache.name.startswith("poolhead-test-cache-")
 
 
 def test_train_py_single_run_leaves_the_output_contract(tmp_path):

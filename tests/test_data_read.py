@@ -97,6 +97,7 @@ def test_line_breaks_other_than_newline_stay_inside_the_text(tmp_path: Path) -> 
     (sts_line("-inf", "a", "b"), "line 2, field score: '-inf' is not a finite number"),
     (sts_line("", "a", "b"), "line 2, field score: '' is not a number"),
     (sts_line("5.5", "a", "b"), "line 2, field score: 5.5 is outside the declared score range [0, 5]"),
+    (sts_line("3_5", "a", "b"), "line 2, field score: '3_5' is not a number"),
     ("demo\ttest\t2025\t0001\t3.0\tonly one sentence\n", "line 2, field sentence2: missing"),
     ("\n", "line 2, field file: missing"),
 ])
@@ -349,6 +350,62 @@ def test_korean_through_an_english_wordpiece_warns(shared_data_dir, tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="poolhead.data"):
         dm.setup()
     assert dm.unk_rate > 0.01 and "[UNK]" in caplog.text, dm.unk_rate
+
+
+# --- issue 32: silent inputs are errors ---------------------------------------------------------------------------
+@pytest.mark.bad_input
+@pytest.mark.parametrize("name, content, where", [
+    ("t.json", '[{"text": "a", "label": "2.5"}, {"text": "b", "label": "3_5"}]', "t.json item 1, field label"),
+    ("t.csv", "text,label\na,2.5\nb,1_000\n", "t.csv line 3, field label"),
+])
+def test_a_score_with_an_underscore_stops_the_run(tmp_path, name, content, where):
+    """Python's float("3_5") is 35: a score written with an underscore is refused, not read as another number."""
+    with pytest.raises(DataError, match=rf"{where}: '(3_5|1_000)' is not a number"):
+        table(tmp_path, train=write(tmp_path / name, content), score_range=[0, 5000])
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("name, header, row, where", [
+    ("t.csv", "text,label", "{i} words,{c}", "t.csv line 7, field text"),
+    ("t.tsv", "text\tlabel", "{i} words\t{c}", "t.tsv line 7, field text"),
+])
+def test_a_header_repeated_inside_a_table_stops_the_run(tmp_path, name, header, row, where):
+    """Two files joined with their headers: the second header is not a class named `label`."""
+    rows = [row.format(i=i, c="pos" if i % 2 else "neg") for i in range(10)]
+    path = write(tmp_path / name, "\n".join([header, *rows[:5], header, *rows[5:]]) + "\n")
+    with pytest.raises(DataError, match=rf"{where}: the line repeats the header \(line 1\)"):
+        table(tmp_path, train=path, task="class")
+
+
+@pytest.mark.bad_input
+def test_a_header_repeated_inside_an_sts_file_with_a_header_stops_the_run(tmp_path):
+    head = "genre\tfile\tyear\tid\tscore\tsentence1\tsentence2\n"
+    with pytest.raises(DataError, match=r"sts-train.csv line 4, field score: the line repeats the header \(line 1\)"):
+        sts(sts_dir(tmp_path, head + GOOD + head + GOOD), tmp_path, header=True)
+
+
+def test_without_a_score_range_it_is_read_from_the_training_scores_with_a_warning(tmp_path, caplog):
+    """data=csv, a 0-5 file, no data.score_range: the task's range is [0, 5] (the head's old 0-1 default left a bi
+    cosine unable to reach its targets), and a warning says where it came from."""
+    rows = [f"text {i},{i % 6}" for i in range(24)]
+    with caplog.at_level(logging.WARNING, logger="poolhead.data"):
+        dm = table(tmp_path, train=table_file(tmp_path, rows), task="score")
+    assert dm.task.score_range == (0.0, 5.0)
+    assert "no data.score_range given: read [0, 5] from the training scores of" in caplog.text
+    assert "t.csv" in caplog.text
+    declared = table(tmp_path, train=table_file(tmp_path, rows), task="score", score_range=[0, 10])
+    assert declared.task.score_range == (0.0, 10.0)
+
+
+@pytest.mark.bad_input
+def test_without_a_score_range_val_scores_outside_the_training_range_or_one_score_stop_the_run(tmp_path):
+    train = table_file(tmp_path, [f"text {i},{i % 4}" for i in range(20)])
+    val = table_file(tmp_path, ["a,1", "b,4.5"], "v.csv")
+    with pytest.raises(DataError, match=r"v.csv line 3, field label: 4.5 is outside the score range \[0, 3\] read "
+                                        r"from the training file .*data.score_range=\[LOW,HIGH\]"):
+        table(tmp_path, train=train, val=val, task="score")
+    with pytest.raises(DataError, match=r"t2.csv: every training score is 2, .*data.score_range=\[LOW,HIGH\]"):
+        table(tmp_path, train=table_file(tmp_path, [f"text {i},2" for i in range(20)], "t2.csv"), task="score")
 
 
 def common(tmp_path: Path, **changes) -> dict:

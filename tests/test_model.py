@@ -94,8 +94,14 @@ def test_regression_head_scales_targets_and_predictions():
 
 
 def test_bi_classification_reads_u_v_and_difference():
-    head = ClassificationHead(4, 2, STS)
+    """mode=bi: the head's Linear reads exactly (u, v, |u - v|), SBERT's softmax features, in that order (the size
+    alone passes with (u, v, u - v), and (u, v) fails only at run time)."""
+    torch.manual_seed(0)
+    head = ClassificationHead(4, 2, STS, dropout=0.0).eval()
     assert head.out.in_features == 12
+    u, v = torch.randn(3, 4), torch.randn(3, 4)
+    expected = torch.cat([u, v, (u - v).abs()], -1) @ head.out.weight.T + head.out.bias
+    torch.testing.assert_close(head(u, v), expected)
 
 
 def test_regression_on_class_labels_is_a_clear_error():

@@ -153,6 +153,13 @@ def test_non_finite_training_stops_at_once_naming_step_epoch_and_cause(tmp_path)
     ("encoder.max_length=0", "encoder.max_length=0: expected a whole number of tokens >= 2"),
     ("encoder.max_length=100000", "encoder.max_length=100000: the encoder reads at most 512 tokens"),
     ("optim.warmup_ratio=2", "optim.warmup_ratio=2: expected a share of the training steps in [0, 1]"),
+    ("encoder.layers=[5]", "encoder.layers=[5]: [5] not among the encoder's hidden_states: it has 2 layers, so "
+                           "indices -3 to 2"),
+    ("encoder.layers=[0,-4]", "encoder.layers=[0, -4]: [-4] not among the encoder's hidden_states"),
+    ("seed=abc", "seed=abc: expected a whole number"),
+    ("trainer.max_epochs=1.5", "trainer.max_epochs=1.5: expected a whole number >= 1"),
+    ("data.batch_size=true", "data.batch_size=True: expected a whole number >= 1"),
+    ("trainer.precision=16-mixed trainer.accelerator=cpu", "trainer.precision=16-mixed: float16 autocast needs a GPU"),
 ])
 def test_impossible_settings_stop_before_the_encoder_loads(tmp_path, monkeypatch, override, message):
     import poolhead.encoder
@@ -160,6 +167,56 @@ def test_impossible_settings_stop_before_the_encoder_loads(tmp_path, monkeypatch
     monkeypatch.setattr(poolhead.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("the encoder was loaded"))
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build(compose_cfg([*FAST, *override.split()], tmp_path))
+
+
+def test_a_seed_that_is_not_a_number_names_the_key_before_seeding(tmp_path):
+    """seed=abc failed in Lightning's seed_everything with `invalid literal for int()`, naming no key."""
+    results = run(compose_cfg([*FAST, "seed=abc"], tmp_path))
+    assert results["status"] == "failed" and results["error"] == "SettingsError: seed=abc: expected a whole number"
+
+
+@pytest.fixture
+def as_train_py():
+    """compose_cfg(..., hydra=True) made the running config, as under `python train.py`: HydraConfig holds the
+    command line's overrides (cleared afterwards)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    def start(overrides: list[str], tmp_path: Path):
+        cfg = compose_cfg(overrides, tmp_path, hydra=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield start
+    HydraConfig.instance().cfg = None
+
+
+@pytest.mark.parametrize("override, closest", [("+optim.lrr=1", "optim.lr"),
+                                               ("+trainer.max_epoch=3", "trainer.max_epochs"),
+                                               ("+head.activaton=ReLU", "head.activation"), ("+seeds=3", "seed")])
+def test_an_appended_key_poolhead_never_reads_stops_before_work_naming_the_closest(tmp_path, monkeypatch, as_train_py,
+                                                                                   override, closest):
+    """`+optim.lrr=1` was appended and ignored: the run trained at the default lr."""
+    import poolhead.encoder
+
+    monkeypatch.setattr(poolhead.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("the encoder was loaded"))
+    cfg = as_train_py([*FAST, override], tmp_path)
+    with pytest.raises(ValueError, match=rf"\{override}: poolhead reads no such key, so it would be ignored; did you "
+                                         rf"mean {closest}\?"):
+        build(cfg)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["+head.activation=ReLU"], ["+trainer.enable_checkpointing=false"], ["+data.unk_warning=0.05"],
+    ["+optim.optimizer.amsgrad=true"], ["++optim.lr=1e-4"], ["+hydra.job.env_set.X=1"],
+    ["+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping", "+callbacks.stop.monitor=val/loss"],
+    ["optim=sgd", "+optim.optimizer.nesterov=true"], ["optim=sgd", "+optim.optimizer.betas=[0.9,0.99]"],
+])
+def test_appended_keys_that_a_component_takes_are_accepted(tmp_path, as_train_py, overrides):
+    """A parameter of the component a `+` key configures (a head's activation, a Trainer argument, a new callback) is
+    read; so is a key another option of the group sets (betas, an AdamW key, is not SGD's: SGD itself refuses it)."""
+    from poolhead.checks import check_settings
+
+    check_settings(as_train_py([*FAST, *overrides], tmp_path))
 
 
 @pytest.mark.bad_input

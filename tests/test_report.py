@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TEST_CACHE
 from matplotlib.axes import Axes
 from matplotlib.image import imread
 from omegaconf import OmegaConf
@@ -317,7 +318,7 @@ def test_real_multirun_logs_the_summary_to_wandb(tmp_path):
     pytest.importorskip("wandb")
     sweep = tmp_path / "sweep"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "POOLHEAD_CACHE": "/tmp/poolhead-test-cache",
+           "POOLHEAD_CACHE": TEST_CACHE,
            **{var: str(tmp_path / "wandb-home") for var in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR")}}
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "pooling=mean,cls", "encoder=tiny",
                            "trainer.max_epochs=1", "trainer.precision=32-true", "trainer.enable_progress_bar=false",

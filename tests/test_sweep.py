@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import FAST, ROOT, compose_cfg
+from conftest import FAST, ROOT, TEST_CACHE, compose_cfg
 from test_app import train_py
 
 from poolhead import build
@@ -134,7 +134,7 @@ def test_a_job_killed_mid_training_continues_from_its_last_checkpoint(tmp_path):
     (expected,) = results(tmp_path / "straight").values()
 
     sweep = tmp_path / "killed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "POOLHEAD_CACHE": "/tmp/poolhead-test-cache"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "POOLHEAD_CACHE": TEST_CACHE}
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *command, f"hydra.sweep.dir={sweep}"], cwd=ROOT,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300

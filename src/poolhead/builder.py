@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from poolhead.cache import CachedEncoder, FeatureCache
-from poolhead.checks import check_against_data, check_settings
+from poolhead.checks import SettingsError, check_against_data, check_settings
 from poolhead.data import TextDataModule
 from poolhead.memory import keep_freed_memory
 from poolhead.model import PoolheadModel
@@ -238,7 +238,12 @@ def resolve_precision(precision: Any, accelerator: str = "auto") -> str:
     """`auto`: bf16-mixed on CPUs with bf16 units, 32-true elsewhere, GPUs included. On an H200 at batch 32, MiniLM
     and BERT-base shapes both trained 1.3-1.6x slower per step under bf16 autocast than in fp32: the step is bound by
     kernel launches, which autocast's casts nearly double (benchmarks/README.md, "GPU path"). Name bf16-mixed for
-    batches large enough that the matrix products dominate."""
+    batches large enough that the matrix products dominate. 16-mixed on a CPU is refused (Lightning would run bf16)."""
+    if str(precision) in ("16-mixed", "16") and (accelerator == "cpu" or accelerator == "auto" and not (
+            torch.cuda.is_available() or torch.backends.mps.is_available())):
+        raise SettingsError(f"trainer.precision={precision}: float16 autocast needs a GPU (on a CPU Lightning "
+                            "runs bf16-mixed instead, and the run would record 16-mixed); use trainer.precision="
+                            "bf16-mixed, 32-true or auto")
     if str(precision) != "auto":
         return str(precision)
     if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from poolhead.builder import build, load, read_checkpoint
 from poolhead.callbacks import (AtomicCheckpointIO, RNGState, RungReached, StopAtStep, StopOnNonFinite,
                                 TrainThroughput)
-from poolhead.checks import SettingsError
+from poolhead.checks import SettingsError, check_settings
 from poolhead.data import DEMO_DIR
 from poolhead.loggers import prepare_metrics_file
 from poolhead.predict import evaluate
@@ -53,6 +53,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     loggers: list = []
     try:
         results["config_hash"] = config_hash(cfg)  # before build() fills in monitor and precision
+        check_settings(cfg)  # before the seed is used (build() checks again, for its other callers)
         L.seed_everything(cfg.seed, workers=True)
         datamodule, model = build(cfg)
         results |= {"monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode,

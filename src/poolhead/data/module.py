@@ -47,6 +47,7 @@ class TextDataModule(L.LightningDataModule):
     max_length: tokens per text (cross: per joined pair). seed: the val carve and the training shuffle.
     cache_dir: where tokenized splits are cached (default ~/.cache/poolhead).
     task: "score", "class" or "multilabel"; score_range: declared [low, high] (rows outside stop the run);
+        None on a score task: read from the training scores, with a warning;
     binary_threshold: scores >= it count as positive in a binarised F1.
     val_fraction: share of train carved off (seeded) as val when the data has no val split.
     group_by_length: training batches of similar-length rows, evaluation sorted by length (else plain order).
@@ -109,6 +110,8 @@ class TextDataModule(L.LightningDataModule):
         sources = {"test": "absent"} | {k: s.source for k, s in splits.items()}
         if self.task_kind != "score":
             self._check_spellings(splits["train"])
+        elif self.score_range is None:
+            self.score_range = self._score_range_of(splits)
         if "val" not in splits:
             splits["train"], splits["val"] = self._carve_val(splits["train"])
             counts["train"] |= {"kept": len(splits["train"]), "to_val": len(splits["val"])}
@@ -136,6 +139,25 @@ class TextDataModule(L.LightningDataModule):
             log.warning("%s train: %.1f%% of the tokens are %s: the tokenizer does not fit this language or "
                         "script (data.unk_warning=%g); pick an encoder trained on it", self.name, 100 * self.unk_rate,
                         self.tokenizer.unk_token, self.unk_warning)
+
+    def _score_range_of(self, splits: dict[str, Split]) -> tuple[float, float]:
+        """No declared score range: the training file's lowest and highest score, with a warning (what 0-5 data
+        expects, where the 0-1 default left a bi cosine unable to reach its targets); val/test must lie inside."""
+        train = splits["train"]
+        low, high = min(train.label), max(train.label)
+        if not low < high:
+            raise DataError(f"{train.source}: every training score is {low:g}, so no score range can be read from "
+                            "the data; declare it: data.score_range=[LOW,HIGH]")
+        log.warning("%s: no data.score_range given: read [%g, %g] from the training scores of %s (the head maps "
+                    "this range to [0, 1]); set data.score_range=[LOW,HIGH] if the scale is wider", self.name, low,
+                    high, train.source)
+        for key, split in splits.items():
+            for i, score in enumerate(split.label):
+                if not low <= score <= high:
+                    raise DataError(f"{split.at(i, 'label')}: {score:g} is outside the score range [{low:g}, "
+                                    f"{high:g}] read from the training file (no data.score_range given); declare "
+                                    "the scale: data.score_range=[LOW,HIGH]")
+        return float(low), float(high)
 
     def _carve_val(self, train: Split) -> tuple[Split, Split]:
         """A seeded share of train as val; for class tasks stratified (each class keeps its share in both, so a

@@ -2,8 +2,9 @@
 
 Policy (the table in README.md):
   stop the run (DataError): missing or empty file, bytes that are not UTF-8, a line with too few fields or a missing
-      column, bad quoting/JSON, a score that is not a number / NaN / infinite / outside the declared range, an empty
-      class label, a class label in val/test that training never saw.
+      column, the header line repeated inside the file, bad quoting/JSON, a score that is not a number (`3_5`
+      included) / NaN / infinite / outside the declared range, an empty class label, a class label in val/test that
+      training never saw.
   skip, count and log a warning: a row whose text (or text_pair) is empty or only whitespace.
   ignore: extra trailing fields on STS lines (some STS-B rows carry two source fields).
 Text is kept byte for byte (no stripping, no quote handling); only the line ending (\\n or \\r\\n) and a UTF-8 BOM go.
@@ -89,10 +90,15 @@ def read_sts(path: Path, header: bool = False) -> list[Row]:
     Written by hand because pandas and csv silently accept ragged rows and treat `"` as quoting.
     Only "\\n" ends a line (str.splitlines would also split on \\x0b, \\x1c, \\u2028 ... inside sentences).
     """
-    rows = []
+    rows, first = [], None
     for no, line in enumerate(read_text(path).split("\n"), 1):
-        fields = line.removesuffix("\r").split("\t")
+        line = line.removesuffix("\r")
+        fields = line.split("\t")
+        if header and no > 1 and line == first:
+            raise DataError(f"{path} line {no}, field score: the line repeats the header (line 1); a header is not "
+                            "a data row (remove the line: files joined with their headers?)")
         if no == 1:  # a header is told apart by its score field: a name, not a number
+            first = line
             named = len(fields) > 4 and not _is_number(fields[4])
             if header and not named:
                 raise DataError(f"{path} line 1, field score: expected a header (a column name), got the line "
@@ -215,6 +221,9 @@ def _is_number(text: str) -> bool:
 def _score(value: Any, at: str, score_range: tuple[float, float] | None, scale: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise DataError(f"{at}: {value!r} is not a number")
+    if isinstance(value, str) and "_" in value:  # Python's float reads "3_5" as 35
+        raise DataError(f"{at}: {value!r} is not a number (Python would read it as {value.replace('_', '')}: "
+                        "write it without underscores)")
     try:
         score = float(value)
     except ValueError:
@@ -281,6 +290,9 @@ def _delimited_lines(path: Path, text: str, columns: dict[str, str], delimiter: 
         end = reader.line_num  # a row starts on the line after the previous one ended (quoted fields span lines)
         for fields in reader:
             no, end = end + 1, reader.line_num
+            if fields == header:
+                raise DataError(f"{path} line {no}, field {header[0]}: the line repeats the header (line 1); a "
+                                "header is not a data row (remove the line: files joined with their headers?)")
             if len(fields) != len(header):
                 name = header[len(fields)] if len(fields) < len(header) else f"#{len(header) + 1} (extra)"
                 raise DataError(f"{path} line {no}, field {name}: {len(fields)} fields, the header has {len(header)}")
