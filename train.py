@@ -8,11 +8,18 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import poolhead  # noqa: F401  (registers the config resolvers)
-from poolhead.sweep import prepare_job
+from poolhead.sweep import prepare_job, release_job
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg)
+    finally:
+        release_job()  # the job's claim ends with it (a parallel launcher's worker goes on to other jobs)
+
+
+def train(cfg: DictConfig) -> float | None:
     results = prepare_job(cfg)  # a multirun job already done with this config: its results, and nothing runs
     if results is None:
         from poolhead.train import quiet_known_noise, run  # here: a re-run sweep that skips all never imports torch

@@ -97,7 +97,8 @@ def main() -> None:
     lines += ["", "## Order of all 28 configurations", "",
               f"Spearman between the fast study's order (rung reached, then the metric there) and the full study's "
               f"final order (mean over seeds): **{rho:.3f}**" + ("" if complete else " (PARTIAL: rungs so far)"), "",
-              "| full rank | configuration | full mean | fast rank | reached | metric there |", "|---|---|---|---|---|---|"]
+              "| full rank | configuration | full mean | fast rank | reached | metric there |",
+              "|---|---|---|---|---|---|"]
     for i, k in enumerate(full_order, 1):
         e = record["configs"].get(k, {})
         at = e.get("reached")

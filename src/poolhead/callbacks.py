@@ -32,7 +32,8 @@ class RNGState(L.Callback):
         # restored here, not at load time, because Lightning reseeds/creates iterators in between
         self._restore()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         self._restore()  # a resume mid-epoch: Lightning does not call on_train_epoch_start again
 
     def _restore(self) -> None:
@@ -55,7 +56,8 @@ class TrainThroughput(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = self._last = time.perf_counter()
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         if self._start is None:  # a resume mid-epoch: no on_train_epoch_start
             self._start = self._last = time.perf_counter()
 
@@ -114,7 +116,8 @@ class StopAtStep(L.Callback):
     def __init__(self, step: int, last_path: str) -> None:
         self.step, self.last_path, self.stopped_at = step, last_path, None
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
         if trainer.global_step >= self.step:
             self.stopped_at = trainer.global_step
             self._between_batches = True

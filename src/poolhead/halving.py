@@ -25,6 +25,8 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
+from poolhead.sweep import _read_json, job_dirname
+
 log = logging.getLogger(__name__)
 
 RESULTS = "halving.json"
@@ -105,30 +107,13 @@ def job_overrides(config: str, seed_key: str, seed: Any, step: int | None, fixed
 
 def read_score(job_dir: Path, step: int | None) -> tuple[Any, dict[str, Any]]:
     """(metric, record) of a job at a rung (rungs/step-N/metrics.json) or at the full budget (results.json ok);
-    the metric is `_PENDING` when the job has not got there and None when it failed."""
+    the metric is `_PENDING` when the job has not got there (or was interrupted) and None when it failed."""
     results = _read_json(job_dir / "results.json")
-    monitor = results.get("monitor")
-    if step is None:
-        if results.get("status") == "ok":
-            return results["metrics"].get(monitor), results
-        return (None, results) if results.get("status") == "failed" and "interrupted" not in str(results.get(
-            "error")) else (_PENDING, results)
-    rung = _read_json(job_dir / "rungs" / f"step-{step:06d}" / "metrics.json")
-    if rung:
-        return rung["metrics"].get(monitor or _monitor_of(rung)), rung
+    record = results if step is None else _read_json(job_dir / "rungs" / f"step-{step:06d}" / "metrics.json")
+    if record.get("metrics") and (step is not None or results.get("status") == "ok"):
+        return record["metrics"].get(record.get("monitor") or results.get("monitor")), record
     failed = results.get("status") == "failed" and "interrupted" not in str(results.get("error"))
     return (None if failed else _PENDING), results
-
-
-def _monitor_of(rung: dict[str, Any]) -> str | None:
-    return "val/spearman" if "val/spearman" in rung["metrics"] else next(iter(rung["metrics"]), None)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 class HalvingSweep:
@@ -236,7 +221,6 @@ class HalvingSweep:
     def _decide(self, configs: list[str], groups: dict[str, str], seeds: list[Any], fixed: list[str],
                 folders: dict[tuple[str, Any], Path], sweep_dir: Path, evidence: bool) -> list[Rung]:
         from poolhead.report.stats import paired_bootstrap
-        from poolhead.sweep import job_dirname
 
         def folder(c: str, s: Any) -> Path:
             if (c, s) not in folders:  # not launched in this sitting: where Hydra puts it (hydra.sweep.subdir)

