@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -33,6 +35,13 @@ def full_study(folder: Path) -> pd.DataFrame:
                      "spearman": record["metrics"]["val/spearman"],
                      "train_seconds": record["timing"].get("train_seconds", math.nan)})
     return pd.DataFrame(rows)
+
+
+def log_span(path: Path) -> float:
+    """Seconds from the first to the last timestamped line of a sweep's log (`[2026-12-02 14:11:09,592][...`)."""
+    stamps = [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
+              for m in re.finditer(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", path.read_text(), re.M)]
+    return (max(stamps) - min(stamps)).total_seconds() if stamps else 0.0
 
 
 def fast_order(record: dict) -> list[str]:
@@ -61,19 +70,19 @@ def main() -> None:
              "", "Written by `python experiments/stsb_pooling_fast/analyze.py` from `runs/halving.json` and the full "
              "study's committed records.", ""]
     c = record["compute"]
-    walls = [s for s in record.get("sittings", []) if s.get("finished")]
-    wall = sum(s["finished"] - s["started"] for s in walls) / 3600
+    logs = sorted(HERE.glob("sitting-*.log"))
+    wall = sum(log_span(p) for p in logs) / 3600
     full_seconds = full["train_seconds"].sum()
     lines += ["## Compute", "", "| | fast (halving) | full grid |", "|---|---|---|",
               f"| train steps | {c['train_steps']:,} ({100 * c['train_steps'] / FULL_GRID_STEPS:.1f}%) | "
               f"{FULL_GRID_STEPS:,} |",
               f"| training seconds summed over jobs | {c['train_seconds']:,.0f} ({c['train_seconds'] / 3600:.2f} h) | "
               f"{full_seconds:,.0f} ({full_seconds / 3600:.2f} h) |",
-              f"| wall time of the sweep | {wall:.2f} h over {len(walls)} sitting(s) recorded | 10.85 h "
-              "(`../stsb_pooling/status.md`) |", "",
-              "The full study ran fp32, one job at a time per process; the fast study bf16-mixed, 2 jobs side by side "
-              "(hydra/launcher=parallel), on a CPU shared with other work while it ran: its seconds are not a clean "
-              "speed measurement, its steps are exact.", ""]
+              f"| wall time of the sweep | {wall:.2f} h over {len(logs)} sitting(s) (first to last line of each "
+              "`sitting-*.log`) | 10.85 h (`../stsb_pooling/status.md`) |", "",
+              "The full study ran fp32; the fast study bf16-mixed, 2 jobs side by side (hydra/launcher=parallel), on a "
+              "CPU shared with other work (tests, other sessions) while it ran: its seconds are upper bounds, not a "
+              "clean speed measurement; its steps are exact.", ""]
     lines += ["## Best configuration per mode", "", "| mode | full study's best (mean ± std, 3 seeds) | fast study's "
               "finalist | same? | if not: full-study t-test p (best > finalist, 3 seeds) |", "|---|---|---|---|---|"]
     for mode in sorted(full["mode"].unique()):

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-from poolhead.sweep import _read_json, job_dirname
+from poolhead.sweep import NOT_IDENTITY, _read_json, job_dirname
 
 log = logging.getLogger(__name__)
 
@@ -223,8 +223,9 @@ class HalvingSweep:
         from poolhead.report.stats import paired_bootstrap
 
         def folder(c: str, s: Any) -> Path:
-            if (c, s) not in folders:  # not launched in this sitting: where Hydra puts it (hydra.sweep.subdir)
-                lines = [o for o in job_overrides(c, self.seed_key, s, None, fixed)]
+            if (c, s) not in folders:  # not launched in this sitting: where Hydra puts it (hydra.sweep.subdir,
+                lines = [o for o in job_overrides(c, self.seed_key, s, None, fixed)  # without exclude_keys)
+                         if o.split("=", 1)[0].lstrip("+~") not in NOT_IDENTITY]
                 folders[(c, s)] = sweep_dir / job_dirname(",".join(sorted(lines)))
             return folders[(c, s)]
 

@@ -95,8 +95,9 @@ def halving_markdown(record: dict[str, Any]) -> str:
         lines += [f"Wall time: {sum(s['finished'] - s['started'] for s in walls) / 3600:.2f} h over {len(walls)} "
                   "sitting(s)."]
     lines += ["", "Metric at each rung (seed mean at the full budget; best checkpoint there, the weights of that step "
-              "at a rung). p: paired bootstrap over the dev rows, the dropped configuration against the best kept one "
-              "of its group at that rung (the fraction of resamples where the kept one is not ahead).", "",
+              "at a rung). p: paired bootstrap over the dev rows of the first seed's predictions at that rung, the "
+              "dropped configuration against the best kept one of its group (the fraction of resamples where the kept "
+              "one is not ahead); where several seeds ran, the cut itself was on their mean.", "",
               "| configuration | group | " + " | ".join(names) + " | reached | dropped against (p) |",
               "|" + "---|" * (len(names) + 4)]
     for name in order(record):

@@ -15,10 +15,13 @@ GUESS_MIN = ("loss", "mse", "mae", "rmse", "error")  # only for results.json wit
 
 def parse_overrides(lines: list[str]) -> dict[str, Any]:
     """`["pooling=mean", "+optim.lr=3e-5"]` -> `{"pooling": "mean", "optim.lr": 3e-05}`, parsed as Hydra does."""
+    from poolhead.sweep import NOT_IDENTITY
+
     parsed = OverridesParser.create().parse_overrides([str(line) for line in lines])
-    # lists and dicts become strings so that jobs can be grouped by them
+    # lists and dicts become strings so that jobs can be grouped by them; how a job was started (a rung's
+    # stop_at_step, resume, ...) is not what it is
     return {o.key_or_group: str(v) if isinstance(v := o.value(), (list, dict)) else v
-            for o in parsed if not o.is_delete()}
+            for o in parsed if not o.is_delete() and o.key_or_group not in NOT_IDENTITY}
 
 
 def _job_num(job_dir: Path) -> int | str:
