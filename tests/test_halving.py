@@ -127,6 +127,11 @@ def test_a_halving_sweep_through_the_parallel_launcher_reports_every_rung_and_th
     assert {r["status"] for r in results(sweep).values()} == {"ok", "paused"}
     assert (sweep / "curves.png").stat().st_size > 0 and "finalist" in (sweep / "halving.md").read_text()
     _metrics_rows_once(sweep)
+    before = (sweep / "halving.json").read_text()
+    again = train_py(*HALVING, "hydra/launcher=parallel", "trainer.enable_progress_bar=false",
+                     f"hydra.sweep.dir={sweep}")  # exclude_keys too: the same job folders
+    assert again.returncode == 0 and "Launching" not in again.stdout + again.stderr, "a finished sweep launched jobs"
+    assert (sweep / "halving.json").read_text() == before, "a re-run with nothing to do rewrote the record"
 
 
 def test_a_halving_sweep_killed_mid_rung_continues_with_nothing_retrained(tmp_path):

@@ -215,6 +215,8 @@ class HalvingSweep:
                 break
         rungs = self._decide(configs, groups, seeds, fixed, folders, sweep_dir, evidence=self.bootstrap)
         sittings[-1]["finished"] = time.time()
+        if not job_idx:  # nothing launched (a finished sweep run again): not a sitting of its own
+            sittings.pop()
         write_halving_report(sweep_dir, self, configs, groups, seeds, rungs, folders, sittings)
         return returns
 
