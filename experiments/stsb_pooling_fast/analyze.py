@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
+from poolhead.halving_report import order as halving_order
+
 HERE = Path(__file__).resolve().parent
 FULL = HERE.parent / "stsb_pooling" / "runs" / "finetune"
 FULL_GRID_STEPS = 84 * 4 * 180  # 84 jobs x 4 epochs x 180 steps (5,749 rows / batch 32)
@@ -42,18 +44,6 @@ def log_span(path: Path) -> float:
     stamps = [datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
               for m in re.finditer(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", path.read_text(), re.M)]
     return (max(stamps) - min(stamps)).total_seconds() if stamps else 0.0
-
-
-def fast_order(record: dict) -> list[str]:
-    """All configurations best first: by the rung reached (later first), then the metric there."""
-    names = [str(r) for r in record["rungs"]] + ["full"]
-
-    def key(config: str) -> tuple[int, float]:
-        entry = record["configs"][config]
-        at = entry["reached"]
-        score = entry["scores"].get(at) if at else None
-        return -(names.index(at) if at else -1), -(score if isinstance(score, (int, float)) else -math.inf)
-    return sorted(record["configs"], key=key)
 
 
 def main() -> None:
@@ -99,7 +89,7 @@ def main() -> None:
                 f"{means.loc[pick, 'mean']:.4f} ± {means.loc[pick, 'std']:.4f} in the full study)"
         lines.append(f"| {mode} | {best} {means.loc[best, 'mean']:.4f} ± {means.loc[best, 'std']:.4f} | "
                      f"{pick or '(not decided yet)'} | {same} | {p} |")
-    order = fast_order(record)
+    order = halving_order(record)
     full_order = list(means["mean"].sort_values(ascending=False).index)
     ranks = [order.index(k) for k in full_order if k in order]
     rho = stats.spearmanr(range(len(ranks)), ranks).statistic if len(ranks) > 2 else math.nan

@@ -116,7 +116,30 @@ def read_score(job_dir: Path, step: int | None) -> tuple[Any, dict[str, Any]]:
     return (None if failed else _PENDING), results
 
 
-class HalvingSweep:
+def check_rungs(rungs: Sequence[int]) -> None:
+    """Rungs are increasing whole numbers of training steps (both sweepers stop jobs there)."""
+    if any(not isinstance(r, int) or r <= 0 for r in rungs) or list(rungs) != sorted(set(rungs)):
+        raise ValueError(f"hydra.sweeper.rungs={list(rungs)}: expected increasing whole numbers of steps > 0")
+
+
+class LaunchingSweep:
+    """What both poolhead sweepers share: Hydra's launcher, and the sweep folder with its multirun.yaml."""
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+
+        self.hydra_context, self.config = hydra_context, config
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                               task_function=task_function, config=config)
+
+    def sweep_dir(self) -> Path:
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        return sweep_dir
+
+
+class HalvingSweep(LaunchingSweep):
     """The Hydra sweeper (registered as hydra/sweeper=halving by hydra_plugins.poolhead_sweepers). Args:
         rungs: training steps at which configurations are compared (the full budget comes after the last).
         eta: the reduction factor: 1/eta of each group goes on. min_per_group: at least this many go on.
@@ -129,21 +152,15 @@ class HalvingSweep:
     def __init__(self, rungs: Sequence[int], eta: float = 3, min_per_group: int = 1,
                  group_by: Sequence[str] = ("mode",), seed_key: str = "seed", params: dict[str, str] | None = None,
                  bootstrap: bool = True, all_seeds_from: int | None = None) -> None:
-        if not rungs or any(not isinstance(r, int) or r <= 0 for r in rungs) or list(rungs) != sorted(set(rungs)):
-            raise ValueError(f"hydra.sweeper.rungs={list(rungs)}: expected increasing whole numbers of steps > 0")
+        if not rungs:
+            raise ValueError("hydra.sweeper.rungs=[]: successive halving needs at least one rung")
+        check_rungs(rungs)
         if eta <= 1 or min_per_group < 1:
             raise ValueError(f"hydra.sweeper: eta={eta} must be > 1 and min_per_group={min_per_group} >= 1")
         self.rungs, self.eta, self.min_per_group = list(rungs), eta, min_per_group
         self.group_by, self.seed_key, self.params = list(group_by), seed_key, dict(params or {})
-        self.bootstrap = bootstrap
+        self.bootstrap, self._p_values = bootstrap, {}
         self.all_seeds_from = len(self.rungs) - 1 if all_seeds_from is None else all_seeds_from
-
-    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                               task_function=task_function, config=config)
 
     def grid(self, arguments: list[str]) -> tuple[list[str], list[str], list[Any]]:
         """(configurations as space-joined sorted overrides, the fixed overrides, the seeds)."""
@@ -181,9 +198,7 @@ class HalvingSweep:
     def sweep(self, arguments: list[str]) -> list[Any]:
         from poolhead.halving_report import write_halving_report
 
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        sweep_dir = self.sweep_dir()
         configs, fixed, seeds = self.grid(arguments)
         groups = {c: self.group_of(c, fixed) for c in configs}
         folders: dict[tuple[str, Any], Path] = {}
@@ -237,7 +252,9 @@ class HalvingSweep:
         def p_value(best: str, other: str, step: int | None) -> float | None:
             where = (lambda c: folder(c, seeds[0])) if step is None else \
                 (lambda c: folder(c, seeds[0]) / "rungs" / f"step-{step:06d}")
-            return paired_bootstrap(where(best), where(other))[0]
+            if (best, other, step) not in self._p_values:  # the report is rewritten after every rung
+                self._p_values[(best, other, step)] = paired_bootstrap(where(best), where(other))[0]
+            return self._p_values[(best, other, step)]
 
         maximize = self._maximize(configs, seeds, folder)
         return decide(configs, groups, self.rungs, seeds, score, self.eta, self.min_per_group, maximize,

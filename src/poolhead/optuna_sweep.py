@@ -15,9 +15,9 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from poolhead.halving import _PENDING, read_score
+from poolhead.halving import _PENDING, LaunchingSweep, check_rungs, read_score
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def open_storage(storage: str | None, sweep_dir: Path) -> Any:
     return optuna.storages.RDBStorage(storage)
 
 
-class OptunaSweep:
+class OptunaSweep(LaunchingSweep):
     """The Hydra sweeper (hydra/sweeper=poolhead_optuna, registered by hydra_plugins.poolhead_sweepers). Args:
         params: the search space (Hydra override syntax); a plain value is fixed for every trial.
         n_trials: trials in the study in all (earlier sittings count). n_jobs: trials launched at a time.
@@ -66,18 +66,10 @@ class OptunaSweep:
                  storage: str | None = None, study_name: str = "poolhead") -> None:
         if direction not in ("maximize", "minimize"):
             raise ValueError(f"hydra.sweeper.direction={direction}: expected maximize or minimize")
-        if any(not isinstance(r, int) or r <= 0 for r in rungs) or list(rungs) != sorted(set(rungs)):
-            raise ValueError(f"hydra.sweeper.rungs={list(rungs)}: expected increasing whole numbers of steps > 0")
+        check_rungs(rungs)
         self.params, self.n_trials, self.n_jobs = dict(params or {}), n_trials, n_jobs
         self.sampler, self.pruner, self.rungs, self.direction = sampler, pruner, list(rungs), direction
         self.storage, self.study_name = storage, study_name
-
-    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.hydra_context, self.config = hydra_context, config
-        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
-                                                               task_function=task_function, config=config)
 
     def space(self, arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
         """(search space as Optuna distributions, fixed overrides)."""
@@ -108,9 +100,7 @@ class OptunaSweep:
     def sweep(self, arguments: list[str]) -> list[Any]:
         import optuna
 
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        sweep_dir = self.sweep_dir()
         space, fixed = self.space(arguments)
         study, returns, job_idx = self.study(sweep_dir), [], 0
         finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
