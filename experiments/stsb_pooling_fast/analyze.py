@@ -46,6 +46,48 @@ def log_span(path: Path) -> float:
     return (max(stamps) - min(stamps)).total_seconds() if stamps else 0.0
 
 
+def _config(head: str, mode: str, pooling: str) -> str:
+    return f"head={head} mode={mode} pooling={pooling}"
+
+
+def _evidence(record: dict, config: str) -> str:
+    entry = record["configs"][config]
+    if entry["finalist"]:
+        return "finalist"
+    p = f", p {entry['p_value']:.3f}" if entry.get("p_value") is not None else ""
+    return f"dropped at step {entry['dropped_at']} vs {entry['against'].split('pooling=')[-1]}{p}"
+
+
+def answers(record: dict, means: pd.DataFrame, order: list[str]) -> list[str]:
+    """Each answer of ../stsb_pooling/README.md (fine-tuned) beside the fast study's: the order of the configurations
+    it compares, in the full study (mean over seeds) and in the fast one (rung reached, then the metric there)."""
+    poolings = ["pooler", "cls", "mean", "max", "mean_sqrt_len", "weighted_mean", "attention"]
+    questions = [(f"pooler vs cls, {m}", [_config("regression", m, p) for p in ("pooler", "cls")]) for m in
+                 ("cross", "bi")]
+    questions += [(f"cls vs mean vs max, {m}", [_config("regression", m, p) for p in ("cls", "mean", "max")])
+                  for m in ("bi", "cross")]
+    lines = ["", "## The full study's answers beside the fast study's", "",
+             "| question | full study (mean over 3 seeds) | fast study | fast evidence (the losers) |",
+             "|---|---|---|---|"]
+    for name, configs in questions:
+        full = sorted(configs, key=lambda k: -means.loc[k, "mean"])
+        fast = sorted(configs, key=order.index)
+        short = lambda ks: " > ".join(k.split("pooling=")[-1] for k in ks)  # noqa: E731
+        lines.append(f"| {name} | {short(full)} | {short(fast)} | "
+                     + "; ".join(f"{k.split('pooling=')[-1]}: {_evidence(record, k)}" for k in fast[1:]) + " |")
+    for name, pairs in (("regression vs classification head (14 cells)",
+                         [(_config("regression", m, p), _config("classification", m, p))
+                          for m in ("cross", "bi") for p in poolings]),
+                        ("bi vs cross, regression head (7 poolings)",
+                         [(_config("regression", "bi", p), _config("regression", "cross", p)) for p in poolings])):
+        full = sum(means.loc[a, "mean"] > means.loc[b, "mean"] for a, b in pairs)
+        fast = sum(order.index(a) < order.index(b) for a, b in pairs)
+        first = name.split(" vs ")[0]
+        lines.append(f"| {name} | {first} ahead in {full} of {len(pairs)} | {first} ahead in {fast} of {len(pairs)} "
+                     "| the order above (a cell's two configurations compared by rung reached, then metric) |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fast", type=Path, default=HERE / "runs")
@@ -106,6 +148,7 @@ def main() -> None:
                      f"{'finalist' if e.get('finalist') else at or ''} | "
                      f"{score:.4f} |" if isinstance(score, float) else
                      f"| {i} | {k} | {means.loc[k, 'mean']:.4f} | | {at or ''} | |")
+    lines += answers(record, means, order)
     lines += ["", "Each dropped configuration's rung, the survivor it lost to and the paired-bootstrap p over the dev "
               "rows: `runs/halving.md`.", ""]
     args.out.write_text("\n".join(lines))
