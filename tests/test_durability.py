@@ -167,3 +167,20 @@ def test_two_processes_on_one_sweep_train_each_job_once(tmp_path):
         train_rows = pd.read_csv(sweep / job / "csv" / "metrics.csv").dropna(subset=["train/loss"])
         assert not train_rows["step"].duplicated().any(), f"{job}: steps logged twice"
         assert len(train_rows) == 3 * -(-done[job]["data"]["train"] // 32), f"{job}: 3 epochs, each step once"
+
+
+def test_claiming_a_job_removes_the_temp_files_a_killed_writer_left(tmp_path):
+    """kill -9 during atomic_write leaves `.best.ckpt.<random>.tmp` beside the checkpoint; the next process to claim
+    the job (the only writer there from then on) removes it, and nothing else."""
+    from poolhead.sweep import claim_job, release_job
+
+    (tmp_path / "checkpoints").mkdir()
+    stale = [tmp_path / "checkpoints" / ".best.ckpt.q8s5g7pz.tmp", tmp_path / ".results.json.x1y2.tmp"]
+    kept = [tmp_path / "checkpoints" / "last.ckpt", tmp_path / "results.json"]
+    for path in stale + kept:
+        path.write_bytes(b"x")
+    try:
+        assert claim_job(tmp_path) is None
+    finally:
+        release_job()
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)

@@ -211,6 +211,9 @@ def claim_job(out_dir: Path) -> str | None:
         handle.close()
         return f"it holds {out_dir / CLAIM_FILE}"
     _claimed_job.append((out_dir.resolve(), handle))  # the file stays empty: a claim changes no byte of the run
+    for folder in (out_dir, out_dir / "checkpoints"):  # half-written temp files of a killed holder (`atomic_write`):
+        for stale in folder.glob(".*.tmp"):             # nobody else writes here now
+            stale.unlink(missing_ok=True)
     return None
 
 
