@@ -8,7 +8,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import poolhead  # noqa: F401  (registers the config resolvers)
-from poolhead.sweep import prepare_job, release_job
+from poolhead.sweep.jobs import prepare_job, release_job
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -20,16 +20,16 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def train(cfg: DictConfig) -> float | None:
-    results = prepare_job(cfg)  # a multirun job already done with this config: its results, and nothing runs
+    results, resume_from = prepare_job(cfg)  # a job already done with this config: its results, and nothing runs
     if results is None:
-        from poolhead.train import quiet_known_noise, run  # here: a re-run sweep that skips all never imports torch
+        from poolhead.run.train import quiet_known_noise, run  # here: a re-run sweep that skips all never imports torch
 
         quiet_known_noise()
         try:
-            results = run(cfg)
+            results = run(cfg, ckpt_path=resume_from)
         except SystemExit:  # interrupted (SIGTERM): a sweep says what finished before it stops, non-zero
             if HydraConfig.get().mode == RunMode.MULTIRUN:
-                from poolhead.sweep import report_interrupted
+                from poolhead.sweep.jobs import report_interrupted
 
                 report_interrupted(HydraConfig.get().sweep.dir)
             raise
@@ -39,7 +39,7 @@ def train(cfg: DictConfig) -> float | None:
             f"details: {cfg.paths.output_dir}/results.json"
         sys.exit(f"run failed: {results['error']}\n({where})")
     if single_run:
-        from poolhead.train import closing_summary
+        from poolhead.run.train import closing_summary
 
         print(closing_summary(results, cfg.paths.output_dir))
     return results.get("metrics", {}).get(results.get("monitor"))  # for Hydra sweepers that optimise

@@ -35,7 +35,7 @@ KINDS = [  # (kind, substrings of profiler op names); first match wins
     ("embedding backward", ("embedding_dense_backward", "embedding_backward", "index_add", "embedding")),
     ("layernorm", ("layer_norm",)),
     ("gelu", ("gelu",)),
-    ("dropout", ("dropout", "bernoulli", "native_dropout", "aten::random_")),  # random_: poolhead.dropout's draws
+    ("dropout", ("dropout", "bernoulli", "native_dropout", "aten::random_")),  # random_: poolhead.speed.dropout's draws
     ("casts and copies", ("aten::copy_", "aten::to", "aten::_to_copy", "clone", "contiguous")),
     ("zeroing (fill_/zero_)", ("fill_", "zero_")),
     ("gradient clipping (norms)", ("norm", "clip", "_foreach_mul")),
@@ -91,7 +91,7 @@ def stsb_config(pairs: int, precision: str | None, overrides: list[str] = ()):
 def training_step(model, cfg):
     """One full training step of `model` as a function of the batch: forward under the config's autocast, loss,
     backward, clipping at 1.0, AdamW step (the config's optimizer, also `step.optimizer`), zeroing."""
-    from poolhead.builder import autocast_dtype
+    from poolhead.run.plan import autocast_dtype
 
     model.train()
     optimizer = model.optimizer_factory([p for p in model.parameters() if p.requires_grad], lr=model.lr)
@@ -208,7 +208,7 @@ def main() -> None:
                    "encoder.skip_unread_tokens=false (repeatable)")
     p.add_argument("--out", type=Path, default=common.BENCH / "results")
     a = p.parse_args()
-    from poolhead.builder import autocast_dtype, cpu_computes_bf16, resolve_precision
+    from poolhead.run.plan import autocast_dtype, cpu_computes_bf16, resolve_precision
 
     load_before = os.getloadavg()
     dtypes = [torch.float32] + ([torch.bfloat16] if cpu_computes_bf16() else [])

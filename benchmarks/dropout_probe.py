@@ -1,4 +1,4 @@
-"""One dropout call, torch's masks against poolhead.dropout's, at MiniLM's training shapes (bf16 and fp32).
+"""One dropout call, torch's masks against poolhead.speed.dropout's, at MiniLM's training shapes (bf16 and fp32).
 
     python benchmarks/dropout_probe.py [--rounds 20]
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import common
-from poolhead.dropout import dropout
+from poolhead.speed.dropout import dropout
 
 SHAPES = {"hidden states, 960 tokens x 384": (960, 384), "attention weights, 32 x 12 heads x 30 x 30": (32, 12, 30, 30),
           "feed-forward, 960 x 1536": (960, 1536)}
@@ -43,7 +43,7 @@ def main() -> None:
             rows.append({"shape": label, "dtype": str(dtype).split(".")[-1], "ms": med,
                          "range": {n: [min(t), max(t)] for n, t in times.items()},
                          "speedup": med["torch"] / med["poolhead"]})
-    lines = ["# Dropout per call: torch vs poolhead.dropout (p = 0.1)", "",
+    lines = ["# Dropout per call: torch vs poolhead.speed.dropout (p = 0.1)", "",
              f"Command: `python benchmarks/dropout_probe.py --rounds {a.rounds}`", "",
              f"Machine: {common.describe_machine(common.machine())}", "",
              "| shape | dtype | torch ms | poolhead ms | torch / poolhead |", "| --- | --- | --- | --- | --- |"]

@@ -15,7 +15,7 @@ import statistics
 import time
 
 import torch
-from poolhead.builder import autocast_dtype
+from poolhead.run.plan import autocast_dtype
 
 import common
 from ceiling import gemm_ceiling, matmul_weights, self_seconds_by_kind, stsb_config
@@ -32,7 +32,7 @@ def main() -> None:
     if a.ceiling is None:
         a.ceiling = gemm_ceiling(1024, 384, 1536, autocast_dtype(a.precision) or torch.float32)["ceiling_gflops"]
     import poolhead
-    from poolhead.predict import outputs
+    from poolhead.run.evaluate import outputs
 
     cfg = stsb_config(10**9, a.precision, [f"mode={a.mode}", f"pooling={a.pooling}", "data.dir=" +
                                            str(common.default_data_dir())])

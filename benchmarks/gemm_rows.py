@@ -21,7 +21,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokens", default="128,256,512,1024,2048", help="comma-separated GEMM row counts")
     a = p.parse_args()
-    from poolhead.builder import cpu_computes_bf16
+    from poolhead.run.plan import cpu_computes_bf16
 
     dtypes = [torch.float32] + ([torch.bfloat16] if cpu_computes_bf16() else [])
     tokens = [int(t) for t in a.tokens.split(",")]

@@ -40,7 +40,7 @@ print("torch", torch.__version__, "transformers", transformers.__version__, "lig
 with initialize_config_dir(f"{__import__('os').getcwd()}/conf", version_base="1.3"):
     cfg = compose("train", overrides=["encoder=minilm", "data=stsb", "data.dir=.gpu/data/stsb", "mode=bi",
                                       "pooling=mean", "paths.output_dir=/tmp/pre", "paths.cache_dir=/tmp/pre/cache"])
-from poolhead.builder import resolve_precision
+from poolhead.run.plan import resolve_precision
 print("precision auto ->", resolve_precision("auto"))
 datamodule, model = poolhead.build(cfg)
 print("built", type(model).__name__, sum(p.numel() for p in model.parameters()))

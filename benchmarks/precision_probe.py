@@ -1,6 +1,6 @@
 """Is bf16 autocast faster than fp32 on this CPU? One MiniLM training step (forward, backward, fused AdamW) on a
 batch shaped like STS-B cross pairs (32 x 32 tokens), each precision in turn, repeated. Decides nothing by itself:
-`trainer.precision=auto` reads the CPU's flags (poolhead.builder.cpu_computes_bf16); this shows what the choice is worth.
+`trainer.precision=auto` reads the CPU's flags (poolhead.run.plan.cpu_computes_bf16); this shows what the choice is worth.
 
     python benchmarks/precision_probe.py [--steps 10] [--repeats 3]
 """
@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModel
 
 import poolhead
-from poolhead.builder import cpu_computes_bf16
+from poolhead.run.plan import cpu_computes_bf16
 
 
 def step_seconds(model, optimizer, ids, dtype, steps: int) -> float:
@@ -53,7 +53,7 @@ def main() -> None:
               f"{a.steps} steps (runs: {', '.join(f'{v * 1000:.0f}' for v in values)} ms)")
     ratio = statistics.median(results["bf16"]) / statistics.median(results["fp32"])
     print(f"bf16 / fp32 step time: {ratio:.2f}x -> trainer.precision=auto picks "
-          f"{poolhead.builder.resolve_precision('auto', 'cpu')}")
+          f"{poolhead.run.plan.resolve_precision('auto', 'cpu')}")
 
 
 if __name__ == "__main__":

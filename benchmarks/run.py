@@ -56,7 +56,7 @@ BUSY_SHARE = 0.10  # other processes using more than this share of all cores dur
 # what `python train.py` uses, read from its config so the "as a user runs it" targets follow a changed default
 def _default_precision() -> str:
     """What poolhead runs in by default on this machine: conf/trainer/default.yaml, with `auto` resolved."""
-    from poolhead.builder import resolve_precision
+    from poolhead.run.plan import resolve_precision
 
     value = yaml.safe_load((common.REPO / "conf/trainer/default.yaml").read_text())["precision"]
     return "bf16" if resolve_precision(value).startswith("bf16") else "fp32"

@@ -23,7 +23,7 @@ from hydra.utils import instantiate  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 import poolhead  # noqa: E402
-from poolhead.encoder import Encoder  # noqa: E402
+from poolhead.core.encoder import Encoder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"

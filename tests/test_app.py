@@ -18,8 +18,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from poolhead import build
-from poolhead.hub import OfflineError
-from poolhead.train import run
+from poolhead.run.build import encoder_config
+from poolhead.core.hub import OfflineError
+from poolhead.run.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def test_pooling_head_mode_compose_build_and_run_a_batch(tmp_path, pooling, head
 
 @pytest.mark.parametrize("encoder", ["minilm", "tiny"])
 def test_local_encoders_load(tmp_path, encoder):
-    enc = instantiate(compose_cfg([f"encoder={encoder}"], tmp_path).encoder)
+    enc = instantiate(encoder_config(compose_cfg([f"encoder={encoder}"], tmp_path).encoder))
     assert enc.hidden_size == {"minilm": 384, "tiny": 32}[encoder] and enc.tokenizer
 
 
@@ -60,7 +61,7 @@ def test_hub_encoders_offline_say_how_to_use_a_local_folder(tmp_path, encoder, m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = compose_cfg([f"encoder={encoder}"], tmp_path)
     with pytest.raises(Exception) as info:
-        instantiate(cfg.encoder)
+        instantiate(encoder_config(cfg.encoder))
     assert isinstance(info.value.__cause__, OfflineError), info.value
     assert f"encoder.name_or_path=" in str(info.value) and cfg.encoder.name_or_path in str(info.value)
 
@@ -148,7 +149,7 @@ def test_train_py_multirun_records_a_failed_job_and_goes_on(tmp_path):
     extra = tmp_path / "conf" / "encoder"
     extra.mkdir(parents=True)
     (extra / "tiny_distilbert.yaml").write_text(
-        "_target_: poolhead.encoder.Encoder\nname_or_path: null\ntokenizer: ${minilm:}\n"
+        "_target_: poolhead.core.encoder.Encoder\nname_or_path: null\ntokenizer: ${minilm:}\n"
         "config: {model_type: distilbert, dim: 32, n_layers: 2, n_heads: 2, hidden_dim: 64}\n")
     sweep = tmp_path / "sweep"
     proc = train_py("-m", "encoder=tiny,tiny_distilbert", "pooling=mean,pooler", *FAST[1:],

@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import FAST, ROOT, assert_predictions_match_results, compose_cfg
 
-from poolhead.train import run
+from poolhead.run.train import run
 
 COLOURS = ["blue", "green", "red", "yellow"]
 
@@ -88,7 +88,8 @@ def test_class_predictions_name_labels_with_ids_and_probabilities(runs):
 
 RELOAD = textwrap.dedent("""
     import sys, pandas as pd, poolhead
-    from poolhead.predict import data_for, evaluate
+    from poolhead.use.predict import data_for
+    from poolhead.run.evaluate import evaluate
     model = poolhead.load(sys.argv[1])
     data = data_for(model, cache_dir=sys.argv[3])
     splits = ["val"] + (["test"] if data.has_test else [])
@@ -139,7 +140,7 @@ def test_bce_loss_trains_a_sigmoid_score_on_sts(tmp_path):
     assert pred.between(0, 5, inclusive="neither").all() and pred.std() > 0
     with pytest.raises(ValueError, match="head.loss=bce"):
         from conftest import component
-        from poolhead.task import TaskSpec
+        from poolhead.core.task import TaskSpec
 
         component("head", "regression", loss="bce")(in_features=4, sides=2, task=TaskSpec("score", (0.0, 5.0)))
 
@@ -215,7 +216,7 @@ def test_last_checkpoint_is_the_last_state_even_when_the_best_is_earlier(tmp_pat
     ("fpu sse avx2 avx512f avx512bw", "32-true"),  # AVX-512 without bf16 units
 ], ids=["avx512_bf16", "amx", "avx2", "avx512_no_bf16"])
 def test_precision_auto_on_cpus(tmp_path, monkeypatch, flags, expected):
-    from poolhead import builder
+    from poolhead.run import plan as builder
 
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
@@ -229,7 +230,7 @@ def test_precision_auto_on_cpus(tmp_path, monkeypatch, flags, expected):
 @pytest.mark.parametrize("bf16", [True, False], ids=["gpu_with_bf16", "gpu_without_bf16"])
 def test_precision_auto_on_gpus_is_fp32(monkeypatch, bf16):
     """Measured on an H200 (benchmarks/results/20261201-*-gpu-probe*.log): bf16 autocast slower than fp32 at batch 32."""
-    from poolhead import builder
+    from poolhead.run import plan as builder
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
@@ -241,7 +242,7 @@ def test_precision_auto_on_gpus_is_fp32(monkeypatch, bf16):
 
 FAULTS = """
 import resource, statistics, sys, torch
-from poolhead.memory import keep_freed_memory
+from poolhead.speed.memory import keep_freed_memory
 kept = keep_freed_memory(sys.argv[1] == "on")
 faults = []
 for _ in range(7):  # MiniLM's word-embedding gradient: 47 MB, over glibc's largest mmap threshold, freed each time

@@ -6,11 +6,11 @@ import torch
 from conftest import compose_cfg, component
 
 import poolhead
-from poolhead.cache import CachedEncoder, FeatureCache
-from poolhead.cli import main as cli
+from poolhead.speed.cache import CachedEncoder, FeatureCache
+from poolhead.use.cli import main as cli
 from poolhead.data import DemoSts
-from poolhead.modes import Bi, Cross, Single
-from poolhead.train import run
+from poolhead.core.modes import Bi, Cross, Single
+from poolhead.run.train import run
 
 POOLINGS = ["pooler", "cls", "mean", "max", "mean_sqrt_len", "weighted_mean", "attention"]
 
@@ -164,7 +164,7 @@ def test_a_configuration_with_nothing_to_train_is_its_zero_shot_baseline(tmp_pat
     import pandas as pd
     from conftest import FAST, assert_predictions_match_results
 
-    from poolhead.report import write_report
+    from poolhead.sweep.report import write_report
 
     job = tmp_path / "sweep" / "job0"
     cfg = compose_cfg([*FAST, "mode=bi", "pooling=mean", "head=regression", "encoder.freeze=true",

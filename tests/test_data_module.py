@@ -15,8 +15,8 @@ from omegaconf import OmegaConf
 
 import poolhead
 from poolhead.data import DemoSts, LengthGroupedBatchSampler, StsData, TableData, TaskSpec, TextDataModule, tokens
-from poolhead.hub import OfflineError
-from poolhead.modes import Bi, Cross, Mode, Single
+from poolhead.core.hub import OfflineError
+from poolhead.core.modes import Bi, Cross, Mode, Single
 
 TOK = poolhead.minilm_path()
 
@@ -111,7 +111,7 @@ def test_wrong_mode_for_the_data_is_a_clear_error(conf_dir: Path, tmp_path: Path
         DemoSts(tokenizer=TOK, mode=Single())
     with pytest.raises(ValueError, match=r"data 'csv' has one text per row, but mode=bi.*data.text_pair=COLUMN"):
         TableData(train="x.csv", tokenizer=TOK, mode=Bi())
-    with pytest.raises(TypeError, match=r"mode must be a poolhead.modes.Mode"):
+    with pytest.raises(TypeError, match=r"mode must be a poolhead.core.modes.Mode"):
         DemoSts(tokenizer=TOK, mode="siamese")
     # through Hydra (which wraps it in an InstantiationException), the message survives
     with pytest.raises(Exception, match=r"data 'stsb' holds text pairs, but mode=single"):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import poolhead
-from poolhead.modes import Cross, Single
+from poolhead.core.modes import Cross, Single
 from poolhead.data import DataError, StsData, TableData
 
 TOK = poolhead.minilm_path()

@@ -10,11 +10,13 @@ from conftest import compose_cfg
 from test_model import STS, build
 from transformers import AutoTokenizer
 
-from poolhead.builder import build_model, describe_for_checkpoint
-from poolhead.callbacks import StopOnNonFinite
-from poolhead.export import export, exported_scores
-from poolhead.predict import predict_texts
-from poolhead.task import TaskSpec, ThresholdF1
+from poolhead.run.build import build_model
+
+from poolhead.run.checkpoint import describe_for_checkpoint
+from poolhead.run.callbacks import StopOnNonFinite
+from poolhead.use.export import export, exported_scores
+from poolhead.use.predict import predict_texts
+from poolhead.core.task import TaskSpec, ThresholdF1
 
 
 def test_sts_f1_counts_a_score_of_exactly_3_as_similar():
@@ -59,7 +61,7 @@ def test_an_export_of_a_score_range_from_1_to_5_gives_poolheads_predictions(tmp_
     model.description = describe_for_checkpoint(cfg, SHIFTED, model)
     pred = model.head.predict(predict_texts(model, *PAIRS, precision="32-true")).double().numpy()
     assert pred.min() > 1.0  # on the data's scale, which starts at 1
-    with patch("poolhead.export.check"):  # the export's own check compares with the same mapping: judge it here
+    with patch("poolhead.use.export.check"):  # the export's own check compares with the same mapping: judge it here
         export(model, tmp_path / "out", fmt)
     got = exported_scores(tmp_path / "out", fmt, *PAIRS)
     want = (pred - 1.0) / 4.0 if fmt == "sentence-transformers" else pred  # a bi-encoder's cosine: (pred - low) / 4

@@ -1,11 +1,17 @@
-"""poolhead.dropout: CPU dropout masks from 16-bit draws must be dropout (rate, scale, gradient, replayable), and the
+"""poolhead.speed.dropout: CPU dropout masks from 16-bit draws must be dropout (rate, scale, gradient, replayable), and the
 attention that uses them must be sdpa's attention (mask, scale, dropout after the softmax)."""
+
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
-from poolhead.dropout import ATTENTION, Dropout, dropout, scaled_dot_product_attention
+from poolhead import speed
+from poolhead.core.pooling import CLS
+from poolhead.speed.dropout import ATTENTION, Dropout, dropout, scaled_dot_product_attention, use_fast_dropout
+from poolhead.speed.first_token import skip_unread_tokens
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
@@ -58,7 +64,8 @@ def test_attention_with_dropout_is_softmax_then_dropout_then_values(mask_kind):
 
 def test_the_encoder_uses_them_and_is_unchanged_in_eval(tiny_encoder):
     torch.manual_seed(0)
-    fast, plain = tiny_encoder(), tiny_encoder(fast_dropout=False)
+    fast, plain = tiny_encoder(), tiny_encoder()
+    assert use_fast_dropout(fast.model)
     plain.model.load_state_dict(fast.model.state_dict())
     assert fast.model.config._attn_implementation == ATTENTION
     assert not any(type(m) is torch.nn.Dropout for m in fast.model.modules())
@@ -71,9 +78,14 @@ def test_the_encoder_uses_them_and_is_unchanged_in_eval(tiny_encoder):
     with torch.no_grad():
         torch.testing.assert_close(fast.eval()(features).last_hidden_state, plain.eval()(features).last_hidden_state)
     fast.train()
-    assert fast.compute_first_token_only()  # its last layer has its own attention call: dropout there too
+    assert skip_unread_tokens(fast, fast_dropout=True)  # its last layer has its own attention call: dropout there too
     out = fast(features).last_hidden_state
     out.sum().backward()
     assert torch.isfinite(out).all() and all(torch.isfinite(p.grad).all() for p in fast.parameters()
                                              if p.grad is not None)
-    assert tiny_encoder(freeze=True).model.config._attn_implementation != ATTENTION, "a frozen encoder has no dropout"
+    frozen = SimpleNamespace(encoder=tiny_encoder(freeze=True), pooling=CLS())
+    speed.apply(frozen, OmegaConf.create({"encoder": {"fast_dropout": True}, "keep_freed_memory": False}))
+    assert frozen.encoder.model.config._attn_implementation != ATTENTION, "a frozen encoder has no dropout"
+    on = SimpleNamespace(encoder=tiny_encoder(), pooling=CLS())
+    speed.apply(on, OmegaConf.create({"encoder": {"fast_dropout": True}, "keep_freed_memory": False}))
+    assert on.encoder.model.config._attn_implementation == ATTENTION, "encoder.fast_dropout=true: applied by config"

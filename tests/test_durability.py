@@ -17,8 +17,8 @@ from conftest import FAST, ROOT, compose_cfg
 from test_sweep import results
 from test_app import train_py
 
-import poolhead.sweep
-from poolhead.train import run
+import poolhead.run.record
+from poolhead.run.train import run
 
 
 def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_checkpoints_and_the_run_resumable(
@@ -46,9 +46,9 @@ def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_checkpoints_an
         write_all(fd, data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    move, write_all = shutil.move, getattr(poolhead.sweep, "_write_all", None)
+    move, write_all = shutil.move, getattr(poolhead.run.record, "_write_all", None)
     monkeypatch.setattr(shutil, "move", copy_that_runs_out_of_space)
-    monkeypatch.setattr(poolhead.sweep, "_write_all", write_that_runs_out_of_space, raising=False)
+    monkeypatch.setattr(poolhead.run.record, "_write_all", write_that_runs_out_of_space)
     failed = run(compose_cfg([*FAST, "keep_last_checkpoint=true", "trainer.max_epochs=2", "ckpt_path=last"], folder))
     assert failed["status"] == "failed" and "No space left" in failed["error"], failed["error"]
     assert {p.name: p.read_bytes() for p in checkpoints.iterdir()} == before, "a checkpoint was cut, or a temp left"
@@ -60,15 +60,15 @@ def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_checkpoints_an
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
     path = tmp_path / "results.json"
-    poolhead.sweep.atomic_write(path, '{"old": 1}')
+    poolhead.run.record.atomic_write(path, '{"old": 1}')
     assert json.loads(path.read_text()) == {"old": 1} and oct(path.stat().st_mode & 0o777) != "0o600"
 
     def fail(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(poolhead.sweep, "_write_all", fail)
+    monkeypatch.setattr(poolhead.run.record, "_write_all", fail)
     try:
-        poolhead.sweep.atomic_write(path, '{"new": 2}')
+        poolhead.run.record.atomic_write(path, '{"new": 2}')
     except OSError:
         pass
     assert json.loads(path.read_text()) == {"old": 1} and [p.name for p in tmp_path.iterdir()] == ["results.json"]
@@ -172,7 +172,7 @@ def test_two_processes_on_one_sweep_train_each_job_once(tmp_path):
 def test_claiming_a_job_removes_the_temp_files_a_killed_writer_left(tmp_path):
     """kill -9 during atomic_write leaves `.best.ckpt.<random>.tmp` beside the checkpoint; the next process to claim
     the job (the only writer there from then on) removes it, and nothing else."""
-    from poolhead.sweep import claim_job, release_job
+    from poolhead.sweep.jobs import claim_job, release_job
 
     (tmp_path / "checkpoints").mkdir()
     stale = [tmp_path / "checkpoints" / ".best.ckpt.q8s5g7pz.tmp", tmp_path / ".results.json.x1y2.tmp"]

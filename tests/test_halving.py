@@ -1,4 +1,4 @@
-"""Successive halving (poolhead.halving): a run stopped at a rung and continued is the run trained in one go."""
+"""Successive halving (poolhead.sweep.halving): a run stopped at a rung and continued is the run trained in one go."""
 
 import json
 import os
@@ -18,7 +18,7 @@ from test_sweep import results
 
 from poolhead.data.sources import DEMO_DIR
 
-from poolhead.train import run
+from poolhead.run.train import run
 
 COMMON = [*FAST, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "keep_last_checkpoint=true"]
 
@@ -77,7 +77,7 @@ def test_halving_replayed_on_the_committed_study_keeps_its_best_configuration_pe
     one finalist per mode) end with the configuration the full study ranks first in each mode (mean over seeds).
     One record lacks its epoch-1 validation (bi/regression/cls seed 1, resumed before that row was logged): it counts
     as failed there, as a failed job would."""
-    from poolhead.halving import decide
+    from poolhead.sweep.halving import decide
 
     curves = _study_curves()
     assert len(curves) == 84, "the committed study: 28 configurations x 3 seeds"
@@ -229,7 +229,7 @@ def test_the_sweeps_extra_downgrades_neither_a_current_optuna_nor_sqlalchemy_2()
 def test_not_identity_and_hydras_exclude_keys_name_the_same_keys():
     """A key that is not part of a job's identity must not name its folder either (and the reverse), or a rung's
     `stop_at_step` would put each rung of one job in a folder of its own."""
-    from poolhead.sweep import NOT_IDENTITY
+    from poolhead.run.record import NOT_IDENTITY
 
     hydra = yaml.safe_load((ROOT / "conf" / "hydra" / "default.yaml").read_text())
     assert sorted(hydra["job"]["config"]["override_dirname"]["exclude_keys"]) == sorted(NOT_IDENTITY)

@@ -6,14 +6,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY_CONFIG, compose_cfg
-from omegaconf import OmegaConf
 from transformers import BertConfig, BertModel
 
 import poolhead
-from poolhead.task import TaskSpec
-from poolhead.encoder import Encoder
-from poolhead.heads import ClassificationHead, RegressionHead
-from poolhead.builder import build_model
+from poolhead.core.task import TaskSpec
+from poolhead.core.encoder import Encoder
+from poolhead.core.heads import ClassificationHead, RegressionHead
+from poolhead.run.build import build_model
 
 POOLINGS = ["pooler", "cls", "mean", "max", "mean_sqrt_len", "weighted_mean", "attention"]
 STS = TaskSpec(kind="score", score_range=(0.0, 5.0), label_names=None, binary_threshold=3.0)
@@ -170,11 +169,11 @@ def test_pooler_missing_from_the_checkpoint_warns_loudly(conf_dir, tmp_path, cap
     BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "no_pooler")
     encoder = Encoder(str(tmp_path / "no_pooler"), tokenizer=poolhead.minilm_path())
     assert encoder.has_pooler and encoder.pooler_is_random
-    with caplog.at_level(logging.WARNING, logger="poolhead.model"):
+    with caplog.at_level(logging.WARNING, logger="poolhead.core.model"):
         build("pooler", "regression", "cross", encoder=encoder)
     assert "RANDOMLY INITIALISED" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="poolhead.model"):
+    with caplog.at_level(logging.WARNING, logger="poolhead.core.model"):
         build("mean", "regression", "cross", encoder=encoder)
     assert "RANDOMLY" not in caplog.text  # only pooling=pooler reads the random pooler
 
@@ -252,5 +251,6 @@ def test_every_logged_metric_has_a_direction(head):
     torchmetrics, so monitor=val/pearson used to be refused)."""
     model = build("mean", head, "cross")
     modes = {name: model.monitor_mode(f"val/{name}") for name in model.metric_names() + ["loss"]}
-    lower = {"loss", "mse", "mae"}
-    assert modes == {name: "min" if name in lower else "max" for name in modes}, modes
+    own = {name: "min" if name == "loss" or not model.metrics["val"].higher_is_better(name) else "max"
+           for name in modes}  # each metric's own higher_is_better: poolhead.core.direction must agree with it
+    assert modes == own, modes

@@ -9,8 +9,17 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer
 
 import poolhead
-from poolhead.encoder import Encoder
-from poolhead.pooling import CLS, Attention, Max, Mean, MeanSqrtLen, PoolerOutput, WeightedMean
+from poolhead.core.encoder import Encoder
+from poolhead.core.pooling import (
+    CLS,
+    Attention,
+    Max,
+    Mean,
+    MeanSqrtLen,
+    PoolerOutput,
+    WeightedMean,
+)
+from poolhead.speed.first_token import skip_unread_tokens
 
 TEXTS = ["A dog runs.", "Two children are playing football in a sunny park near the old river bank.",
          "Hello", "The quick brown fox jumps over the lazy dog, again and again and again."]
@@ -129,9 +138,9 @@ def test_layer_average(minilm):
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("pooling", [CLS(), PoolerOutput()], ids=["cls", "pooler"])
 def test_first_token_shortcut_gives_the_full_encoders_output_and_gradients(model_type, attention, pooling):
-    """Encoder.compute_first_token_only (the last layer computes only the token cls/pooler read) must change nothing:
+    """speed.first_token.skip_unread_tokens (the last layer computes only the token cls/pooler read) must change nothing:
     a wrong query row, a mask row of the wrong token or a missed residual would show here. Right and left padding."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoConfig
 
     config = AutoConfig.for_model(model_type, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                   intermediate_size=64, vocab_size=100)
@@ -143,7 +152,7 @@ def test_first_token_shortcut_gives_the_full_encoders_output_and_gradients(model
     for encoder in (full, short):
         encoder.model.set_attn_implementation(attention)  # the layers see a bool (sdpa) or an additive (eager) mask
         assert encoder.model.config._attn_implementation == attention
-    assert short.compute_first_token_only()
+    assert skip_unread_tokens(short)
     if not short.has_pooler and isinstance(pooling, PoolerOutput):
         pytest.skip(f"{model_type} has no pooler")
     ids = torch.randint(5, 100, (3, 7))
@@ -172,8 +181,8 @@ def test_first_token_shortcut_gives_the_full_encoders_output_and_gradients(model
 
 
 def test_first_token_shortcut_stays_off_where_it_would_not_be_exact(tiny_encoder):
-    assert not tiny_encoder(freeze=True).compute_first_token_only(), "a frozen encoder's cache serves every pooling"
-    assert not tiny_encoder(layers=[0, -1]).compute_first_token_only(), "other layers are read in full"
+    assert not skip_unread_tokens(tiny_encoder(freeze=True)), "a frozen encoder's cache serves every pooling"
+    assert not skip_unread_tokens(tiny_encoder(layers=[0, -1])), "other layers are read in full"
     distil = Encoder(None, tokenizer="unused", config=dict(model_type="distilbert", dim=32, n_layers=2, n_heads=2,
                                                            hidden_dim=64, vocab_size=100))
-    assert not distil.compute_first_token_only(), "not a BERT-style layer"
+    assert not skip_unread_tokens(distil), "not a BERT-style layer"

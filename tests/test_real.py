@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from poolhead.train import run
+from poolhead.run.train import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

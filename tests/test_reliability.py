@@ -16,7 +16,7 @@ import torch
 from conftest import FAST, ROOT, compose_cfg
 
 from poolhead import build
-from poolhead.train import run
+from poolhead.run.train import run
 
 
 def train_py(*args: str) -> subprocess.CompletedProcess:
@@ -162,9 +162,9 @@ def test_non_finite_training_stops_at_once_naming_step_epoch_and_cause(tmp_path)
     ("trainer.precision=16-mixed trainer.accelerator=cpu", "trainer.precision=16-mixed: float16 autocast needs a GPU"),
 ])
 def test_impossible_settings_stop_before_the_encoder_loads(tmp_path, monkeypatch, override, message):
-    import poolhead.encoder
+    import poolhead.core.encoder
 
-    monkeypatch.setattr(poolhead.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("the encoder was loaded"))
+    monkeypatch.setattr(poolhead.core.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("the encoder was loaded"))
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build(compose_cfg([*FAST, *override.split()], tmp_path))
 
@@ -196,9 +196,9 @@ def as_train_py():
 def test_an_appended_key_poolhead_never_reads_stops_before_work_naming_the_closest(tmp_path, monkeypatch, as_train_py,
                                                                                    override, closest):
     """`+optim.lrr=1` was appended and ignored: the run trained at the default lr."""
-    import poolhead.encoder
+    import poolhead.core.encoder
 
-    monkeypatch.setattr(poolhead.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("the encoder was loaded"))
+    monkeypatch.setattr(poolhead.core.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("the encoder was loaded"))
     cfg = as_train_py([*FAST, override], tmp_path)
     with pytest.raises(ValueError, match=rf"\{override}: poolhead reads no such key, so it would be ignored; did you "
                                          rf"mean {closest}\?"):
@@ -214,7 +214,7 @@ def test_an_appended_key_poolhead_never_reads_stops_before_work_naming_the_close
 def test_appended_keys_that_a_component_takes_are_accepted(tmp_path, as_train_py, overrides):
     """A parameter of the component a `+` key configures (a head's activation, a Trainer argument, a new callback) is
     read; so is a key another option of the group sets (betas, an AdamW key, is not SGD's: SGD itself refuses it)."""
-    from poolhead.checks import check_settings
+    from poolhead.run.checks import check_settings
 
     check_settings(as_train_py([*FAST, *overrides], tmp_path))
 

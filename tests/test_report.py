@@ -22,7 +22,7 @@ from matplotlib.image import imread
 from omegaconf import OmegaConf
 from scipy import stats
 
-from poolhead.report import ReportCallback, correct, paired_bootstrap, paired_ttest, write_report
+from poolhead.sweep.report import ReportCallback, correct, paired_bootstrap, paired_ttest, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 QUALITY = {("mean", "regression"): 0.85, ("mean", "classification"): 0.75,
@@ -298,7 +298,7 @@ def test_no_results_at_all(tmp_path):
 
 def test_cli(tmp_path):
     sweep = make_grid_sweep(tmp_path / "sweep")
-    proc = subprocess.run([sys.executable, "-m", "poolhead.report", str(sweep)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "poolhead.sweep.report", str(sweep)], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert str(sweep / "summary.md") in proc.stdout and "**Best: pooling=mean, head=regression**" in proc.stdout

@@ -61,8 +61,8 @@ def test_job_time_comes_from_the_records_not_from_file_times(tmp_path):
            "[2026-12-01 02:05:00,000][lightning][INFO] - interrupted here",
            "[2026-12-01 03:00:00,000][lightning][INFO] - Seed set to 1",
            "[2026-12-01 03:07:30,500][lightning][INFO] - `Trainer.fit` stopped: `max_epochs=4` reached.",
-           "[2026-12-01 09:00:00,000][poolhead.sweep][INFO] - 980393b2c2d0658b: keys added since this job ran",
-           "[2026-12-01 09:00:00,001][poolhead.sweep][INFO] - Skipped: ... already holds results of this config"]
+           "[2026-12-01 09:00:00,000][poolhead.sweep.jobs][INFO] - 980393b2c2d0658b: keys added since this job ran",
+           "[2026-12-01 09:00:00,001][poolhead.sweep.jobs][INFO] - Skipped: ... already holds results of this config"]
     (tmp_path / "train.log").write_text("\n".join(log) + "\n")
     (tmp_path / "results.json").write_text(json.dumps({"status": "ok"}))
     os.utime(tmp_path / "results.json", (0, 0))  # what a fresh git checkout does to file times, more or less

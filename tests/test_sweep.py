@@ -23,7 +23,8 @@ from test_app import train_py
 from poolhead import build
 from poolhead.data import LengthGroupedBatchSampler, sampling
 from poolhead.data.sources import DEMO_DIR
-from poolhead.sweep import _same_config, claim_free, config_hash, identity, job_dirname, optuna_direction
+from poolhead.sweep.jobs import _same_config, claim_free, job_dirname, optuna_direction
+from poolhead.run.record import config_hash, identity
 
 
 def snapshot(sweep: Path) -> dict[str, tuple[int, str]]:
@@ -238,11 +239,11 @@ def test_optuna_direction_follows_every_metric_a_run_can_monitor(tmp_path):
         _, model = build(compose_cfg([*overrides, *FAST], tmp_path / "run"))
         checked = 0
         for name in [*model.metric_names(), "loss"]:
-            try:
-                mode = model.monitor_mode(f"val/{name}")
-            except ValueError:  # torchmetrics gives PearsonCorrCoef no higher_is_better: not a monitor
+            better = False if name == "loss" else model.metrics["val"].higher_is_better(name)
+            if better is None:  # a metric torchmetrics gives no direction: not a monitor
                 continue
-            assert optuna_direction(f"val/{name}") == {"max": "maximize", "min": "minimize"}[mode], name
+            assert optuna_direction(f"val/{name}") == ("maximize" if better else "minimize"), name
+            assert model.monitor_mode(f"val/{name}") == ("max" if better else "min"), name
             checked += 1
         assert checked >= 3
 
@@ -288,7 +289,7 @@ def test_job_dirname_is_safe_unique_and_short():
 
 def test_each_parallel_worker_claims_its_own_gpu(tmp_path):
     """Two processes claim lock slots: they get different ones, and a slot frees when its process ends."""
-    script = ("import sys, time; from pathlib import Path; from poolhead.sweep import claim_free; "
+    script = ("import sys, time; from pathlib import Path; from poolhead.sweep.jobs import claim_free; "
               "print(claim_free(2, Path(sys.argv[1])), flush=True); time.sleep(float(sys.argv[2]))")
     holder = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), "30"], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "0"

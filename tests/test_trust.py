@@ -9,15 +9,15 @@ import torch
 import yaml
 from conftest import CONF, FAST, compose_cfg
 
-import poolhead.pooling
+import poolhead.core.pooling
 from poolhead import load
-from poolhead.builder import UntrustedCheckpoint, trusted_target
-from poolhead.cli import main as cli
+from poolhead.run.checkpoint import UntrustedCheckpoint, trusted_target
+from poolhead.use.cli import main as cli
 from poolhead.data.sources import DEMO_DIR
-from poolhead.train import run
+from poolhead.run.train import run
 
 
-class MeanAgain(poolhead.pooling.Mean):
+class MeanAgain(poolhead.core.pooling.Mean):
     """A user's own pooling (outside poolhead): built from a checkpoint only with trust_remote_code."""
 
 
@@ -63,7 +63,7 @@ def test_a_pickled_payload_never_runs(trained, tmp_path, capsys):
     assert not (tmp_path / "p.csv").exists() and not (tmp_path / "exported").exists()
 
 
-@pytest.mark.parametrize("target", ["builtins.open", "poolhead.pooling.torch.load", "poolhead.cli.main"])
+@pytest.mark.parametrize("target", ["builtins.open", "poolhead.core.pooling.torch.load", "poolhead.use.cli.main"])
 def test_a_config_target_outside_poolhead_is_refused_naming_it_and_the_opt_in(trained, tmp_path, capsys, target):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -103,7 +103,7 @@ def test_every_component_conf_names_is_trusted():
             walk(yaml.safe_load(path.read_text()))
     assert len(targets) > 15
     assert [t for t in targets if not trusted_target(t)] == []
-    assert not trusted_target("poolhead.train.run") and not trusted_target("poolhead.data.sources.Path")
+    assert not trusted_target("poolhead.run.train.run") and not trusted_target("poolhead.data.sources.Path")
 
 
 @pytest.mark.parametrize("name", ["../escaped.sh", "ABSOLUTE", "sub/vocab.txt", "..", "a\\..\\b"])

@@ -22,10 +22,10 @@ from conftest import FAST, ROOT, compose_cfg
 
 import poolhead
 from poolhead import build
-from poolhead.cli import main as cli
+from poolhead.use.cli import main as cli
 from poolhead.data.sources import DEMO_DIR
-from poolhead.export import ExportRefused, choose
-from poolhead.train import run
+from poolhead.use.export import ExportRefused, choose
+from poolhead.run.train import run
 
 # a real run, as short as one can be: one training step, one validation batch (best.ckpt), no test split
 SHORT = [*FAST, "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false"]
@@ -382,7 +382,7 @@ def test_train_py_ends_saying_where_everything_is_without_library_noise(tmp_path
 # --- what every export folder carries ---------------------------------------------------------------------------
 def test_each_export_has_its_own_model_name_and_the_heads_similarity(tmp_path):
     """MTEB keys its cache by model_card_data.model_name: two configs from one base encoder must not share one."""
-    from poolhead.export import card_name, load_exported
+    from poolhead.use.export import card_name, load_exported
 
     names = set()
     for pooling in ("mean", "cls"):
@@ -416,7 +416,7 @@ def test_transformers_export_loads_right_in_cross_encoder(tmp_path):
 def test_model_card_names_the_base_encoder_by_hub_id_and_weights_sha256(tiny_encoder):
     import hashlib
 
-    from poolhead.export import base_encoder, hub_id
+    from poolhead.use.export import base_encoder, hub_id
 
     folder = Path(poolhead.minilm_path())
     row = base_encoder(str(folder), tiny_encoder())

@@ -9,13 +9,13 @@ where each job's records are committed and its checkpoints are not), runs poolhe
 here (finetune/, probe/), and writes:
 - comparisons.csv/.md: each question of the study as seed-paired two-sided t-tests (scipy.stats.ttest_rel), with
   Benjamini-Hochberg correction over all comparisons of one sweep, and a paired bootstrap over the dev rows of one
-  seed (poolhead.report.stats.paired_bootstrap); the README's claims point at these rows.
+  seed (poolhead.sweep.report.stats.paired_bootstrap); the README's claims point at these rows.
 - study.png: dev Spearman per pooling, cross and bi side by side, fine-tuned and frozen, each seed a dot.
 - status.md: jobs done per sweep (a partial sweep is labelled so), summed job wall time, git commits, best config,
   and per mode the best model with the command that exports it (from this machine's best.ckpt, or by retraining it).
 --prune-checkpoints (only once the fine-tune sweep is complete): delete best.ckpt of every fine-tune job except the
 best job of the best configuration per mode; predictions.csv of every job stays.
-Written by hand (not poolhead.report) because these tests pair two chosen configurations, where the sweep report
+Written by hand (not poolhead.sweep.report) because these tests pair two chosen configurations, where the sweep report
 compares every row with the best one.
 """
 
@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from poolhead.report import load_jobs, write_report
-from poolhead.report.stats import correct, paired_bootstrap
-from poolhead.report.table import markdown_table
+from poolhead.sweep.report import load_jobs, write_report
+from poolhead.sweep.report.stats import correct, paired_bootstrap
+from poolhead.sweep.report.table import markdown_table
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -162,7 +162,7 @@ def job_span(job_dir: Path, record: dict) -> tuple[float, float, bool, bool]:
     process; whether an earlier, interrupted process came before
     (its time is not counted: where it stopped is not recorded); whether the span is read from train.log. From
     results.json's `started`/`finished`; for records older than those fields, train.log's last "Seed set to" line
-    and its last line after it not from poolhead.sweep (a later rerun of the sweep logs "Skipped" there); short by
+    and its last line after it not from the sweep's job module (a later rerun of the sweep logs "Skipped" there); short by
     the best checkpoint's scoring, which logs nothing: ~7 s a fine-tune job, ~9 s a probe job on the Intel Xeon.
     Never file times: a git checkout rewrites them, and Hydra rewrites .hydra/ every time the sweep runs again."""
     lines = (job_dir / "train.log").read_text().splitlines()
@@ -170,10 +170,15 @@ def job_span(job_dir: Path, record: dict) -> tuple[float, float, bool, bool]:
     if record.get("started") and record.get("finished"):
         return (datetime.fromisoformat(record["started"]).timestamp(),
                 datetime.fromisoformat(record["finished"]).timestamp(), len(starts) > 1, False)
-    stamped = [line[1:24] for line in lines[starts[-1]:] if line.startswith("[20") and "[poolhead.sweep]" not in line]
+    stamped = [line[1:24] for line in lines[starts[-1]:] if line.startswith("[20") and not _skip_line(line)]
     start, end = (datetime.strptime(t, "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=timezone.utc).timestamp()
                   for t in (stamped[0], stamped[-1]))
     return start, end, len(starts) > 1, True
+
+
+def _skip_line(line: str) -> bool:
+    """A log line of the sweep's job module (`poolhead.sweep` in the committed logs, `poolhead.sweep.jobs` since)."""
+    return "[poolhead.sweep]" in line or "[poolhead.sweep.jobs]" in line
 
 
 def busy_seconds(spans: list[tuple[float, float]], pauses: list[tuple[float, float]]) -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from scipy import stats
 
-from poolhead.halving_report import order as halving_order
+from poolhead.sweep.halving_report import order as halving_order
 
 HERE = Path(__file__).resolve().parent
 FULL = HERE.parent / "stsb_pooling" / "runs" / "finetune"

@@ -38,7 +38,7 @@ OmegaConf.register_new_resolver(  # hydra.output_subdir: a resume must not overw
     "resume_subdir", lambda ckpt_path: f".hydra/resume-{time.strftime('%Y%m%d-%H%M%S')}" if ckpt_path else ".hydra",
     replace=True)
 
-from poolhead.sweep import job_dirname, optuna_direction  # noqa: E402  (no torch: hydra and omegaconf only)
+from poolhead.sweep.jobs import job_dirname, optuna_direction  # noqa: E402  (no torch: hydra and omegaconf only)
 
 OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)  # hydra.sweep.subdir
 OmegaConf.register_new_resolver("optuna_direction", optuna_direction, replace=True)  # conf/hparams_search/
@@ -46,7 +46,7 @@ OmegaConf.register_new_resolver("optuna_direction", optuna_direction, replace=Tr
 
 def __getattr__(name: str):  # poolhead.build / poolhead.load, imported on first use (they pull in torch)
     if name in ("build", "load"):
-        from poolhead import builder
+        from poolhead.run import build as builder
 
         return getattr(builder, name)
     raise AttributeError(f"module 'poolhead' has no attribute {name!r}")

@@ -1,15 +1,15 @@
 """Hydra finds sweepers only in the hydra_plugins namespace: these register poolhead's (`hydra/sweeper=halving`,
-`hparams_search=stsb_optuna`); the code is in poolhead.halving and poolhead.optuna_sweep."""
+`hparams_search=stsb_optuna`); the code is in poolhead.sweep.halving and poolhead.sweep.optuna_sweep."""
 
 from hydra.plugins.sweeper import Sweeper
 
-from poolhead.halving import HalvingSweep
-from poolhead.optuna_sweep import OptunaSweep
+from poolhead.sweep.halving import HalvingSweep
+from poolhead.sweep.optuna_sweep import OptunaSweep
 
 
 class HalvingSweeper(HalvingSweep, Sweeper):
-    """Successive halving over a grid (poolhead.halving)."""
+    """Successive halving over a grid (poolhead.sweep.halving)."""
 
 
 class OptunaSweeper(OptunaSweep, Sweeper):
-    """An Optuna (>= 4) search with pruning at rungs (poolhead.optuna_sweep)."""
+    """An Optuna (>= 4) search with pruning at rungs (poolhead.sweep.optuna_sweep)."""

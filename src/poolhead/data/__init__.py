@@ -10,7 +10,7 @@ from poolhead.data.module import TextDataModule
 from poolhead.data.read import DataError, Split
 from poolhead.data.sampling import LengthGroupedBatchSampler
 from poolhead.data.sources import DEMO_DIR, DemoSts, KlueSts, StsData, TableData
-from poolhead.task import TaskSpec
+from poolhead.core.task import TaskSpec
 
 __all__ = ["DEMO_DIR", "DataError", "DemoSts", "KlueSts", "LengthGroupedBatchSampler", "Split", "StsData",
            "TableData", "TaskSpec", "TextDataModule"]

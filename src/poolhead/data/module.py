@@ -32,9 +32,9 @@ from transformers import AutoTokenizer
 from poolhead.data.read import DataError, Split
 from poolhead.data.sampling import LengthGroupedBatchSampler, sorted_order
 from poolhead.data.tokens import Collate, Encoded, cached_encode, fingerprint
-from poolhead.hub import from_hub_or_folder
-from poolhead.modes import Mode
-from poolhead.task import KINDS, TaskSpec
+from poolhead.core.hub import from_hub_or_folder
+from poolhead.core.modes import Mode
+from poolhead.core.task import KINDS, TaskSpec
 
 log = logging.getLogger("poolhead.data")
 SPLITS = ("train", "val", "test")
@@ -43,7 +43,7 @@ SPLITS = ("train", "val", "test")
 class TextDataModule(L.LightningDataModule):
     """Shared machinery; a subclass implements `read()` (split name -> Split) and `pair` (texts come in pairs).
 
-    tokenizer: a tokenizer folder or hub name (or a loaded tokenizer). mode: a `poolhead.modes.Mode`.
+    tokenizer: a tokenizer folder or hub name (or a loaded tokenizer). mode: a `poolhead.core.modes.Mode`.
     max_length: tokens per text (cross: per joined pair). seed: the val carve and the training shuffle.
     cache_dir: where tokenized splits are cached (default ~/.cache/poolhead).
     task: "score", "class" or "multilabel"; score_range: declared [low, high] (rows outside stop the run);
@@ -64,7 +64,7 @@ class TextDataModule(L.LightningDataModule):
         super().__init__()
         self.name = name or type(self).__name__
         if not isinstance(mode, Mode):
-            raise TypeError(f"mode must be a poolhead.modes.Mode (conf/mode/*.yaml), got {mode!r}")
+            raise TypeError(f"mode must be a poolhead.core.modes.Mode (conf/mode/*.yaml), got {mode!r}")
         if self.pair and not mode.pair:
             raise ValueError(f"data {self.name!r} holds text pairs, but mode={mode.name} encodes one text. Use mode=cross "
                              "(the pair joined: [CLS] a [SEP] b [SEP]) or mode=bi (each text encoded on its own).")
@@ -299,9 +299,6 @@ class TextDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self.predict_dataloader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.predict_dataloader("test")
 
     def predict_dataloader(self, split: str = "val") -> DataLoader:
         """Evaluation order: longest rows first, never shuffled; batch["index"] puts predictions back in order."""

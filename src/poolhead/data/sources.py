@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from poolhead.data.module import TextDataModule
 from poolhead.data.read import (STS_NAMES, DataError, Split, build_split, pick_fields, read_sts, read_table,
                                 zero_one_columns)
-from poolhead.hub import OfflineError
+from poolhead.core.hub import OfflineError
 
 log = logging.getLogger("poolhead.data")
 DEMO_DIR = Path(__file__).parent / "demo"

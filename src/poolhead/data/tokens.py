@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset
 from transformers.utils import logging as transformers_logging
 
-from poolhead.modes import Mode
+from poolhead.core.modes import Mode
 
 log = logging.getLogger("poolhead.data")
 CACHE_VERSION = "poolhead-tokens-2"
@@ -45,7 +45,7 @@ def fingerprint(tokenizer: Any) -> str:
 
 def encode(tokenizer: Any, text: list[str], text_pair: list[str] | None, mode: Mode,
            max_length: int | None) -> list[Side]:
-    """Token ids, unpadded, one side per pooled vector of the mode (poolhead.modes); each side's `truncated` marks
+    """Token ids, unpadded, one side per pooled vector of the mode (poolhead.core.modes); each side's `truncated` marks
     the rows that had more tokens than max_length (counted, never hidden)."""
     sides = [_pack(out) for out in mode.tokenize(tokenizer, text, text_pair, max_length)]
     if max_length is None:

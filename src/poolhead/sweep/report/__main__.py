@@ -1,0 +1,3 @@
+from poolhead.sweep.report import main
+
+main()

@@ -1,0 +1,1 @@
+"""A trained model at work: the `poolhead` command, predictions, exports, MTEB."""

@@ -1,0 +1,358 @@
+"""poolhead commands: use a trained model, and look after the caches.
+
+    poolhead predict RUN_DIR_OR_CKPT --input FILE [--output FILE] [--text COL --text-pair COL --label COL]
+    poolhead eval    RUN_DIR_OR_CKPT data=<group> [data.dir=...] [--split val test] [--mteb]
+    poolhead export  RUN_DIR_OR_CKPT --to DIR [--format auto|sentence-transformers|cross-encoder|transformers]
+                     [--backend torch|onnx|openvino [--quantize int8]]
+    poolhead export  SWEEP_DIR --best --to DIR
+    poolhead cache   info|clear [--cache-dir DIR]
+
+`poolhead <command> --help` explains each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from poolhead.run.checks import CONF_DIR
+from poolhead.speed.cache import FeatureCache, folder_size
+
+FORMAT_CHOICES = ("auto", "sentence-transformers", "cross-encoder", "transformers")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("POOLHEAD_CACHE", Path.home() / ".cache" / "poolhead")).expanduser()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run_command(args)
+    except (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError) as err:  # DataError, ExportRefused
+        print(f"poolhead {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def parser() -> argparse.ArgumentParser:
+    main_parser = argparse.ArgumentParser(prog="poolhead", description=__doc__,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = main_parser.add_subparsers(dest="command", required=True)
+    run_help = "a run folder (logs/<task>/runs/<time>: its checkpoints/best.ckpt) or a .ckpt file"
+    device = dict(default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
+    precision = dict(default=None, choices=["32-true", "bf16-mixed", "16-mixed"],
+                     help="default: the run's own (bf16-mixed where it trained in bf16)")
+    trust = dict(action="store_true", help="build components the checkpoint names from outside poolhead (your own "
+                                           "custom pooling/head): runs their code, so only for checkpoints you trust")
+
+    p = sub.add_parser("predict", help="score the rows of a .csv/.tsv/.jsonl/.json file",
+                       description="Read FILE with the strict readers training uses (a bad row stops the command "
+                                   "naming file, line and field; labels are optional) and write every input row, in "
+                                   "input order, with `pred` added (class heads: pred_id and prob_<label> too; rows "
+                                   "skipped for an empty text get no prediction). Batches are length-bucketed.")
+    p.add_argument("run", help=run_help)
+    p.add_argument("--input", required=True, type=Path, help="the rows to score (.csv, .tsv, .jsonl or .json)")
+    p.add_argument("--output", type=Path, help="where to write (suffix picks the format; default: FILE.pred.<suffix>)")
+    p.add_argument("--text", help="column of the (first) text; default: the run's data.text if it trained on "
+                                  "data=csv, else sentence1")
+    p.add_argument("--text-pair", help="column of the second text (pair models); default: data.text_pair, else "
+                                       "sentence2")
+    p.add_argument("--label", help="column of the gold label, used when present; default: data.label, else score")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", **device)
+    p.add_argument("--precision", **precision)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--trust-remote-code", **trust)
+    p.set_defaults(run_command=predict_command)
+
+    e = sub.add_parser("eval", help="evaluate a trained model on another dataset; writes eval.json beside the run",
+                       description="Evaluate the model on the splits of another data config with the task's metrics "
+                                   "(e.g. a model trained on STS-B scored on KorSTS) and write eval.json (one entry "
+                                   "per data name) and eval_<data>.csv (predictions) into the run folder.",
+                       epilog="example: poolhead eval logs/train/runs/<run> data=korsts data.dir=../shared/data/korsts")
+    e.add_argument("run", help=run_help)
+    e.add_argument("overrides", nargs="+", help="data=<group> and data.<key>=<value> (or paths.*) overrides, as for "
+                                                "train.py")
+    e.add_argument("--split", nargs="+", choices=["train", "val", "test"],
+                   help="default: val and, when the data has one, test")
+    e.add_argument("--output", type=Path, help="eval.json to write (default: <run folder>/eval.json)")
+    e.add_argument("--config-dir", type=Path, default=CONF_DIR, help=f"the conf folder (default: {CONF_DIR})")
+    e.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="token cache (default: as cache)")
+    e.add_argument("--device", **device)
+    e.add_argument("--precision", **precision)
+    e.add_argument("--trust-remote-code", **trust)
+    e.add_argument("--mteb", action="store_true", help="also score a mode=bi run's sentence-transformers export with "
+                   "MTEB's STS evaluation on the same local rows (no hub access, cache=None); needs poolhead[mteb]")
+    e.set_defaults(run_command=eval_command)
+
+    x = sub.add_parser("export", help="write a folder that sentence-transformers or transformers load",
+                       description="Export a trained model in a format whose outputs equal poolhead's (checked on "
+                                   "probe pairs before the folder is kept). auto: mode=bi -> sentence-transformers, "
+                                   "mode=cross -> cross-encoder, mode=single -> transformers. A combination with no "
+                                   "exact equivalent is refused, naming the formats that hold it. A README.md model "
+                                   "card says how to load the folder and what its scores mean.")
+    x.add_argument("run", help=run_help + "; with --best, a sweep folder (logs/<task>/multiruns/<time>)")
+    x.add_argument("--to", required=True, type=Path, help="the folder to write (new or empty)")
+    x.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
+    x.add_argument("--best", action="store_true", help="RUN is a sweep folder: export the report's best job")
+    x.add_argument("--trust-remote-code", **trust)
+    x.add_argument("--backend", default="torch", choices=("torch", "onnx", "openvino"),
+                   help="also write sentence-transformers' ONNX / OpenVINO file (sentence-transformers and "
+                        "cross-encoder formats), checked against torch on probe pairs; needs poolhead[onnx] / "
+                        "poolhead[openvino]")
+    x.add_argument("--quantize", choices=("int8",), help="also write the backend's int8 file (ONNX: dynamic; "
+                   "OpenVINO: static, calibrated on the run's training texts), kept only within --max-loss")
+    x.add_argument("--max-loss", type=float, default=0.005,
+                   help="the dev Spearman an int8 file may lose against torch fp32 (default 0.005 = 0.5 points)")
+    x.set_defaults(run_command=export_command)
+
+    c = sub.add_parser("cache", help="the encoder-feature and token caches (paths.cache_dir)")
+    c.add_argument("action", choices=["info", "clear"])
+    c.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
+                   help="default: $POOLHEAD_CACHE or ~/.cache/poolhead (the config's paths.cache_dir)")
+    c.set_defaults(run_command=cache_command)
+    return main_parser
+
+
+# --- predict ----------------------------------------------------------------------------------------------------
+def predict_command(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from poolhead.data.read import DataError, build_split, read_table
+    from poolhead.use.predict import predict_texts
+    from poolhead.run.evaluate import prediction_frame
+
+    model = _load(args.run, args.device, args.trust_remote_code)
+    columns = column_names(model, args)
+    path: Path = args.input
+    output = args.output or path.with_name(f"{path.stem}.pred{path.suffix}")
+    if output.resolve() == path.resolve():
+        raise ValueError(f"--output {output} is the input file: predictions go to another file (default: "
+                         f"{path.with_name(f'{path.stem}.pred{path.suffix}')}), the input is never overwritten")
+    rows, unit = read_table(path, columns, optional=("label",), keep_record=True)
+    labelled = [where for where, row in rows if "label" in row]
+    if labelled and len(labelled) < len(rows):
+        missing = next(where for where, row in rows if "label" not in row)
+        raise DataError(f"{path} {unit} {missing}, field {columns['label']}: missing, but {unit} {labelled[0]} has "
+                        "one; label every row or none")
+    split = build_split(rows, str(path), unit, pair=model.mode.pair, task=model.task.kind if labelled else None,
+                        score_range=model.task.score_range, names=columns)
+    scores = predict_texts(model, split.text, split.text_pair, args.precision, args.batch_size, not args.quiet)
+    frame = prediction_frame(model, split.frame(), scores).drop(columns=["index", "gold"], errors="ignore")
+    position = {where: i for i, (where, _) in enumerate(rows)}
+    frame.index = [position[where] for where in split.where]  # skipped rows keep their place, without a prediction
+    records = pd.DataFrame([row["record"] for _, row in rows], dtype=object)  # values as read: an id column with a
+    # missing value stays whole numbers (pandas would make them floats, and two large ids equal)
+    clash = [c for c in frame.columns if c in records.columns]
+    if clash:
+        print(f"note: the input's column(s) {clash} are replaced by the predictions", file=sys.stderr)
+    write_table(records.drop(columns=clash).join(frame), output)
+    skipped = f" ({split.skipped} rows with an empty text left without a prediction)" if split.skipped else ""
+    print(f"wrote {len(split)} predictions{skipped} to {output}")
+    return 0
+
+
+def column_names(model: Any, args: argparse.Namespace) -> dict[str, str]:
+    """text (and text_pair for pair models) and label columns: the flags, else the run's data=csv names, else the
+    names of the sentence-transformers STS copies (sentence1, sentence2, score)."""
+    data = model.description["config"]["data"]
+    table = "text" in data  # data=csv names its columns; STS-format data has fixed fields
+    label = data.get("label") if table and isinstance(data.get("label"), str) else "label" if table else "score"
+    columns = {"text": args.text or (data["text"] if table else "sentence1")}
+    if model.mode.pair:
+        columns["text_pair"] = args.text_pair or (data.get("text_pair") if table else None) or "sentence2"
+    return columns | {"label": args.label or label}
+
+
+def write_table(frame: Any, path: Path) -> None:
+    suffix = path.suffix.lower()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix in (".tsv", ".tab"):
+        frame.to_csv(path, index=False, sep="\t", quoting=csv.QUOTE_NONE)  # as the .tsv reader reads: no quoting
+    elif suffix in (".jsonl", ".json"):  # Python's json: every float exactly (pandas' to_json rounds to 10 digits)
+        records = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+        lines = [json.dumps(r, ensure_ascii=False) for r in records]
+        path.write_text("\n".join(lines) + "\n" if suffix == ".jsonl" else
+                        "[\n" + ",\n".join(lines) + "\n]\n", encoding="utf-8")
+    else:
+        raise ValueError(f"{path}: unknown output type {suffix!r}; use .csv, .tsv, .jsonl or .json")
+
+
+def _plain(value: Any) -> Any:
+    """A cell as JSON holds it: missing (None, NaN) -> null, numpy scalars -> Python numbers."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+# --- eval -------------------------------------------------------------------------------------------------------
+def eval_command(args: argparse.Namespace) -> int:
+    from poolhead.use.predict import data_for
+    from poolhead.run.evaluate import evaluate
+
+    data = compose_data(args.overrides, args.config_dir)
+    model = _load(args.run, args.device, args.trust_remote_code)
+    if args.mteb and model.mode.name != "bi":
+        raise ValueError(f"--mteb scores embeddings (MTEB STS): a mode=bi run only, this one is "
+                         f"mode={model.mode.name}")
+    datamodule = data_for(model, data=data, cache_dir=str(args.cache_dir))
+    same_task(model.task, datamodule.task, datamodule.name)
+    splits = args.split or ["val"] + (["test"] if datamodule.has_test else [])
+    run_dir = run_folder(Path(args.run))
+    path = args.output or run_dir / "eval.json"
+    name = datamodule.name
+    precision = args.precision or model.description["config"]["trainer"]["precision"]
+    entry: dict[str, Any] = {"data": data, "checkpoint": str(_checkpoint(args.run)), "metrics": {}, "rows": {},
+                             "seconds": {}, "precision": precision, "predictions": str(path.parent / f"eval_{name}.csv")}
+    frames = []
+    for split in splits:
+        frame, metrics, seconds = evaluate(model, datamodule, split, args.precision)
+        frames.append(frame)
+        entry["metrics"] |= metrics
+        entry["rows"][split], entry["seconds"][split] = len(frame), round(seconds, 3)
+    if args.mteb:
+        from poolhead.use.mteb_eval import mteb_scores
+
+        entry["mteb"] = mteb_scores(model, datamodule, splits, _checkpoint(args.run))
+    import pandas as pd
+
+    pd.concat(frames, ignore_index=True).to_csv(entry["predictions"], index=False)
+    results = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(results | {name: entry}, indent=2, default=str) + "\n")
+    main_metric = model.task.monitor
+    for split in splits:
+        value = entry["metrics"][f"{split}/{main_metric}"]
+        mteb = entry.get("mteb", {}).get(split)
+        also = f"; MTEB cosine_spearman {mteb['cosine_spearman']:.4f}" if mteb else ""
+        print(f"{name} {split}: {main_metric} {value:.4f} ({entry['rows'][split]} rows){also}")
+    print(f"wrote {path} (entry {name!r}) and {entry['predictions']}")
+    return 0
+
+
+def compose_data(overrides: list[str], config_dir: Path) -> dict[str, Any]:
+    """conf/data/<group>.yaml with the overrides applied, composed by Hydra as train.py composes it."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import poolhead  # noqa: F401  (the config resolvers)
+
+    other = [o for o in overrides if not re.match(r"^[+~]*(data|paths)([.=])", o)]
+    if other:
+        raise ValueError(f"{other}: eval takes data=<group>, data.<key>=... (and paths.*) overrides only; the model "
+                         "and its settings come from the checkpoint")
+    if not (config_dir / "data").is_dir():
+        raise FileNotFoundError(f"{config_dir}: no conf/data folder here; pass --config-dir /path/to/poolhead/conf")
+    with initialize_config_dir(str(config_dir.resolve()), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    return OmegaConf.to_container(cfg.data, resolve=True)
+
+
+def same_task(model_task: Any, data_task: Any, name: str) -> None:
+    keys = ("kind", "score_range", "label_names")
+    if any(getattr(model_task, k) != getattr(data_task, k) for k in keys):
+        said = lambda t: ", ".join(f"{k}={getattr(t, k)}" for k in keys)  # noqa: E731
+        raise ValueError(f"data {name!r} poses another task than the model answers (model: {said(model_task)}; "
+                         f"data: {said(data_task)}); evaluate on data of the same kind, scale and labels")
+
+
+# --- export -----------------------------------------------------------------------------------------------------
+def export_command(args: argparse.Namespace) -> int:
+    from poolhead.use.export import ExportRefused, backend_refusal, choose, describe, export
+
+    checkpoint = best_checkpoint(args.run) if args.best else _checkpoint(args.run)
+    model = _load(checkpoint, "cpu", args.trust_remote_code)
+    fmt = choose(model, args.format)  # refuses before anything is written
+    why = backend_refusal(model, fmt, args.backend, args.quantize)
+    if why:
+        raise ExportRefused(f"cannot add a {args.backend}{' int8' if args.quantize else ''} file to a {fmt} export: "
+                            f"{why}")
+    results = run_folder(checkpoint) / "results.json"
+    metrics = json.loads(results.read_text()).get("metrics", {}) if results.exists() else {}
+    folder = export(model, args.to, fmt, {"checkpoint": str(checkpoint), "metrics": metrics}, backend=args.backend,
+                    quantize=args.quantize, max_loss=args.max_loss)
+    backend = "" if args.backend == "torch" else f" with {args.backend}{' int8' if args.quantize else ''} files"
+    print(f"exported {checkpoint} ({describe(model)}) as {fmt}{backend} to {folder}; how to load it: "
+          f"{folder / 'README.md'}")
+    return 0
+
+
+def best_checkpoint(sweep_dir: str | Path) -> Path:
+    """The best checkpoint of the sweep report's best configuration (its best seed when there are several)."""
+    from poolhead.run.checkpoint import checkpoint_file
+    from poolhead.sweep.report import write_report
+    from poolhead.sweep.report.collect import is_seed, load_jobs, varied_keys
+    from poolhead.sweep.report.table import label
+
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir}: no such sweep folder")
+    report = write_report(sweep_dir)
+    if report["best"] is None:
+        raise ValueError(f"{sweep_dir}: no finished job with {report['monitor']}; nothing to export")
+    jobs = load_jobs(sweep_dir)
+    axes = [k for k in varied_keys(jobs) if not is_seed(k)]
+    ok = report["summary"][report["summary"]["status"] == "ok"]
+    config = [label(row, axes) if axes else "all" for _, row in ok.iterrows()]
+    best = ok[[c == report["best"] for c in config]].sort_values(report["monitor"], ascending=report["mode"] == "min")
+    job = best.iloc[0]["job"]
+    return checkpoint_file(next(j["dir"] for j in jobs if j["job"] == job))
+
+
+# --- cache ------------------------------------------------------------------------------------------------------
+def cache_command(args: argparse.Namespace) -> int:
+    root: Path = args.cache_dir.expanduser()
+    if args.action == "clear":
+        freed = folder_size(root)
+        for part in ("features", "tokens"):
+            shutil.rmtree(root / part, ignore_errors=True)
+        print(f"cleared {root} ({freed / 2**20:.1f} MiB)")
+        return 0
+    features = FeatureCache(root)
+    print(f"cache: {root}")
+    tokens = root / "tokens"
+    print(f"tokens:   {len(list(tokens.glob('*.npz')))} files, {folder_size(tokens) / 2**20:.1f} MiB")
+    entries = list(features.entries())
+    print(f"features: {len(entries)} entries, {folder_size(features.root) / 2**20:.1f} MiB")
+    for folder, meta in entries:
+        state = f"{meta['rows']} rows x {meta['hidden_size']} ({meta['dtype']})" if meta else "PARTIAL (rebuilt on use)"
+        print(f"  {folder.name[:16]}  {folder_size(folder) / 2**20:8.1f} MiB  {state}")
+    return 0
+
+
+# --- shared -----------------------------------------------------------------------------------------------------
+def _checkpoint(run: str | Path) -> Path:
+    from poolhead.run.checkpoint import checkpoint_file
+
+    return checkpoint_file(run)
+
+
+def run_folder(path: Path) -> Path:
+    """The run folder of a run folder or checkpoint (a checkpoint outside checkpoints/: its own folder)."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def _load(run: str | Path, device: str | None, trust_remote_code: bool = False) -> Any:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from poolhead.run.build import load
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars: the commands print their own progress
+    return load(run, map_location=device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                trust_remote_code=trust_remote_code)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
