@@ -6,7 +6,7 @@
 # 2. GEMM ceiling at MiniLM's shapes (1,024 and 8,192 tokens) in fp32 and bf16;
 # 3. benchmarks/run.py over STS-B (4 epochs, all pairs, 1 repeat): poolhead vs HF Trainer / ST trainer / ST encode,
 #    fp32 and bf16, each contender on the GPU in its own process.
-# `bash benchmarks/gpu.sh probe` runs benchmarks/gpu_probe.py instead of 1-3.
+# `bash benchmarks/gpu.sh probe` runs benchmarks/probes/gpu_probe.py instead of 1-3.
 # MiniLM's weights arrive rounded to fp16 (see gpu_prepare.sh): every contender starts from the same rounded weights.
 set -u
 OUT=${OUT:-/tmp/gpu-out}; mkdir -p "$OUT"
@@ -29,7 +29,7 @@ if [ "${1:-}" = eval ]; then   # gpu.sh eval: poolhead's evaluation against ST e
     python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(r['name'], 'eval pairs/s', r['eval_pairs']/r['eval_seconds'], 'dev', r['dev_spearman'], r.get('error'))" "$OUT/$name.json"
   done; exit
 fi
-if [ "${1:-}" = probe ]; then timeout 300 python3 benchmarks/gpu_probe.py "${@:2}"; exit; fi   # gpu.sh probe [--bert-base]
+if [ "${1:-}" = probe ]; then timeout 300 python3 benchmarks/probes/gpu_probe.py "${@:2}"; exit; fi   # gpu.sh probe [--bert-base]
 echo "== preflight"
 timeout 120 python3 - <<'PY' || exit 1
 import torch, transformers, lightning, sentence_transformers, datasets, hydra
