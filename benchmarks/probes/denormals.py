@@ -1,6 +1,6 @@
 """Do subnormal floats slow fp32 training here? One process, real STS-B training, flush-to-zero toggled by block.
 
-    python benchmarks/denormals.py [--epochs 2] [--block 10] [--precision 32-true] [--pairs 0 (all)]
+    python benchmarks/probes/denormals.py [--epochs 2] [--block 10] [--precision 32-true] [--pairs 0 (all)]
 
 Trains poolhead (cross, cls, MiniLM; poolhead.build) through whole epochs of STS-B train in length-grouped order,
 switching `torch.set_flush_denormal` on and off every --block steps (off, on, on, off, ...: neighbouring blocks see
@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, ceiling.py
 import common
 from ceiling import stsb_config, training_step
 
@@ -66,7 +69,7 @@ def main() -> None:
         print(f"epoch {epoch}: subnormal weights {counts[-1]['weights']}, AdamW moments {counts[-1]['moments']}",
               flush=True)
     lines = [f"# Subnormals and fp32 training speed ({a.precision})", "",
-             f"Command: `python benchmarks/denormals.py --epochs {a.epochs} --block {a.block} --precision "
+             f"Command: `python benchmarks/probes/denormals.py --epochs {a.epochs} --block {a.block} --precision "
              f"{a.precision} --pairs {a.pairs}`", "", f"Machine: {common.describe_machine(common.machine())}", "",
              "| epoch | flush off: s per 1k real tokens (median of blocks) | flush on | on/off | "
              "subnormal weights | subnormal AdamW moments |", "| --- | --- | --- | --- | --- | --- |"]

@@ -1,6 +1,6 @@
 """One dropout call, torch's masks against poolhead.speed.dropout's, at MiniLM's training shapes (bf16 and fp32).
 
-    python benchmarks/dropout_probe.py [--rounds 20]
+    python benchmarks/probes/dropout_probe.py [--rounds 20]
 
 Each round times 20 calls of each, alternating, after a warm-up; prints medians and ranges over the rounds and writes
 results/<stamp>-dropout.md/.json.
@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, ceiling.py
 import common
+
 from poolhead.speed.dropout import dropout
 
 SHAPES = {"hidden states, 960 tokens x 384": (960, 384), "attention weights, 32 x 12 heads x 30 x 30": (32, 12, 30, 30),
@@ -44,7 +48,7 @@ def main() -> None:
                          "range": {n: [min(t), max(t)] for n, t in times.items()},
                          "speedup": med["torch"] / med["poolhead"]})
     lines = ["# Dropout per call: torch vs poolhead.speed.dropout (p = 0.1)", "",
-             f"Command: `python benchmarks/dropout_probe.py --rounds {a.rounds}`", "",
+             f"Command: `python benchmarks/probes/dropout_probe.py --rounds {a.rounds}`", "",
              f"Machine: {common.describe_machine(common.machine())}", "",
              "| shape | dtype | torch ms | poolhead ms | torch / poolhead |", "| --- | --- | --- | --- | --- |"]
     lines += [f"| {r['shape']} | {r['dtype']} | {r['ms']['torch']:.3f} | {r['ms']['poolhead']:.3f} "

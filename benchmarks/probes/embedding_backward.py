@@ -1,6 +1,6 @@
 """How long the word-embedding backward takes inside a real training step, timed without torch.profiler.
 
-    python benchmarks/embedding_backward.py [--override keep_freed_memory=false]
+    python benchmarks/probes/embedding_backward.py [--override keep_freed_memory=false]
 
 torch.profiler books 17-21% of a bf16 step's self time to the `fill_` of embedding_dense_backward's fresh
 30,522 x 384 gradient (ceiling.py's "zeroing" row) even when no page fault happens. This times that autograd node
@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import sys
 import time
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, ceiling.py
 import common
 from ceiling import training_steps
 
@@ -44,7 +47,7 @@ def main() -> None:
                        "embedding_backward_ms_median": round(statistics.median(backward_ms), 2),
                        "embedding_backward_ms_max": round(max(backward_ms), 2),
                        "faults_per_step": round((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / a.steps)})
-    command = "python benchmarks/embedding_backward.py " + " ".join(f"--override {o}" for o in a.override)
+    command = "python benchmarks/probes/embedding_backward.py " + " ".join(f"--override {o}" for o in a.override)
     result = {"machine": common.machine(), "command": command.strip(), "precision": str(cfg.trainer.precision),
               "passes": passes}
     lines = [f"# Word-embedding backward inside a training step ({common.describe_machine(result['machine'])})", "",

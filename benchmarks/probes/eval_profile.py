@@ -1,6 +1,6 @@
 """Where evaluation time goes: poolhead's own prediction loop (predict.outputs) on STS-B dev, timed and profiled.
 
-    python benchmarks/eval_profile.py [--precision bf16-mixed] [--mode bi] [--pooling mean] [--repeats 3]
+    python benchmarks/probes/eval_profile.py [--precision bf16-mixed] [--mode bi] [--pooling mean] [--repeats 3]
 
 Builds poolhead (poolhead.build; MiniLM), predicts every dev pair in its length-bucketed eval batches under
 inference_mode, reports the median of --repeats unprofiled passes as pairs/s and model FLOPs utilisation (2 x matmul
@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
 from poolhead.run.plan import autocast_dtype
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, ceiling.py
 import common
 from ceiling import gemm_ceiling, matmul_weights, self_seconds_by_kind, stsb_config
 
@@ -57,7 +61,7 @@ def main() -> None:
               "mfu": 2 * matmul_params * real_tokens / median / (a.ceiling * 1e9),
               "self_cpu_seconds": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])), "self_cpu_total": total}
     lines = [f"# Evaluation profile: {a.mode}/{a.pooling}, {a.precision}", "",
-             f"Command: `python benchmarks/eval_profile.py --precision {a.precision} --mode {a.mode} --pooling "
+             f"Command: `python benchmarks/probes/eval_profile.py --precision {a.precision} --mode {a.mode} --pooling "
              f"{a.pooling} --repeats {a.repeats} --ceiling {a.ceiling}`", "",
              f"Machine: {common.describe_machine(result['machine'])}", "",
              f"STS-B dev, {pairs} pairs, {real_tokens:,} real tokens: median {median:.2f} s of "

@@ -1,14 +1,17 @@
 """Why is bf16 autocast slower than fp32 on the GPU at MiniLM's sizes? (benchmarks/gpu.sh found it 2-4x slower for
 poolhead, the HF Trainer, the ST trainer and ST encode alike.) Times the same work twice in each variant: a first pass
 pays for every new shape (cuBLAS heuristics, kernel loads), a second pass over the same batches does not. Also counts
-CUDA kernels per forward with torch.profiler.  python benchmarks/gpu_probe.py  (on the GPU machine, see gpu.sh)"""
+CUDA kernels per forward with torch.profiler.  python benchmarks/probes/gpu_probe.py  (on the GPU machine, see gpu.sh)"""
 
 import contextlib
+import sys
 import time
+from pathlib import Path
 
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, ceiling.py
 import common
 
 dev = "cuda"

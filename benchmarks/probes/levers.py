@@ -1,7 +1,7 @@
 """Which speed levers pay on this machine: seconds per training step of MiniLM on STS-B, one lever at a time.
 
-    python benchmarks/levers.py               # 60 steps per variant (first 10 not counted), ~5 minutes on 2 cores
-    python benchmarks/levers.py --steps 120
+    python benchmarks/probes/levers.py               # 60 steps per variant (first 10 not counted), ~5 minutes on 2 cores
+    python benchmarks/probes/levers.py --steps 120
 
 A bare loop (tokenize once, length-grouped batches of 32, MSE on labels / 5, grad clip 1, AdamW lr 3e-5), each
 variant in its own process: forward / backward / optimizer seconds per step, so each lever's share is visible.
@@ -19,9 +19,11 @@ import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, ceiling.py
 import common
 
 VARIANTS = {  # name: (mode, precision, fused AdamW, bi sides in one pass, torch.compile, length-grouped batches)
@@ -129,7 +131,7 @@ def main() -> None:
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     lines = [f"# Speed levers, one at a time ({stamp})", "", f"Machine: {common.describe_machine(common.machine())}",
-             "", f"Command: `python benchmarks/levers.py --steps {a.steps}`; MiniLM, STS-B train, batch "
+             "", f"Command: `python benchmarks/probes/levers.py --steps {a.steps}`; MiniLM, STS-B train, batch "
              f"{common.BATCH_SIZE}, seconds per step averaged over steps {WARMUP + 1}-{a.steps}.", "",
              "| variant | first step s | step s | forward s | backward s | optimizer s | pairs/s |",
              "|---|---:|---:|---:|---:|---:|---:|"]

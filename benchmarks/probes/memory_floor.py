@@ -1,7 +1,7 @@
 """The per-step work that grows with the weights, not the tokens: what it costs here, and how much of a step's time
 budget it takes at a given model-FLOPs utilisation.
 
-    python benchmarks/memory_floor.py [--utilisation 0.65] [--tokens 890] [--ceiling GFLOPS]
+    python benchmarks/probes/memory_floor.py [--utilisation 0.65] [--tokens 890] [--ceiling GFLOPS]
 
 Times (median of 10, after a warm-up) what every full fine-tuning step does over all of MiniLM's weights (counted
 from the model), whatever the batch: the fused AdamW update, gradient-norm clipping, and zeroing the dense
@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: common.py, ceiling.py
 import common
 from ceiling import matmul_weights
 
@@ -60,7 +63,7 @@ def main() -> None:
               "weights": weights, "matmul_weights": matmul, "seconds": parts, "fixed_seconds": fixed,
               "budget_seconds": budget, "share_of_budget": fixed / budget}
     lines = ["# Fixed per-step work against a step's time budget", "",
-             f"Command: `python benchmarks/memory_floor.py --utilisation {a.utilisation} --tokens {a.tokens} "
+             f"Command: `python benchmarks/probes/memory_floor.py --utilisation {a.utilisation} --tokens {a.tokens} "
              f"--ceiling {a.ceiling}`", "", f"Machine: {common.describe_machine(result['machine'])}", "",
              f"Memory copy: {result['copy_gb_per_s']:.1f} GB/s (read + write, 256 MB).", "",
              "| work per step, whatever the batch | ms |", "| --- | --- |"]

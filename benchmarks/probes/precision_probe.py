@@ -2,7 +2,7 @@
 batch shaped like STS-B cross pairs (32 x 32 tokens), each precision in turn, repeated. Decides nothing by itself:
 `trainer.precision=auto` reads the CPU's flags (poolhead.run.plan.cpu_computes_bf16); this shows what the choice is worth.
 
-    python benchmarks/precision_probe.py [--steps 10] [--repeats 3]
+    python benchmarks/probes/precision_probe.py [--steps 10] [--repeats 3]
 """
 
 from __future__ import annotations

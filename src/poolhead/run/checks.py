@@ -57,6 +57,8 @@ def check_settings(cfg: DictConfig) -> None:
             ok = False
         if not ok:
             raise SettingsError(f"{key}={_show(value)}: expected {what}")
+    _check_precision(str(OmegaConf.select(cfg, "trainer.precision", default="auto")),
+                     str(OmegaConf.select(cfg, "trainer.accelerator", default="auto")))
     config = _encoder_config(cfg.encoder)
     limit = None if config is None else _position_limit(config)
     if limit is not None and cfg.encoder.max_length > limit:
@@ -69,6 +71,18 @@ def check_settings(cfg: DictConfig) -> None:
             raise SettingsError(f"encoder.layers={_show(cfg.encoder.layers)}: {_show(wrong)} not among the encoder's "
                                 f"hidden_states: it has {layers} layers, so indices {-(layers + 1)} to {layers} (0 "
                                 f"= embeddings, {layers} or -1 = the last layer)")
+
+
+def _check_precision(precision: str, accelerator: str) -> None:
+    """16-mixed on a CPU is refused: Lightning would run bf16 instead, and the run would record 16-mixed."""
+    if precision not in ("16-mixed", "16") or accelerator not in ("cpu", "auto"):
+        return
+    import torch
+
+    if accelerator == "cpu" or not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+        raise SettingsError(f"trainer.precision={precision}: float16 autocast needs a GPU (on a CPU Lightning "
+                            "runs bf16-mixed instead, and the run would record 16-mixed); use trainer.precision="
+                            "bf16-mixed, 32-true or auto")
 
 
 def check_against_data(cfg: DictConfig, task: TaskSpec, source: str) -> None:

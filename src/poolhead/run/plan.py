@@ -114,12 +114,7 @@ def cpu_computes_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 def resolve_precision(precision: Any, accelerator: str = "auto") -> str:
     """`auto`: bf16-mixed on CPUs with bf16 units, 32-true elsewhere, GPUs included (at batch 32 a GPU step is bound
     by kernel launches, which autocast's casts add to: benchmarks/README.md, "GPU path"). Name bf16-mixed for batches
-    large enough that the matrix products dominate. 16-mixed on a CPU is refused (Lightning would run bf16)."""
-    if str(precision) in ("16-mixed", "16") and (accelerator == "cpu" or accelerator == "auto" and not (
-            torch.cuda.is_available() or torch.backends.mps.is_available())):
-        raise SettingsError(f"trainer.precision={precision}: float16 autocast needs a GPU (on a CPU Lightning "
-                            "runs bf16-mixed instead, and the run would record 16-mixed); use trainer.precision="
-                            "bf16-mixed, 32-true or auto")
+    large enough that the matrix products dominate (16-mixed on a CPU is refused before: `checks.check_settings`)."""
     if str(precision) != "auto":
         return str(precision)
     if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
