@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from poolhead.run.build import build_model
 
-from poolhead.run.checkpoint import describe_for_checkpoint
+from poolhead.run.checkpoint import Description
 from poolhead.run.callbacks import StopOnNonFinite
 from poolhead.use.export import export, exported_scores
 from poolhead.use.predict import predict_texts
@@ -58,7 +58,7 @@ def test_an_export_of_a_score_range_from_1_to_5_gives_poolheads_predictions(tmp_
                       tmp_path)
     model = build_model(cfg, SHIFTED).eval()
     model.encoder.tokenizer = AutoTokenizer.from_pretrained(model.encoder.tokenizer)  # a name until data reads it
-    model.description = describe_for_checkpoint(cfg, SHIFTED, model)
+    model.description = Description.of(cfg, SHIFTED, model)
     pred = model.head.predict(predict_texts(model, *PAIRS, precision="32-true")).double().numpy()
     assert pred.min() > 1.0  # on the data's scale, which starts at 1
     with patch("poolhead.use.export.check"):  # the export's own check compares with the same mapping: judge it here

@@ -97,12 +97,12 @@ class PoolheadModel(L.LightningModule):
         self.lr, self.head_lr, self.weight_decay, self.warmup_ratio = lr, head_lr or lr, weight_decay, warmup_ratio
         self.metrics = nn.ModuleDict({s: SplitMetrics(task, self.head, f"{s}/") for s in ("val",)})
 
-    description: dict[str, Any] | None = None  # set by poolhead.build; what poolhead.load rebuilds the model from
+    description: Any = None  # set by poolhead.build (poolhead.run.checkpoint.Description): what load rebuilds from
     run_config: Any = None  # set by poolhead.build: the resolved config it was built from (poolhead.run.plan.resolve)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.description is not None:
-            checkpoint["poolhead"] = self.description
+            checkpoint["poolhead"] = self.description.as_dict()  # plain values: loading runs no code
 
     @property
     def trainable(self) -> bool:

@@ -7,9 +7,7 @@
 
 from __future__ import annotations
 
-import base64
 import logging
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +20,7 @@ from poolhead.run.checks import check_against_data, check_settings
 from poolhead.data import TextDataModule
 from poolhead.core.model import PoolheadModel
 from poolhead.core.task import TaskSpec
-from poolhead.run.checkpoint import check_file_names, check_targets, checkpoint_file, describe_for_checkpoint, read_checkpoint
-from poolhead.run.record import current_targets
+from poolhead.run.checkpoint import Description, checkpoint_file, read_checkpoint
 from poolhead import speed
 from poolhead.run.plan import autocast_dtype, resolve
 
@@ -43,7 +40,7 @@ def build(cfg: DictConfig) -> tuple[TextDataModule, PoolheadModel]:
     model = build_model(cfg, datamodule.task, encoder, datamodule)
     model.monitor_mode(cfg.monitor)  # a metric this model logs, else a ValueError naming the ones it does
     model.run_config = cfg
-    model.description = describe_for_checkpoint(cfg, datamodule.task, model)
+    model.description = Description.of(cfg, datamodule.task, model)
     return datamodule, model
 
 
@@ -78,31 +75,18 @@ def make(node: Any, **kwargs: Any) -> Any:
 
 def load(path: str | Path, map_location: str | torch.device = "cpu", trust_remote_code: bool = False) -> PoolheadModel:
     """The trained model from a checkpoint or a run folder (its checkpoints/best.ckpt), in eval mode, offline.
-    `model.description["config"]` is the run's config; `model.encoder.tokenizer` its tokenizer. Nothing in the file
-    runs: weights load without pickled code, and only poolhead's own components are built from its config unless
-    `trust_remote_code=True` (a custom pooling/head of your own)."""
+    `model.description` (`poolhead.run.checkpoint.Description`) holds the run's config, `model.encoder.tokenizer`
+    its tokenizer. Nothing in the file runs: weights load without pickled code, and only poolhead's own components
+    are built from its config unless `trust_remote_code=True` (a custom pooling/head of your own)."""
     ckpt_path = checkpoint_file(path)
     checkpoint = read_checkpoint(ckpt_path, map_location)
-    if "poolhead" not in checkpoint:
-        raise ValueError(f"{ckpt_path}: not a poolhead checkpoint (no 'poolhead' entry: written by another tool, or "
-                         "by poolhead before checkpoints described themselves); retrain, or load its state_dict by hand")
-    description = {**checkpoint["poolhead"], "config": current_targets(checkpoint["poolhead"]["config"])}
-    if not trust_remote_code:
-        check_targets(description["config"], ckpt_path)
-    names = check_file_names(description["tokenizer_files"], ckpt_path)
-    cfg = OmegaConf.create(description["config"])
-    task = TaskSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in description["task"].items()})
-    with tempfile.TemporaryDirectory() as folder:
-        for name in names:
-            (Path(folder) / name).write_bytes(base64.b64decode(description["tokenizer_files"][name]))
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(folder)
+    description = Description.read(checkpoint, ckpt_path, trust_remote_code)
+    cfg = OmegaConf.create(description.config)
     encoder_cfg = encoder_config(cfg.encoder) | {"name_or_path": None, "tokenizer": "(from the checkpoint)",
-                                                 "config": description["encoder_config"]}
+                                                 "config": description.encoder_config}
     encoder = make(encoder_cfg, _convert_="all")  # a plain dict config: transformers serialises it
-    encoder.tokenizer = tokenizer
-    model = build_model(cfg, task, encoder)
+    encoder.tokenizer = description.tokenizer()
+    model = build_model(cfg, description.task_spec, encoder)
     model.load_state_dict(checkpoint["state_dict"])
     model.description = description
     return model.to(map_location).eval()

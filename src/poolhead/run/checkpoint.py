@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from poolhead.core.model import PoolheadModel
 from poolhead.core.task import TaskSpec
+from poolhead.run.record import current_targets
 
 log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
@@ -26,20 +27,75 @@ SAVED_GROUPS = ("encoder", "pooling", "head", "mode", "data", "optim", "seed", "
                 "cache_features")
 
 
-def describe_for_checkpoint(cfg: DictConfig, task: TaskSpec, model: PoolheadModel) -> dict[str, Any]:
-    config = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
-              for key in SAVED_GROUPS if key in cfg}
-    config["trainer"] = {"precision": str(cfg.trainer.precision)}
-    with tempfile.TemporaryDirectory() as folder:
-        tokenizer = model.encoder.tokenizer
-        if isinstance(tokenizer, str):
-            from transformers import AutoTokenizer
+@dataclasses.dataclass
+class Description:
+    """What a poolhead checkpoint carries besides weights (`checkpoint["poolhead"]`, plain values only): all that
+    `poolhead.load` rebuilds the model from. `poolhead.build` sets it as `model.description`."""
 
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-        tokenizer.save_pretrained(folder)
-        files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in Path(folder).iterdir() if p.is_file()}
-    return {"version": CHECKPOINT_VERSION, "config": config, "task": dataclasses.asdict(task),
-            "encoder_config": model.encoder.model.config.to_dict(), "tokenizer_files": files}
+    config: dict[str, Any]  # the SAVED_GROUPS of the run's resolved config, and trainer.precision
+    task: dict[str, Any]  # TaskSpec's fields
+    encoder_config: dict[str, Any]  # the encoder's transformers config (architecture, no weights)
+    tokenizer_files: dict[str, str]  # file name -> base64 content, as the tokenizer saves itself
+    version: int = CHECKPOINT_VERSION
+
+    @classmethod
+    def of(cls, cfg: DictConfig, task: TaskSpec, model: PoolheadModel) -> Description:
+        config = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
+                  for key in SAVED_GROUPS if key in cfg}
+        config["trainer"] = {"precision": str(cfg.trainer.precision)}
+        with tempfile.TemporaryDirectory() as folder:
+            tokenizer = model.encoder.tokenizer
+            if isinstance(tokenizer, str):
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+            tokenizer.save_pretrained(folder)
+            files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in Path(folder).iterdir() if p.is_file()}
+        return cls(config, dataclasses.asdict(task), model.encoder.model.config.to_dict(), files)
+
+    @classmethod
+    def read(cls, checkpoint: dict[str, Any], source: Path | str, trust_remote_code: bool = False) -> Description:
+        """The description of a checkpoint read by `read_checkpoint`, checked: only poolhead's own `_target_`s
+        (unless `trust_remote_code`), plain tokenizer file names; old module names read as today's."""
+        if not isinstance(checkpoint.get("poolhead"), dict):
+            raise ValueError(f"{source}: not a poolhead checkpoint (no 'poolhead' entry: written by another tool, or "
+                             "by poolhead before checkpoints described themselves); retrain, or load its state_dict "
+                             "by hand")
+        entry = checkpoint["poolhead"]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in entry and f.name != "version"]
+        if missing:
+            raise ValueError(f"{source}: its poolhead description lacks {', '.join(missing)}; retrain the model")
+        described = cls(current_targets(entry["config"]), entry["task"], entry["encoder_config"],
+                        entry["tokenizer_files"], entry.get("version", CHECKPOINT_VERSION))
+        if not trust_remote_code:
+            check_targets(described.config, source)
+        check_file_names(described.tokenizer_files, source)
+        return described
+
+    def as_dict(self) -> dict[str, Any]:
+        """What the checkpoint stores (`PoolheadModel.on_save_checkpoint`)."""
+        return dataclasses.asdict(self)
+
+    @property
+    def task_spec(self) -> TaskSpec:
+        return TaskSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.task.items()})
+
+    @property
+    def precision(self) -> str | None:
+        return self.config.get("trainer", {}).get("precision")
+
+    @property
+    def max_length(self) -> int:
+        return self.config["encoder"]["max_length"]
+
+    def tokenizer(self) -> Any:
+        """The run's tokenizer, from the embedded files (no hub, no folder of the machine that trained)."""
+        from transformers import AutoTokenizer
+
+        with tempfile.TemporaryDirectory() as folder:
+            for name, content in self.tokenizer_files.items():
+                (Path(folder) / name).write_bytes(base64.b64decode(content))
+            return AutoTokenizer.from_pretrained(folder)
 
 
 def checkpoint_file(path: str | Path) -> Path:

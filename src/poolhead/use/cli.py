@@ -162,7 +162,7 @@ def predict_command(args: argparse.Namespace) -> int:
 def column_names(model: Any, args: argparse.Namespace) -> dict[str, str]:
     """text (and text_pair for pair models) and label columns: the flags, else the run's data=csv names, else the
     names of the sentence-transformers STS copies (sentence1, sentence2, score)."""
-    data = model.description["config"]["data"]
+    data = model.description.config["data"]
     table = "text" in data  # data=csv names its columns; STS-format data has fixed fields
     label = data.get("label") if table and isinstance(data.get("label"), str) else "label" if table else "score"
     columns = {"text": args.text or (data["text"] if table else "sentence1")}
@@ -210,7 +210,7 @@ def eval_command(args: argparse.Namespace) -> int:
     run_dir = run_folder(Path(args.run))
     path = args.output or run_dir / "eval.json"
     name = datamodule.name
-    precision = args.precision or model.description["config"]["trainer"]["precision"]
+    precision = args.precision or model.description.precision
     entry: dict[str, Any] = {"data": data, "checkpoint": str(_checkpoint(args.run)), "metrics": {}, "rows": {},
                              "seconds": {}, "precision": precision, "predictions": str(path.parent / f"eval_{name}.csv")}
     frames = []

@@ -210,7 +210,7 @@ def export_name(model: PoolheadModel, card: dict[str, Any]) -> str:
 
     from poolhead.run.record import config_hash
 
-    config = (model.description or {}).get("config") or {}
+    config = model.description.config if model.description else {}
     digest = config_hash(OmegaConf.create(config))[:10] if config else "unconfigured"
     checkpoint = Path(card.get("checkpoint") or "run")
     run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
@@ -627,7 +627,7 @@ def base_encoder(name_or_path: str | None, encoder: Encoder) -> str:
 
 
 def describe(model: PoolheadModel) -> str:
-    config = (model.description or {}).get("config", {})
+    config = model.description.config if model.description else {}
     return (f"mode={model.mode.name}, pooling={type(model.pooling).__name__}, head={type(model.head).__name__}, "
             f"encoder.layers={encoder_of(model).layers}" + (f", data={config['data'].get('name')}" if config else ""))
 
@@ -665,7 +665,7 @@ def backend_section(fmt: str, files: list[dict[str, Any]]) -> str:
 
 def model_card(model: PoolheadModel, fmt: str, card: dict[str, Any]) -> str:
     """README.md of an export: what was trained on what, how well, how to load it, what its scores mean."""
-    config = (model.description or {}).get("config", {})
+    config = model.description.config if model.description else {}
     head, encoder = model.head, encoder_of(model)
     low, high = model.task.score_range or (0.0, 1.0)
     classes = not (isinstance(head, RegressionHead) or _is_score_bins(head))

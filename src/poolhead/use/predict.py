@@ -18,7 +18,7 @@ from poolhead.run.evaluate import outputs
 def data_for(model: PoolheadModel, data: dict[str, Any] | None = None, cache_dir: str | None = None) -> Any:
     """The data module of `model`'s run (or `data`, a conf/data config), tokenized as the model was trained:
     its tokenizer, mode, max_length and seed come from the checkpoint."""
-    config = model.description["config"]
+    config = model.description.config
     datamodule = instantiate(OmegaConf.create(data or config["data"]), tokenizer=model.encoder.tokenizer,
                              mode=model.mode, max_length=config["encoder"]["max_length"], seed=config["seed"],
                              cache_dir=cache_dir)
@@ -30,7 +30,7 @@ def text_loader(model: PoolheadModel, text: list[str], text_pair: list[str] | No
                 batch_size: int = 128) -> DataLoader:
     """New texts tokenized as the model's data was (its tokenizer, mode and max_length), in batches from the longest
     row to the shortest; batch["index"] is the row's position in `text`."""
-    tokenizer, max_length = model.encoder.tokenizer, model.description["config"]["encoder"]["max_length"]
+    tokenizer, max_length = model.encoder.tokenizer, model.description.max_length
     data = Encoded(encode(tokenizer, text, text_pair, model.mode, max_length), [0.0] * len(text))
     return DataLoader(Subset(data, sorted_order(data.lengths).tolist()), batch_size=batch_size, shuffle=False,
                       collate_fn=Collate(tokenizer, torch.float32))
