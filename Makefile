@@ -1,9 +1,9 @@
-# make train | test | bench | bench-quick    (creates .venv with pinned CPU torch first, then the project)
+# make train | test | test-slow | bench | bench-quick    (creates .venv with pinned CPU torch first, then the project)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: install train test bench bench-quick data-readme clean
+.PHONY: install train test test-slow bench bench-quick data-readme clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -17,8 +17,11 @@ install: $(VENV)/.installed
 train: install
 	$(PY) train.py
 
-test: install
-	$(PY) -m pytest -n 2 --durations=15
+test: install        # everything but the end-to-end runs marked slow: under 10 minutes on 2 cores
+	$(PY) -m pytest -n 2 -m "not slow" --durations=15
+
+test-slow: install   # the end-to-end runs marked slow (kills, sweeps, real fine-tunes, exports); CI runs both
+	$(PY) -m pytest -n 2 -m slow --durations=15
 
 bench: install
 	$(PY) benchmarks/run.py

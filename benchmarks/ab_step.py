@@ -15,9 +15,8 @@ import os
 import statistics
 import time
 
-import torch
-
 import common
+import torch
 from ceiling import training_steps
 
 

@@ -24,9 +24,8 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-import torch
-
 import common
+import torch
 
 KINDS = [  # (kind, substrings of profiler op names); first match wins
     ("matmul (mm/addmm/bmm/linear)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")),

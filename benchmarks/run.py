@@ -209,9 +209,8 @@ def model_flops(train_file: Path, train_limit: int | None, dev_file: Path, dev_l
     backward products; 2 x to evaluate); and the GEMM ceiling of this machine at the model's shapes
     (benchmarks/ceiling.py) per precision."""
     import torch
-    from transformers import AutoConfig, AutoTokenizer
-
     from ceiling import gemm_ceiling
+    from transformers import AutoConfig, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(common.minilm_path())
     count = lambda enc: sum(len(ids) for ids in enc["input_ids"])  # noqa: E731

@@ -27,8 +27,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (BATCH_SIZE, default_data_dir, describe_machine, machine, minilm_path, peak_rss_mb,  # noqa: E402
-                    read_sts, save_report, spearman, versions)
+from common import (  # noqa: E402
+    BATCH_SIZE,
+    default_data_dir,
+    describe_machine,
+    machine,
+    minilm_path,
+    peak_rss_mb,
+    read_sts,
+    save_report,
+    spearman,
+    versions,
+)
 
 CONTENDERS = {  # name -> (backend, file_name relative to the folder or None for torch, precision)
     "torch-fp32": ("torch", None, "fp32"),
@@ -121,8 +131,10 @@ def prepare(source: Path, work: Path, train: Path, wanted: list[str], calibratio
 
 
 def quantize(model, backend: str, work: Path, train: Path, calibration: int = 300) -> None:
-    from sentence_transformers.backend import (export_dynamic_quantized_onnx_model,
-                                               export_static_quantized_openvino_model)
+    from sentence_transformers.backend import (
+        export_dynamic_quantized_onnx_model,
+        export_static_quantized_openvino_model,
+    )
 
     if backend == "onnx":
         export_dynamic_quantized_onnx_model(model, onnx_int8_file().split("qint8_")[1].removesuffix(".onnx"),

@@ -18,8 +18,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from poolhead import build
-from poolhead.run.build import encoder_config
 from poolhead.core.hub import OfflineError
+from poolhead.run.build import encoder_config
 from poolhead.run.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_hub_encoders_offline_say_how_to_use_a_local_folder(tmp_path, encoder, m
     with pytest.raises(Exception) as info:
         instantiate(encoder_config(cfg.encoder))
     assert isinstance(info.value.__cause__, OfflineError), info.value
-    assert f"encoder.name_or_path=" in str(info.value) and cfg.encoder.name_or_path in str(info.value)
+    assert "encoder.name_or_path=" in str(info.value) and cfg.encoder.name_or_path in str(info.value)
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))
@@ -166,6 +166,7 @@ def test_train_py_multirun_records_a_failed_job_and_goes_on(tmp_path):
     assert "## Failed jobs" in summary and "pooling=pooler needs a model with a pooler" in summary
 
 
+@pytest.mark.slow
 def test_real_multirun_report_matches_the_jobs(tmp_path):
     """2 poolings x 2 heads x 2 seeds on the tiny encoder: the report's rows, means and stds are the jobs' own."""
     sweep = tmp_path / "sweep"

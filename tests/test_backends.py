@@ -18,7 +18,14 @@ from test_use import class_pairs, demo_pairs, predicted, tiny_run
 
 from poolhead import build
 from poolhead.use.cli import main as cli
-from poolhead.use.export import BACKEND_TOLERANCE, ExportRefused, _backend_importable, backend_file, backend_refusal, export
+from poolhead.use.export import (
+    BACKEND_TOLERANCE,
+    ExportRefused,
+    _backend_importable,
+    backend_file,
+    backend_refusal,
+    export,
+)
 
 
 def needs(backend: str) -> None:

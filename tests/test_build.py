@@ -140,6 +140,7 @@ def test_bce_loss_trains_a_sigmoid_score_on_sts(tmp_path):
     assert pred.between(0, 5, inclusive="neither").all() and pred.std() > 0
     with pytest.raises(ValueError, match="head.loss=bce"):
         from conftest import component
+
         from poolhead.core.task import TaskSpec
 
         component("head", "regression", loss="bce")(in_features=4, sides=2, task=TaskSpec("score", (0.0, 5.0)))
@@ -253,6 +254,7 @@ print(kept, int(statistics.median(faults)))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="page-fault counts and mallopt are Linux/glibc here")
 def test_keep_freed_memory_reuses_a_large_block_without_page_faults():
     """keep_freed_memory=true (the default) is ~10% of a MiniLM bf16 training step on a 2-core EPYC

@@ -3,14 +3,14 @@ partial or corrupt; texts it has not seen run the encoder; same metrics as no ca
 
 import pytest
 import torch
-from conftest import compose_cfg, component
+from conftest import component, compose_cfg
 
 import poolhead
+from poolhead.core.modes import Bi, Cross, Single
+from poolhead.data import DemoSts
+from poolhead.run.train import run
 from poolhead.speed.cache import CachedEncoder, FeatureCache
 from poolhead.use.cli import main as cli
-from poolhead.data import DemoSts
-from poolhead.core.modes import Bi, Cross, Single
-from poolhead.run.train import run
 
 POOLINGS = ["pooler", "cls", "mean", "max", "mean_sqrt_len", "weighted_mean", "attention"]
 
@@ -139,6 +139,7 @@ def test_size_limit_removes_least_recently_used_entries_never_the_ones_in_use(tm
     assert not first & left
 
 
+@pytest.mark.slow
 @pytest.mark.real
 def test_metrics_with_and_without_cache_agree(tmp_path):
     """Frozen MiniLM on the demo set: the cache changes val Spearman by less than 0.1 points (0.001)."""

@@ -14,9 +14,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 import poolhead
-from poolhead.data import DemoSts, LengthGroupedBatchSampler, StsData, TableData, TaskSpec, TextDataModule, tokens
 from poolhead.core.hub import OfflineError
 from poolhead.core.modes import Bi, Cross, Mode, Single
+from poolhead.data import DemoSts, LengthGroupedBatchSampler, StsData, TableData, TaskSpec, TextDataModule, tokens
 
 TOK = poolhead.minilm_path()
 

@@ -10,13 +10,12 @@ from conftest import compose_cfg
 from test_model import STS, build
 from transformers import AutoTokenizer
 
+from poolhead.core.task import TaskSpec, ThresholdF1
 from poolhead.run.build import build_model
-
-from poolhead.run.checkpoint import Description
 from poolhead.run.callbacks import StopOnNonFinite
+from poolhead.run.checkpoint import Description
 from poolhead.use.export import export, exported_scores
 from poolhead.use.predict import predict_texts
-from poolhead.core.task import TaskSpec, ThresholdF1
 
 
 def test_sts_f1_counts_a_score_of_exactly_3_as_similar():

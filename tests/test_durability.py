@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import FAST, ROOT, compose_cfg
-from test_sweep import results
 from test_app import train_py
+from test_sweep import results
 
 import poolhead.run.record
 from poolhead.run.train import run
@@ -74,6 +75,7 @@ def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
     assert json.loads(path.read_text()) == {"old": 1} and [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
+@pytest.mark.slow
 def test_a_truncated_last_ckpt_in_a_sweep_job_is_set_aside_and_the_job_trains(tmp_path):
     sweep = tmp_path / "sweep"
     command = ["-m", "seed=1", *FAST, "keep_last_checkpoint=true", "test=false", f"hydra.sweep.dir={sweep}"]
@@ -137,6 +139,7 @@ def test_sigterm_ends_a_sweep_non_zero_after_reporting_what_finished(tmp_path):
     assert statuses == ["failed", "ok"]
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_finished_runs_folder_keeps_the_first(tmp_path):
     folder = tmp_path / "run"
     first = train_py(*FAST, f"hydra.run.dir={folder}")
@@ -151,6 +154,7 @@ def test_a_second_run_into_a_finished_runs_folder_keeps_the_first(tmp_path):
     assert json.loads((folder / "results.json").read_text())["config"]["seed"] == 7
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_sweep_train_each_job_once(tmp_path):
     sweep = tmp_path / "sweep"
     command = ["-m", "seed=1,2,3", *LONG, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "test=false",

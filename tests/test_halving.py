@@ -17,7 +17,6 @@ from test_app import train_py
 from test_sweep import results
 
 from poolhead.data.sources import DEMO_DIR
-
 from poolhead.run.train import run
 
 COMMON = [*FAST, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "keep_last_checkpoint=true"]
@@ -104,6 +103,7 @@ def _metrics_rows_once(sweep):
         assert steps.is_unique, f"{log}: a step trained twice"
 
 
+@pytest.mark.slow
 def test_a_halving_sweep_through_the_parallel_launcher_reports_every_rung_and_the_compute(tmp_path):
     """2 poolings x 2 modes x 2 seeds, rungs at steps 4 and 12 of 20, jobs side by side (joblib). Catches: a rung
     that retrains from scratch (more steps than the schedule), seeds added before the last rung, a group losing its
@@ -134,6 +134,7 @@ def test_a_halving_sweep_through_the_parallel_launcher_reports_every_rung_and_th
     assert (sweep / "halving.json").read_text() == before, "a re-run with nothing to do rewrote the record"
 
 
+@pytest.mark.slow
 def test_a_halving_sweep_killed_mid_rung_continues_with_nothing_retrained(tmp_path):
     """kill -9 once the second rung has begun, then the same command: the first rung's records are untouched (its
     jobs are skipped), the rest runs, every step is trained once."""
@@ -162,6 +163,7 @@ def test_a_halving_sweep_killed_mid_rung_continues_with_nothing_retrained(tmp_pa
     _metrics_rows_once(sweep)
 
 
+@pytest.mark.slow
 def test_an_optuna_search_prunes_at_rungs_and_continues_after_kill_9(tmp_path):
     """Optuna >= 4 through poolhead's sweeper: 4 learning rates tried in a fixed order, reported at steps 5 and 10
     of 20 to SuccessiveHalving; kill -9 during the second trial, then the same command: the trial left RUNNING is

@@ -9,9 +9,9 @@ from conftest import TINY_CONFIG, compose_cfg
 from transformers import BertConfig, BertModel
 
 import poolhead
-from poolhead.core.task import TaskSpec
 from poolhead.core.encoder import Encoder
 from poolhead.core.heads import ClassificationHead, RegressionHead
+from poolhead.core.task import TaskSpec
 from poolhead.run.build import build_model
 
 POOLINGS = ["pooler", "cls", "mean", "max", "mean_sqrt_len", "weighted_mean", "attention"]

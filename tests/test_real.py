@@ -40,6 +40,7 @@ def spearman_after(epochs, mode, pooling, head, folder, out):
     return results["metrics"]["val/spearman"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, pooling, head", [("cross", "cls", "regression"), ("bi", "mean", "classification")])
 def test_short_fine_tune_beats_untrained_head(stsb_slice, tmp_path, mode, pooling, head):
     """bi pairs with the classification head: a bi regression head is the bare cosine, already trained by MiniLM."""

@@ -233,9 +233,8 @@ def test_settings_that_contradict_the_data_name_key_and_file(tmp_path):
 
 
 def test_results_record_the_encoder_that_ran(tmp_path):
-    from transformers import BertConfig, BertModel
-
     from conftest import TINY_CONFIG
+    from transformers import BertConfig, BertModel
 
     folder = tmp_path / "my_encoder"
     BertModel(BertConfig(**{k: v for k, v in TINY_CONFIG.items() if k != "model_type"})).save_pretrained(folder)

@@ -313,6 +313,7 @@ def test_callback_never_raises(tmp_path):
     assert (sweep / "summary.md").exists()
 
 
+@pytest.mark.slow
 def test_real_multirun_logs_the_summary_to_wandb(tmp_path):
     """train.py -m with logger=wandb: at the end the report goes to a `<group>-summary` (offline) W&B run."""
     pytest.importorskip("wandb")

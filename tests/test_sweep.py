@@ -23,8 +23,8 @@ from test_app import train_py
 from poolhead import build
 from poolhead.data import LengthGroupedBatchSampler, sampling
 from poolhead.data.sources import DEMO_DIR
-from poolhead.sweep.jobs import _same_config, claim_free, job_dirname, optuna_direction
 from poolhead.run.record import config_hash, identity
+from poolhead.sweep.jobs import _same_config, claim_free, job_dirname, optuna_direction
 
 
 def snapshot(sweep: Path) -> dict[str, tuple[int, str]]:
@@ -38,6 +38,7 @@ def results(sweep: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
 
 
+@pytest.mark.slow
 def test_rerun_trains_nothing_and_a_grown_grid_trains_only_its_new_jobs(tmp_path):
     """Catches: job folders named by grid position (the reordered grid below finds other jobs in them), a skip that
     compares anything but the config (hash), a skip that builds the model first, retraining finished jobs."""
@@ -73,6 +74,7 @@ def test_rerun_trains_nothing_and_a_grown_grid_trains_only_its_new_jobs(tmp_path
     assert not list(sweep.rglob("*-v[0-9]*.ckpt"))
 
 
+@pytest.mark.slow
 def test_a_changed_config_retrains_its_job_from_scratch(tmp_path):
     """Same overrides, so the same folder, but an edited yaml: the job trains again from scratch (never resumed from
     the old checkpoints, never beside `-v1` ones), and the old outputs are kept under superseded/, the log naming the
@@ -123,6 +125,7 @@ def test_a_key_added_since_a_job_ran_does_not_retrain_it(tmp_path):
     assert not list(sweep.glob("*/superseded"))
 
 
+@pytest.mark.slow
 def test_a_job_killed_mid_training_continues_from_its_last_checkpoint(tmp_path):
     """SIGKILL during the second epoch, then the same command: the job resumes from its own last.ckpt (epoch
     boundary: the length-grouped sampler has no mid-epoch state) and ends with the metrics of an uninterrupted run.
@@ -314,6 +317,7 @@ def test_length_grouped_batches_are_shared_out_between_ranks(monkeypatch):
     assert sorted(i for batch in alone for i in batch) == list(range(101))
 
 
+@pytest.mark.slow
 def test_ddp_trains_one_job_on_two_processes(tmp_path):
     """trainer=ddp (ddp_spawn) on the CPU with 2 processes of the tiny encoder: the job ends ok, each rank stepped
     through half of the 10 batches an epoch, and the results come from the best checkpoint as usual."""

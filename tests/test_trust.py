@@ -11,10 +11,10 @@ from conftest import CONF, FAST, compose_cfg
 
 import poolhead.core.pooling
 from poolhead import load
-from poolhead.run.checkpoint import UntrustedCheckpoint, trusted_target
-from poolhead.use.cli import main as cli
 from poolhead.data.sources import DEMO_DIR
+from poolhead.run.checkpoint import UntrustedCheckpoint, trusted_target
 from poolhead.run.train import run
+from poolhead.use.cli import main as cli
 
 
 class MeanAgain(poolhead.core.pooling.Mean):

@@ -22,10 +22,10 @@ from conftest import FAST, ROOT, compose_cfg
 
 import poolhead
 from poolhead import build
-from poolhead.use.cli import main as cli
 from poolhead.data.sources import DEMO_DIR
-from poolhead.use.export import ExportRefused, choose
 from poolhead.run.train import run
+from poolhead.use.cli import main as cli
+from poolhead.use.export import ExportRefused, choose
 
 # a real run, as short as one can be: one training step, one validation batch (best.ckpt), no test split
 SHORT = [*FAST, "trainer.limit_train_batches=1", "trainer.limit_val_batches=1", "test=false"]

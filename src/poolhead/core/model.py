@@ -158,7 +158,8 @@ class PoolheadModel(L.LightningModule):
         for module, lr in ((self.encoder, self.lr), (nn.ModuleList([self.pooling, self.head]), self.head_lr)):
             named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
             no_decay = lambda n: n.endswith("bias") or "norm" in n.lower()  # noqa: E731  (the BERT recipe)
-            groups += [{"params": [p for n, p in named if not no_decay(n)], "lr": lr, "weight_decay": self.weight_decay},
+            groups += [{"params": [p for n, p in named if not no_decay(n)], "lr": lr,
+                        "weight_decay": self.weight_decay},
                        {"params": [p for n, p in named if no_decay(n)], "lr": lr, "weight_decay": 0.0}]
         groups = [g for g in groups if g["params"]]
         factory = self.optimizer_factory

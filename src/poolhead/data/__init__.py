@@ -6,11 +6,11 @@ Bad-input policy (README.md in this folder): format problems stop the run with a
 field; rows with an empty text are skipped, counted in `dm.counts` and logged (logger "poolhead.data").
 """
 
+from poolhead.core.task import TaskSpec
 from poolhead.data.module import TextDataModule
 from poolhead.data.read import DataError, Split
 from poolhead.data.sampling import LengthGroupedBatchSampler
 from poolhead.data.sources import DEMO_DIR, DemoSts, KlueSts, StsData, TableData
-from poolhead.core.task import TaskSpec
 
 __all__ = ["DEMO_DIR", "DataError", "DemoSts", "KlueSts", "LengthGroupedBatchSampler", "Split", "StsData",
            "TableData", "TaskSpec", "TextDataModule"]

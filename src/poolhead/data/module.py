@@ -29,12 +29,12 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from transformers import AutoTokenizer
 
-from poolhead.data.read import DataError, Split
-from poolhead.data.sampling import LengthGroupedBatchSampler, sorted_order
-from poolhead.data.tokens import Collate, Encoded, cached_encode, fingerprint
 from poolhead.core.hub import from_hub_or_folder
 from poolhead.core.modes import Mode
 from poolhead.core.task import KINDS, TaskSpec
+from poolhead.data.read import DataError, Split
+from poolhead.data.sampling import LengthGroupedBatchSampler, sorted_order
+from poolhead.data.tokens import Collate, Encoded, cached_encode, fingerprint
 
 log = logging.getLogger("poolhead.data")
 SPLITS = ("train", "val", "test")
@@ -66,8 +66,9 @@ class TextDataModule(L.LightningDataModule):
         if not isinstance(mode, Mode):
             raise TypeError(f"mode must be a poolhead.core.modes.Mode (conf/mode/*.yaml), got {mode!r}")
         if self.pair and not mode.pair:
-            raise ValueError(f"data {self.name!r} holds text pairs, but mode={mode.name} encodes one text. Use mode=cross "
-                             "(the pair joined: [CLS] a [SEP] b [SEP]) or mode=bi (each text encoded on its own).")
+            raise ValueError(f"data {self.name!r} holds text pairs, but mode={mode.name} encodes one text. Use "
+                             "mode=cross (the pair joined: [CLS] a [SEP] b [SEP]) or mode=bi (each text encoded on its "
+                             "own).")
         if not self.pair and mode.pair:
             raise ValueError(f"data {self.name!r} has one text per row, but mode={mode.name} needs pairs. Use "
                              "mode=single, or name the second text's column: data.text_pair=COLUMN.")
@@ -237,8 +238,8 @@ class TextDataModule(L.LightningDataModule):
         for i, labels in enumerate(split.label):
             for name in [labels] if self.task.kind == "class" else labels:
                 if name not in ids:
-                    raise DataError(f"{split.at(i, 'label')}: class label {name!r} does not occur in the training split "
-                                    f"(training labels: {list(ids)})")
+                    raise DataError(f"{split.at(i, 'label')}: class label {name!r} does not occur in the training "
+                                    f"split (training labels: {list(ids)})")
         if self.task.kind == "class":
             return [ids[name] for name in split.label]
         return [[float(name in labels) for name in self.task.label_names] for labels in split.label]
@@ -286,8 +287,8 @@ class TextDataModule(L.LightningDataModule):
         data = self._ready("train", self._data)["train"]
         # batches drawn from (seed, epoch) alone, so a resumed run sees the batches an uninterrupted one sees;
         # group_by_length=false: groups of one batch, i.e. plain random batches
-        sampler = LengthGroupedBatchSampler(data.lengths, self.batch_size, seed=self.seed,
-                                            group_batches=50 if self.group_by_length else 1, steps_done=self._steps_done)
+        sampler = LengthGroupedBatchSampler(data.lengths, self.batch_size, seed=self.seed, steps_done=self._steps_done,
+                                            group_batches=50 if self.group_by_length else 1)
         return self._loader(data, batch_sampler=sampler)
 
     def _steps_done(self) -> int:

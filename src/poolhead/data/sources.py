@@ -6,10 +6,18 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from poolhead.data.module import TextDataModule
-from poolhead.data.read import (STS_NAMES, DataError, Split, build_split, pick_fields, read_sts, read_table,
-                                zero_one_columns)
 from poolhead.core.hub import OfflineError
+from poolhead.data.module import TextDataModule
+from poolhead.data.read import (
+    STS_NAMES,
+    DataError,
+    Split,
+    build_split,
+    pick_fields,
+    read_sts,
+    read_table,
+    zero_one_columns,
+)
 
 log = logging.getLogger("poolhead.data")
 DEMO_DIR = Path(__file__).parent / "demo"

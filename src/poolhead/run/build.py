@@ -16,12 +16,12 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from poolhead.run.checks import check_against_data, check_settings
-from poolhead.data import TextDataModule
+from poolhead import speed
 from poolhead.core.model import PoolheadModel
 from poolhead.core.task import TaskSpec
+from poolhead.data import TextDataModule
 from poolhead.run.checkpoint import Description, checkpoint_file, read_checkpoint
-from poolhead import speed
+from poolhead.run.checks import check_against_data, check_settings
 from poolhead.run.plan import autocast_dtype, resolve
 
 log = logging.getLogger(__name__)

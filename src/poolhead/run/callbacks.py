@@ -108,10 +108,10 @@ class RungReached(Exception):
 
 
 class StopAtStep(L.Callback):
-    """Ends training after `step` optimizer steps as an interruption would, for successive halving (poolhead.sweep.halving):
-    the state goes to `last_path` and nothing else runs (no extra validation, no best-checkpoint update), so the run
-    continued later from that file is the one-go run. Mid-epoch it stops before the next batch starts (raising
-    RungReached); at an epoch's end, after that epoch's validation."""
+    """Ends training after `step` optimizer steps as an interruption would, for successive halving
+    (poolhead.sweep.halving): the state goes to `last_path` and nothing else runs (no extra validation, no
+    best-checkpoint update), so the run continued later from that file is the one-go run. Mid-epoch it stops before
+    the next batch starts (raising RungReached); at an epoch's end, after that epoch's validation."""
 
     def __init__(self, step: int, last_path: str) -> None:
         self.step, self.last_path, self.stopped_at = step, last_path, None

@@ -258,4 +258,5 @@ def _position_limit(config: dict) -> int | None:
 
 def _offset(config: dict) -> int:
     """RoBERTa-style models start positions after the padding index, so 2 of their positions are never usable."""
-    return config.get("pad_token_id", 0) + 1 if config.get("model_type") in ("roberta", "xlm-roberta", "camembert") else 0
+    roberta_like = config.get("model_type") in ("roberta", "xlm-roberta", "camembert")
+    return config.get("pad_token_id", 0) + 1 if roberta_like else 0

@@ -1,7 +1,7 @@
 """Predictions in input order, and the metrics computed from exactly those predictions.
 
 `evaluate` is the one evaluation path: `train.run` scores the best checkpoint with it (results.json and
-predictions.csv come from the same tensors), and `poolhead.load` + `evaluate` reproduces them from the checkpoint alone."""
+predictions.csv come from the same tensors), and `poolhead.load` + `evaluate` reproduces them from the checkpoint."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from poolhead.run.plan import autocast_dtype
 from poolhead.core.model import PoolheadModel, SplitMetrics
+from poolhead.run.plan import autocast_dtype
 
 
 @torch.inference_mode()

@@ -1,5 +1,5 @@
 """One run: build, fit, score the best checkpoint as `poolhead.load` rebuilds it, and leave results.json +
-predictions.csv in the run folder (the output contract in README.md)."""
+predictions.csv in the run folder (the output contract: docs/outputs.md)."""
 
 from __future__ import annotations
 
@@ -22,14 +22,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from poolhead.run.build import build, load
-
-from poolhead.run.callbacks import AtomicCheckpointIO, RNGState, RungReached, StopAtStep, StopOnNonFinite, TrainThroughput
-from poolhead.run.checks import check_settings
 from poolhead.data import DEMO_DIR
+from poolhead.run.build import build, load
+from poolhead.run.callbacks import (
+    AtomicCheckpointIO,
+    RNGState,
+    RungReached,
+    StopAtStep,
+    StopOnNonFinite,
+    TrainThroughput,
+)
+from poolhead.run.checks import check_settings
+from poolhead.run.evaluate import evaluate
 from poolhead.run.loggers import prepare_metrics_file
 from poolhead.run.plan import plan_run
-from poolhead.run.evaluate import evaluate
 from poolhead.run.record import atomic_write
 
 log = logging.getLogger(__name__)
@@ -198,7 +204,8 @@ def environment() -> dict[str, Any]:
                              cwd=Path(__file__).parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         git = None
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({platform.processor() or platform.machine()})"
+    cpu = f"cpu ({platform.processor() or platform.machine()})"
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else cpu
     return {"git": git, "torch": torch.__version__, "transformers": transformers.__version__,
             "lightning": L.__version__, "device": device, "threads": torch.get_num_threads()}
 

@@ -195,7 +195,8 @@ def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.exists() else 0
 
 
-def _pad_batch(ids: dict[str, np.ndarray], starts: np.ndarray, lengths: np.ndarray, rows: np.ndarray) -> dict[str, Tensor]:
+def _pad_batch(ids: dict[str, np.ndarray], starts: np.ndarray, lengths: np.ndarray, rows: np.ndarray
+               ) -> dict[str, Tensor]:
     width = int(lengths[rows].max())
     out = {}
     for name in ("input_ids", "token_type_ids"):

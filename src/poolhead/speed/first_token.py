@@ -51,7 +51,9 @@ def _first_token_layer(layer: nn.Module, first: dict[str, Tensor], fast_dropout:
     rows = torch.arange(len(hidden), device=hidden.device)
     index = first.get("index", torch.zeros_like(rows))
     query_in = hidden[rows, index].unsqueeze(1)  # [B, 1, H]
-    split = lambda x: x.view(len(hidden), -1, heads.num_attention_heads, heads.attention_head_size).transpose(1, 2)  # noqa: E731
+    def split(x: Tensor) -> Tensor:  # [B, T, H] -> [B, heads, T, H / heads]
+        return x.view(len(hidden), -1, heads.num_attention_heads, heads.attention_head_size).transpose(1, 2)
+
     mask = None if attention_mask is None else attention_mask[rows, :, index].unsqueeze(2)  # [B, 1, 1, T]
     attention = scaled_dot_product_attention if fast_dropout else F.scaled_dot_product_attention
     context = attention(split(heads.query(query_in)), split(heads.key(hidden)), split(heads.value(hidden)),

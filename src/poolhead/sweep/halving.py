@@ -25,7 +25,6 @@ from typing import Any, Sequence
 from omegaconf import DictConfig, OmegaConf
 
 from poolhead.run.record import NOT_IDENTITY, read_json
-
 from poolhead.sweep.jobs import job_dirname
 
 log = logging.getLogger(__name__)

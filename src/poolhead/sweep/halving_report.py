@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from poolhead.sweep.halving import RESULTS, Rung
 from poolhead.run.record import read_json
+from poolhead.sweep.halving import RESULTS, Rung
 
 
 def compute_spent(folders: dict[tuple[str, Any], Path]) -> dict[str, Any]:

@@ -1,18 +1,8 @@
-"""Sweeps that can be run again: a job's identity, the skip/resume decision, a GPU per parallel job, exit status.
+"""Sweeps that can be run again: the skip/resume decision per job, claims, a GPU per parallel job, exit status.
 
-- A job folder is named by its overrides (`job_dirname`, used by `hydra.sweep.subdir`), never by its position in
-  the grid, so a reordered or grown grid finds its finished jobs again; Hydra's job number is kept as a display
-  (`.hydra/hydra.yaml`, read by the report).
-- A job's identity is `config_hash`: its resolved config, without where files live (`paths`, the bundled MiniLM's
-  folder among them) and without how it is started (`resume`, `ckpt_path`, the progress bar). results.json records
-  it, and the config itself: a record whose config differs only by keys added to poolhead since it ran still counts
-  as this config (`_same_config`).
-- `prepare_job` (train.py calls it before `run`): in a multirun with `resume=true`, a job already `ok` with the same
-  hash is skipped without building anything; an interrupted or failed job continues from its own last.ckpt (one
-  that is truncated or corrupt is set aside with the job's other outputs, and the job starts over);
-  outputs of another config move to the job's `superseded/<time>/` first (never deleted; the log names the changed
-  keys), so Lightning never writes `-v1` files beside stale ones.
-- `ExitStatusCallback`: a multirun with a failed job exits 1 after every job ran and the report was written."""
+A job folder is named by its overrides (`job_dirname`), never by its place in the grid, so a reordered or grown grid
+finds its finished jobs; `prepare_job` skips a job already `ok` under the same identity (`poolhead.run.record`),
+resumes an interrupted one from its own last.ckpt, and moves outputs of another config to `superseded/<time>/`."""
 
 from __future__ import annotations
 
@@ -34,8 +24,16 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from poolhead.core.direction import monitor_mode
-from poolhead.run.record import (CLAIM_FILE, JOB_FILE, SUPERSEDED, atomic_write, config_hash, identity, portable,
-                                 read_json)
+from poolhead.run.record import (
+    CLAIM_FILE,
+    JOB_FILE,
+    SUPERSEDED,
+    atomic_write,
+    config_hash,
+    identity,
+    portable,
+    read_json,
+)
 
 log = logging.getLogger(__name__)
 KEEP_IN_PLACE = (".hydra", "train.log", JOB_FILE, SUPERSEDED, CLAIM_FILE)  # what a job's retraining never moves aside

@@ -126,8 +126,8 @@ def predict_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from poolhead.data.read import DataError, build_split, read_table
-    from poolhead.use.predict import predict_texts
     from poolhead.run.evaluate import prediction_frame
+    from poolhead.use.predict import predict_texts
 
     model = _load(args.run, args.device, args.trust_remote_code)
     columns = column_names(model, args)
@@ -196,8 +196,8 @@ def _plain(value: Any) -> Any:
 
 # --- eval -------------------------------------------------------------------------------------------------------
 def eval_command(args: argparse.Namespace) -> int:
-    from poolhead.use.predict import data_for
     from poolhead.run.evaluate import evaluate
+    from poolhead.use.predict import data_for
 
     data = compose_data(args.overrides, args.config_dir)
     model = _load(args.run, args.device, args.trust_remote_code)
@@ -212,7 +212,8 @@ def eval_command(args: argparse.Namespace) -> int:
     name = datamodule.name
     precision = args.precision or model.description.precision
     entry: dict[str, Any] = {"data": data, "checkpoint": str(_checkpoint(args.run)), "metrics": {}, "rows": {},
-                             "seconds": {}, "precision": precision, "predictions": str(path.parent / f"eval_{name}.csv")}
+                             "seconds": {}, "precision": precision,
+                             "predictions": str(path.parent / f"eval_{name}.csv")}
     frames = []
     for split in splits:
         frame, metrics, seconds = evaluate(model, datamodule, split, args.precision)

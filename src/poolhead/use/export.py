@@ -1,36 +1,11 @@
 """A trained poolhead model as a folder that sentence-transformers or transformers load, with the same scores.
 
-    from poolhead.use.export import export
     export(poolhead.load("logs/train/runs/<run>"), "exported/", fmt="auto")
 
 One function per format; `refusal(model, fmt)` says why a format cannot hold a model exactly (None: it can). Every
-export is checked before it is kept: the folder is loaded back with its library and scored on probe pairs against
-poolhead's own outputs; a difference removes the folder and raises.
-
-What each format holds exactly (auto picks the first that fits the model's mode):
-
-    sentence-transformers  mode=bi;  pooling pooler, cls, mean, max, mean_sqrt_len or weighted_mean;
-      (SentenceTransformer)  head=regression (the cosine; hidden layers become Dense layers)
-    cross-encoder          mode=cross;  the same poolings;  head=regression (any loss, hidden layers), classification
-      (CrossEncoder)         (classes; score bins: 2 bins only), multilabel
-    transformers           mode=cross or single;  pooling=pooler;  a linear head: regression (mse/l1/huber),
-      (AutoModelFor...)      classification on classes, multilabel
-
-Fast backends (`backend="onnx"|"openvino"`, `quantize="int8"`): the sentence-transformers and cross-encoder folders
-also get sentence-transformers' own ONNX / OpenVINO files (its exporters, its file names: onnx/model.onnx,
-onnx/model_qint8_<isa>.onnx, openvino/openvino_model.xml, openvino/openvino_model_qint8_quantized.xml), beside the
-torch weights. An fp32 backend file must give the torch outputs on the probe pairs to BACKEND_TOLERANCE; an int8 file
-is scored on the run's own dev split and kept only when it loses at most `max_loss` of the main metric (Spearman for
-scores; default 0.005 = 0.5 points). The transformers format holds no backend file (refused, with the reason).
-
-Refused everywhere: `attention` and custom poolings (no sentence-transformers Pooling mode computes them),
-`encoder.layers` other than [-1] (the formats read the last layer only), a classification head in mode=bi (it reads
-(u, v, |u - v|), which no format holds), and a classification head on K > 2 score bins (the expected score is a
-softmax-weighted sum of bin centres, which no Dense layer computes; 2 bins are a sigmoid). sentence-transformers'
-weightedmean weighs token i of a text by i (1-based, real tokens only), as poolhead's WeightedMean does; `pooler` is
-their cls pooling followed by a Dense with the pooler's weights and Tanh. Scores stay on the data's scale (the range
-is folded into the last Dense / classifier), except a bi-encoder's cosine: (pred - low) / (high - low).
-"""
+export is loaded back with its library and scored on probe pairs against poolhead's own outputs before it is kept;
+ONNX / OpenVINO files are checked the same way (int8: on the run's dev split, within `max_loss`). What each format
+holds and why the others are refused: docs/export.md."""
 
 from __future__ import annotations
 
@@ -46,10 +21,10 @@ import yaml
 from torch import nn
 
 from poolhead.core import pooling as P
-from poolhead.speed.cache import CachedEncoder
 from poolhead.core.encoder import Encoder
 from poolhead.core.heads import ClassificationHead, MultiLabelHead, RegressionHead
 from poolhead.core.model import PoolheadModel
+from poolhead.speed.cache import CachedEncoder
 
 FORMATS = ("sentence-transformers", "cross-encoder", "transformers")
 BACKENDS = ("torch", "onnx", "openvino")
@@ -500,8 +475,10 @@ def add_backend(model: PoolheadModel, folder: Path, fmt: str, backend: str, quan
 def _quantized(model: PoolheadModel, folder: Path, fmt: str, backend: str, loaded: Any,
                max_loss: float) -> dict[str, Any]:
     """Write the int8 file with sentence-transformers' exporter, score it on the run's dev split, refuse a loss."""
-    from sentence_transformers.backend import (export_dynamic_quantized_onnx_model,
-                                               export_static_quantized_openvino_model)
+    from sentence_transformers.backend import (
+        export_dynamic_quantized_onnx_model,
+        export_static_quantized_openvino_model,
+    )
 
     from poolhead.use.predict import data_for
 

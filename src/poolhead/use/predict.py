@@ -9,9 +9,9 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Subset
 
+from poolhead.core.model import PoolheadModel
 from poolhead.data.sampling import sorted_order
 from poolhead.data.tokens import Collate, Encoded, encode
-from poolhead.core.model import PoolheadModel
 from poolhead.run.evaluate import outputs
 
 

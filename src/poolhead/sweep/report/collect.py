@@ -10,7 +10,9 @@ import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-GUESS_MIN = ("loss", "mse", "mae", "rmse", "error")  # only for results.json without monitor_mode
+# Reader of old records: results.json from before `monitor_mode` was recorded (November 2026) gets its direction
+# guessed from the metric's name; delete when no such sweep is kept (every committed study record has the field).
+GUESS_MIN = ("loss", "mse", "mae", "rmse", "error")
 
 
 def parse_overrides(lines: list[str]) -> dict[str, Any]:
