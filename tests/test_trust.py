@@ -116,3 +116,17 @@ def test_tokenizer_file_names_must_be_plain_names(trained, tmp_path, monkeypatch
     with pytest.raises(UntrustedCheckpoint, match="is not a plain file name"):
         load(evil)
     assert sorted(p for p in tmp_path.rglob("*") if p.is_file()) == before, "nothing written"
+
+
+def test_weights_that_do_not_fit_or_a_newer_format_say_so_naming_the_file(trained, tmp_path):
+    """Bugs caught: torch's raw load_state_dict error (hundreds of key names) as the only message; a checkpoint of a
+    later poolhead read as if it were this one's."""
+    def drop_a_weight(c):
+        c["state_dict"].pop(next(iter(c["state_dict"])))
+
+    bad = crafted(trained, tmp_path, drop_a_weight)
+    with pytest.raises(ValueError, match=rf"{bad}: its weights do not fit the model its own description builds"):
+        load(bad)
+    newer = crafted(trained, tmp_path, lambda c: c["poolhead"].__setitem__("version", 99))
+    with pytest.raises(ValueError, match=rf"{newer}: written by a newer poolhead \(checkpoint version 99"):
+        load(newer)

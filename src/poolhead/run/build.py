@@ -87,6 +87,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", trust_remot
     encoder = make(encoder_cfg, _convert_="all")  # a plain dict config: transformers serialises it
     encoder.tokenizer = description.tokenizer()
     model = build_model(cfg, description.task_spec, encoder)
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError) as err:  # torch lists every key; the first lines say which part does not fit
+        lines = str(err).strip().splitlines()
+        raise ValueError(f"{ckpt_path}: its weights do not fit the model its own description builds ("
+                         f"{' '.join(lines[:2])[:300]}...): the file was edited or damaged; use another checkpoint "
+                         "or retrain") from None
     model.description = description
     return model.to(map_location).eval()

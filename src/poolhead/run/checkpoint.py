@@ -65,8 +65,12 @@ class Description:
         missing = [f.name for f in dataclasses.fields(cls) if f.name not in entry and f.name != "version"]
         if missing:
             raise ValueError(f"{source}: its poolhead description lacks {', '.join(missing)}; retrain the model")
+        version = entry.get("version", CHECKPOINT_VERSION)
+        if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+            raise ValueError(f"{source}: written by a newer poolhead (checkpoint version {version!r}; this poolhead "
+                             f"reads up to {CHECKPOINT_VERSION}): upgrade poolhead to load it")
         described = cls(current_targets(entry["config"]), entry["task"], entry["encoder_config"],
-                        entry["tokenizer_files"], entry.get("version", CHECKPOINT_VERSION))
+                        entry["tokenizer_files"], version)
         if not trust_remote_code:
             check_targets(described.config, source)
         check_file_names(described.tokenizer_files, source)
