@@ -294,6 +294,23 @@ def test_eval_on_the_training_data_repeats_the_runs_metrics(demo_run):
     assert Path(entry["predictions"]).exists()
 
 
+def test_eval_of_another_file_of_the_same_format_keeps_the_earlier_entry(demo_run, tmp_path):
+    """Bug caught: two folders (or csv files) of one data format share a data name, and the second eval replaced the
+    first one's entry in eval.json."""
+    other = tmp_path / "other"
+    other.mkdir()
+    for split in ("train", "dev"):
+        lines = (DEMO_DIR / f"sts-{split}.csv").read_text().splitlines()
+        (other / f"sts-{split}.csv").write_text("\n".join(lines[:40]) + "\n")
+    out = tmp_path / "eval.json"
+    for folder in (DEMO_DIR, other, DEMO_DIR):
+        assert cli(["eval", str(demo_run), "data=stsb", f"data.dir={folder}", "--split", "val", "--output",
+                    str(out)]) == 0
+    entries = json.loads(out.read_text())
+    assert len(entries) == 2, list(entries)  # the third eval is of the first folder again: same entry
+    assert sorted(e["rows"]["val"] for e in entries.values()) == [40, 100]
+
+
 def test_eval_refuses_other_tasks_and_non_data_overrides(demo_run, tmp_path, capsys):
     assert cli(["eval", str(demo_run), "data=csv", f"data.train={class_pairs(tmp_path)}", "data.text_pair=text_pair",
                 "data.task=class"]) == 1

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import re
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from poolhead.run.checks import CONF_DIR
+from poolhead.run.record import atomic_write
 from poolhead.speed.cache import FeatureCache, folder_size
 
 FORMAT_CHOICES = ("auto", "sentence-transformers", "cross-encoder", "transformers")
@@ -209,7 +211,8 @@ def eval_command(args: argparse.Namespace) -> int:
     splits = args.split or ["val"] + (["test"] if datamodule.has_test else [])
     run_dir = run_folder(Path(args.run))
     path = args.output or run_dir / "eval.json"
-    name = datamodule.name
+    results = json.loads(path.read_text()) if path.exists() else {}
+    name = entry_name(datamodule.name, data, results)
     precision = args.precision or model.description.precision
     entry: dict[str, Any] = {"data": data, "checkpoint": str(_checkpoint(args.run)), "metrics": {}, "rows": {},
                              "seconds": {}, "precision": precision,
@@ -227,8 +230,7 @@ def eval_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
     pd.concat(frames, ignore_index=True).to_csv(entry["predictions"], index=False)
-    results = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps(results | {name: entry}, indent=2, default=str) + "\n")
+    atomic_write(path, json.dumps(results | {name: entry}, indent=2, default=str) + "\n")
     main_metric = model.task.monitor
     for split in splits:
         value = entry["metrics"][f"{split}/{main_metric}"]
@@ -237,6 +239,15 @@ def eval_command(args: argparse.Namespace) -> int:
         print(f"{name} {split}: {main_metric} {value:.4f} ({entry['rows'][split]} rows){also}")
     print(f"wrote {path} (entry {name!r}) and {entry['predictions']}")
     return 0
+
+
+def entry_name(name: str, data: dict[str, Any], results: dict[str, Any]) -> str:
+    """eval.json's key for `data`: its data name, or, when that key holds another data config (two csv files, two
+    folders of one format), the name with a hash of this config, so an earlier entry is never replaced."""
+    held = results.get(name)
+    if held is None or held.get("data") == json.loads(json.dumps(data, default=str)):
+        return name
+    return f"{name}-{hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]}"
 
 
 def compose_data(overrides: list[str], config_dir: Path) -> dict[str, Any]:
