@@ -95,7 +95,7 @@ class PoolheadModel(L.LightningModule):
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_factory = scheduler
         self.lr, self.head_lr, self.weight_decay, self.warmup_ratio = lr, head_lr or lr, weight_decay, warmup_ratio
-        self.metrics = nn.ModuleDict({s: SplitMetrics(task, self.head, f"{s}/") for s in ("val",)})
+        self.metrics = nn.ModuleDict({"val": SplitMetrics(task, self.head, "val/")})
 
     description: Any = None  # set by poolhead.build (poolhead.run.checkpoint.Description): what load rebuilds from
     run_config: Any = None  # set by poolhead.build: the resolved config it was built from (poolhead.run.plan.resolve)

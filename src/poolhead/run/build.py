@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from poolhead.run.checkpoint import Description, checkpoint_file, read_checkpoin
 from poolhead.run.checks import check_against_data, check_settings
 from poolhead.run.plan import autocast_dtype, resolve
 
-log = logging.getLogger(__name__)
 
 
 def build(cfg: DictConfig) -> tuple[TextDataModule, PoolheadModel]:

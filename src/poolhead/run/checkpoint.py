@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import logging
 import pickle
 import re
 import tempfile
@@ -21,7 +20,6 @@ from poolhead.core.model import PoolheadModel
 from poolhead.core.task import TaskSpec
 from poolhead.run.record import current_targets
 
-log = logging.getLogger(__name__)
 CHECKPOINT_VERSION = 1
 SAVED_GROUPS = ("encoder", "pooling", "head", "mode", "data", "optim", "seed", "monitor", "monitor_mode",
                 "cache_features")

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from poolhead.run.checkpoint import read_checkpoint
 from poolhead.run.checks import SettingsError
 from poolhead.run.record import NOT_IDENTITY, config_hash, current_targets
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,6 @@ class RunPlan:
     global step (None: from scratch)."""
 
     cfg: DictConfig
-    out_dir: Path
     resume_from: str | None = None
     resume_step: int | None = None
 
@@ -47,12 +44,11 @@ def plan_run(cfg: DictConfig, ckpt_path: str | None = None) -> RunPlan:
     """The plan of a run of `cfg`; `ckpt_path` (a sweep resuming its own job) or `cfg.ckpt_path` names the
     checkpoint to continue from, whose run's saved config it trains under. Raises when the resume cannot start."""
     out_dir = Path(cfg.paths.output_dir)
-    if ckpt_path:
-        cfg = OmegaConf.merge(cfg, {"ckpt_path": ckpt_path})
+    cfg = OmegaConf.merge(cfg, {"ckpt_path": ckpt_path} if ckpt_path else {})  # a copy: the caller's stays as it is
     cfg = resume_config(cfg, out_dir)
     resume = resume_path(cfg, out_dir)
     OmegaConf.set_readonly(cfg, True)
-    return RunPlan(cfg, out_dir, *(resume or (None, None)))
+    return RunPlan(cfg, *(resume or (None, None)))
 
 
 def resolve(cfg: DictConfig, task: TaskSpec) -> DictConfig:
@@ -99,7 +95,6 @@ def resume_config(cfg: DictConfig, out_dir: Path) -> DictConfig:
         for key in NOT_IDENTITY:
             OmegaConf.update(saved, key, OmegaConf.select(cfg, key, default=None), force_add=True)
     return saved
-
 
 
 def cpu_computes_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:

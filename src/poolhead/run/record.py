@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 import os
 import tempfile
 from pathlib import Path
@@ -16,7 +15,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-log = logging.getLogger(__name__)
 CLAIM_FILE = ".claim.lock"  # flock'ed by the process training the job (released when it moves on or dies)
 JOB_FILE = "job.json"      # written when a job starts training: the config (and its hash) its checkpoints belong to
 SUPERSEDED = "superseded"  # a job's outputs of an earlier config, kept (the report reads immediate subfolders only)
@@ -61,8 +59,8 @@ os.umask(_UMASK)
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """16 hex digits of sha256 over `identity(cfg)`. Call it before `poolhead.build`, which fills in `monitor`,
-    `monitor_mode` and the precision."""
+    """16 hex digits of sha256 over `identity(cfg)`, of the config as composed (`run.plan.RunPlan.config_hash`),
+    before `run.plan.resolve` fills in `monitor`, `monitor_mode` and the precision."""
     text = json.dumps(identity(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -91,31 +89,33 @@ MOVED_MODULES = {"poolhead.encoder": "poolhead.core.encoder", "poolhead.pooling"
 
 def current_targets(config: Any) -> Any:
     """`config` with every `_target_` of a moved module named by its module today."""
-    if isinstance(config, dict):
-        return {key: _moved(value) if key == "_target_" else current_targets(value) for key, value in config.items()}
-    if isinstance(config, list):
-        return [current_targets(value) for value in config]
-    return config
-
-
-def _moved(target: Any) -> Any:
-    module, _, name = str(target).rpartition(".")
-    return f"{MOVED_MODULES[module]}.{name}" if isinstance(target, str) and module in MOVED_MODULES else target
+    return _rewrite_leaves(config, _moved)
 
 
 def portable(config: Any) -> Any:
     """A record's config as a config of today would read: `_target_`s of moved modules renamed (`current_targets`),
     the bundled MiniLM's install folder as `<paths.minilm>` (records from before that folder moved into `paths` hold
     the folder of the machine that ran them)."""
-    return _bundled(current_targets(config))
+    return _rewrite_leaves(config, lambda key, value: _bundled(_moved(key, value)))
 
 
-def _bundled(config: Any) -> Any:
+def _rewrite_leaves(config: Any, rewrite: Any, key: Any = None) -> Any:
+    """`config` (dicts and lists) with every leaf replaced by `rewrite(its key, its value)`."""
     if isinstance(config, dict):
-        return {key: _bundled(value) for key, value in config.items()}
+        return {k: _rewrite_leaves(value, rewrite, k) for k, value in config.items()}
     if isinstance(config, list):
-        return [_bundled(value) for value in config]
-    return "<paths.minilm>" if isinstance(config, str) and config.rstrip("/").endswith(BUNDLED_MODEL) else config
+        return [_rewrite_leaves(value, rewrite, key) for value in config]
+    return rewrite(key, config)
+
+
+def _moved(key: Any, value: Any) -> Any:
+    module, _, name = str(value).rpartition(".")
+    moved = key == "_target_" and isinstance(value, str) and module in MOVED_MODULES
+    return f"{MOVED_MODULES[module]}.{name}" if moved else value
+
+
+def _bundled(value: Any) -> Any:
+    return "<paths.minilm>" if isinstance(value, str) and value.rstrip("/").endswith(BUNDLED_MODEL) else value
 
 
 def read_json(path: Path) -> dict[str, Any]:
