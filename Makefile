@@ -5,11 +5,11 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install train test test-slow bench bench-quick data-readme clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)   # first: an unpinned torch pulls gigabytes of CUDA wheels
-	$(PY) -m pip install -q -e ".[test,bench,sweeps]"
+	$(PY) -m pip install -q -e ".[test,bench,sweeps,mteb]"
 	touch $@
 
 install: $(VENV)/.installed
