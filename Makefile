@@ -1,9 +1,9 @@
-# make train | test | test-slow | bench | bench-quick    (creates .venv with pinned CPU torch first, then the project)
+# make train | test | test-slow | test-backends | bench | bench-quick   (.venv: pinned CPU torch, then the project)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: install train test test-slow bench bench-quick data-readme clean
+.PHONY: install train test test-slow test-backends bench bench-quick data-readme clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -14,6 +14,16 @@ $(VENV)/.installed: pyproject.toml Makefile
 
 install: $(VENV)/.installed
 
+# OpenVINO exports run in their own venv: optimum-intel pins an older transformers than the project venv's;
+# $(TORCH) again in the last step, or optimum-intel's torchvision pulls a newer torch with CUDA wheels
+OV_VENV ?= .venv-openvino
+$(OV_VENV)/.installed: pyproject.toml Makefile
+	python3 -m venv $(OV_VENV)
+	$(OV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OV_VENV)/bin/python -m pip install -q $(TORCH)
+	$(OV_VENV)/bin/python -m pip install -q $(TORCH) -e ".[openvino,test]"
+	touch $@
+
 train: install
 	$(PY) train.py
 
@@ -22,6 +32,9 @@ test: install        # everything but the end-to-end runs marked slow: under 10 
 
 test-slow: install   # the end-to-end runs marked slow (kills, sweeps, real fine-tunes, exports); CI runs both
 	$(PY) -m pytest -n 2 -m slow --durations=15
+
+test-backends: $(OV_VENV)/.installed   # export --backend openvino [--quantize int8], loaded back (docs/export.md)
+	$(OV_VENV)/bin/python -m pytest -n 2 tests/test_backends.py --durations=5
 
 bench: install
 	$(PY) benchmarks/run.py
@@ -34,4 +47,4 @@ data-readme: install   # the bad-input count in src/poolhead/data/README.md, fro
 	sed -i -E "s/[0-9]+ bad-input test cases/$$n bad-input test cases/" src/poolhead/data/README.md; echo "$$n bad-input test cases"
 
 clean:
-	rm -rf $(VENV) logs outputs multirun
+	rm -rf $(VENV) $(OV_VENV) logs outputs multirun
