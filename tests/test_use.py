@@ -475,3 +475,16 @@ def test_predict_writes_back_the_data_it_read_unchanged(demo_run, tmp_path, caps
                 str(tmp_path / "rows.jsonl"), "--quiet"]) == 1
     assert "is the input file" in capsys.readouterr().err
     assert (tmp_path / "rows.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("suffix, content, flag", [
+    (".csv", "text,other\nA cat.,A dog.\n", "--text COLUMN"),
+    (".jsonl", '{"sentence1": "A cat.", "other": "A dog."}\n', "--text-pair COLUMN"),
+])
+def test_predict_missing_column_names_the_predict_flag_not_a_train_key(demo_run, tmp_path, capsys, suffix, content,
+                                                                      flag):
+    path = tmp_path / f"rows{suffix}"
+    path.write_text(content)
+    assert cli(["predict", str(demo_run), "--input", str(path), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert flag in err and "data." not in err, err

@@ -117,14 +117,15 @@ def read_sts(path: Path, header: bool = False) -> list[Row]:
     return rows
 
 
-def read_table(path: Path, columns: dict[str, str], optional: Sequence[str] = (),
-               keep_record: bool = False) -> tuple[list[Row], str]:
+def read_table(path: Path, columns: dict[str, str], optional: Sequence[str] = (), keep_record: bool = False,
+               setting: str = "data.{key}=COLUMN") -> tuple[list[Row], str]:
     """Rows of a .csv (header, "-quoting), .tsv (header, tab-separated, no quoting), .jsonl (an object a line) or
     .json (a list of objects; columns may be dotted paths like labels.real-label), mapped to the keys of `columns`
     ({"text": column, ...}). Returns the rows and the unit their numbers count ("line" or "item").
 
     optional: keys of `columns` whose column may be absent (the row then lacks the key, e.g. unlabelled rows to
-    predict). keep_record: each row also holds "record", the whole input row (every column), to write back."""
+    predict). keep_record: each row also holds "record", the whole input row (every column), to write back.
+    setting: how the caller names a column, as the error for a missing one says it (predict: "--{flag} COLUMN")."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv", ".tab", ".jsonl", ".json"):
         raise DataError(f"{path}: unknown file type {suffix!r}; use .csv, .tsv, .jsonl or .json")
@@ -135,8 +136,8 @@ def read_table(path: Path, columns: dict[str, str], optional: Sequence[str] = ()
         records, unit = _jsonl_lines(path, text), "line"
     else:
         required = {k: c for k, c in columns.items() if k not in optional}
-        records, unit = _delimited_lines(path, text, required, "," if suffix == ".csv" else "\t"), "line"
-    rows = [(where, pick_fields(record, columns, f"{path} {unit} {where}", optional)
+        records, unit = _delimited_lines(path, text, required, "," if suffix == ".csv" else "\t", setting), "line"
+    rows = [(where, pick_fields(record, columns, f"{path} {unit} {where}", optional, setting)
              | ({"record": record} if keep_record else {})) for where, record in records]
     if not rows:
         raise DataError(f"{path}: no data rows")
@@ -182,7 +183,8 @@ def build_split(rows: Iterable[Row], source: str, unit: str, *, pair: bool, task
     return split
 
 
-def pick_fields(record: dict, columns: dict[str, str], at: str, optional: Sequence[str] = ()) -> dict[str, Any]:
+def pick_fields(record: dict, columns: dict[str, str], at: str, optional: Sequence[str] = (),
+                setting: str = "data.{key}=COLUMN") -> dict[str, Any]:
     """{key: record[column]} for each key -> column (dotted columns reach into nested objects); missing: DataError,
     unless the key is `optional` (then it is left out)."""
     row = {}
@@ -192,7 +194,7 @@ def pick_fields(record: dict, columns: dict[str, str], at: str, optional: Sequen
             del row[key]
         elif row[key] is _MISSING:
             raise DataError(f"{at}, field {column}: missing (this row has {sorted(record)}; "
-                            f"set data.{key}=COLUMN to read another one)")
+                            f"set {_setting(setting, key)} to read another one)")
     return row
 
 
@@ -277,7 +279,12 @@ def _text(value: Any, at: str) -> str:
     return value
 
 
-def _delimited_lines(path: Path, text: str, columns: dict[str, str], delimiter: str) -> list[tuple[int, dict]]:
+def _setting(template: str, key: str) -> str:
+    return template.format(key=key, flag=key.replace("_", "-"))
+
+
+def _delimited_lines(path: Path, text: str, columns: dict[str, str], delimiter: str,
+                     setting: str) -> list[tuple[int, dict]]:
     quoting = csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting, strict=True)
     records = []
@@ -286,7 +293,7 @@ def _delimited_lines(path: Path, text: str, columns: dict[str, str], delimiter: 
         for key, column in columns.items():
             if column not in header:
                 raise DataError(f"{path} line 1, field {column}: no such column (columns: {header}); "
-                                f"set data.{key}=COLUMN")
+                                f"set {_setting(setting, key)}")
         end = reader.line_num  # a row starts on the line after the previous one ended (quoted fields span lines)
         for fields in reader:
             no, end = end + 1, reader.line_num

@@ -138,7 +138,7 @@ def predict_command(args: argparse.Namespace) -> int:
     if output.resolve() == path.resolve():
         raise ValueError(f"--output {output} is the input file: predictions go to another file (default: "
                          f"{path.with_name(f'{path.stem}.pred{path.suffix}')}), the input is never overwritten")
-    rows, unit = read_table(path, columns, optional=("label",), keep_record=True)
+    rows, unit = read_table(path, columns, optional=("label",), keep_record=True, setting="--{flag} COLUMN")
     labelled = [where for where, row in rows if "label" in row]
     if labelled and len(labelled) < len(rows):
         missing = next(where for where, row in rows if "label" not in row)
