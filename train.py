@@ -1,5 +1,6 @@
 """python train.py [group=option ...] [key=value ...]   (see README.md)"""
 
+import signal
 import sys
 
 import hydra
@@ -15,6 +16,12 @@ from poolhead.sweep.jobs import prepare_job, release_job
 def main(cfg: DictConfig) -> float | None:
     try:
         return train(cfg)
+    except SystemExit:  # interrupted (SIGTERM): a sweep says what finished before it stops, non-zero
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            from poolhead.sweep.jobs import report_interrupted
+
+            report_interrupted(HydraConfig.get().sweep.dir)
+        raise
     finally:
         release_job()  # the job's claim ends with it (a parallel launcher's worker goes on to other jobs)
 
@@ -25,14 +32,7 @@ def train(cfg: DictConfig) -> float | None:
         from poolhead.run.train import quiet_known_noise, run  # here: a re-run sweep that skips all never imports torch
 
         quiet_known_noise()
-        try:
-            results = run(cfg, ckpt_path=resume_from)
-        except SystemExit:  # interrupted (SIGTERM): a sweep says what finished before it stops, non-zero
-            if HydraConfig.get().mode == RunMode.MULTIRUN:
-                from poolhead.sweep.jobs import report_interrupted
-
-                report_interrupted(HydraConfig.get().sweep.dir)
-            raise
+        results = run(cfg, ckpt_path=resume_from)
     single_run = HydraConfig.get().mode != RunMode.MULTIRUN
     if results["status"] != "ok" and single_run:
         where = "nothing of the run was changed" if results.get("resumable") is False else \
@@ -45,5 +45,14 @@ def train(cfg: DictConfig) -> float | None:
     return results.get("metrics", {}).get(results.get("monitor"))  # for Hydra sweepers that optimise
 
 
+def interrupt(signum: int, frame: object) -> None:
+    """SIGTERM outside fit (data, model, evaluation, between jobs) is an interruption like one inside it: the run
+    records it and the process exits 143. Inside fit Lightning's own handler calls this one too: it stops there."""
+    if signal.getsignal(signal.SIGTERM) is interrupt:
+        raise SystemExit(128 + signal.SIGTERM)
+
+
 if __name__ == "__main__":
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a launcher's own handler (submitit) is left as it is
+        signal.signal(signal.SIGTERM, interrupt)
     main()

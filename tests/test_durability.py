@@ -139,6 +139,45 @@ def test_sigterm_ends_a_sweep_non_zero_after_reporting_what_finished(tmp_path):
     assert statuses == ["failed", "ok"]
 
 
+# a pause after the data and the model are built, before fit: Lightning's SIGTERM handler is not installed yet
+NAP = ["++logger.nap._target_=time.sleep", "++logger.nap._args_=[60]"]
+
+
+def wait_for_line(text: str, log: Path, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not (log.exists() and text in log.read_text()):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"no {text!r} in {log} after {seconds} s"
+        time.sleep(0.05)
+
+
+def test_sigterm_outside_fit_ends_a_run_non_zero_with_a_record_that_says_so(tmp_path):
+    folder = tmp_path / "run"
+    proc = start_train_py(*FAST, *NAP, f"hydra.run.dir={folder}")
+    wait_for_line("val: read", folder / "train.log", proc)
+    time.sleep(1.0)  # into the nap
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (proc.returncode, err[-3000:])  # not -15: killed with no record
+    record = json.loads((folder / "results.json").read_text())
+    assert record["status"] == "failed" and record["error"].startswith("interrupted"), record["error"]
+    assert not (folder / "checkpoints").exists()  # it was stopped before fit
+
+
+def test_sigterm_outside_fit_ends_a_sweep_non_zero_with_its_report(tmp_path):
+    sweep = tmp_path / "sweep"
+    proc = start_train_py("-m", "seed=1", *FAST, *NAP, f"hydra.sweep.dir={sweep}")
+    wait_for("*/train.log", sweep, proc)
+    (log,) = sweep.glob("*/train.log")
+    wait_for_line("val: read", log, proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, (proc.returncode, err[-3000:])
+    assert "sweep interrupted: 0 finished job(s) reported in" in err, err[-3000:]
+    assert (sweep / "summary.md").exists()
+
+
 @pytest.mark.slow
 def test_a_second_run_into_a_finished_runs_folder_keeps_the_first(tmp_path):
     folder = tmp_path / "run"
