@@ -326,3 +326,19 @@ def test_ddp_trains_one_job_on_two_processes(tmp_path):
     done = json.loads((tmp_path / "results.json").read_text())
     assert done["status"] == "ok" and "val/spearman" in done["metrics"]
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 5
+
+
+@pytest.mark.parametrize("blocked", ["a file where a folder is", "read-only"])
+def test_a_sweep_folder_it_cannot_write_stops_with_one_line_before_any_job(tmp_path, blocked):
+    if blocked == "read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        (tmp_path / "ro").mkdir(mode=0o555)
+        sweep = tmp_path / "ro" / "sweep"
+    else:
+        (tmp_path / "file").write_text("")
+        sweep = tmp_path / "file" / "sweep"
+    proc = train_py("-m", "seed=1,2", *FAST, f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"hydra.sweep.dir={sweep}: cannot write there" in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Seed set" not in proc.stdout + proc.stderr, proc.stderr[-3000:]

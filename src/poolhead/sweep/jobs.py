@@ -279,9 +279,13 @@ class ExitStatusCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)  # also for sweepers that write into it before any job (Optuna)
         self.marker = sweep_dir / ".multirun_started"  # its mtime is the file system's clock, as the jobs' files are
-        self.marker.touch()
+        try:  # before any job: also for sweepers that write into the folder first (Optuna)
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            self.marker.touch()
+        except OSError as err:
+            sys.exit(f"hydra.sweep.dir={sweep_dir}: cannot write there ({err.strerror or err}); no job was started. "
+                     "Choose a folder you can write, e.g. hydra.sweep.dir=logs/my_sweep")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         failed, total = failed_jobs(Path(str(config.hydra.sweep.dir)), self.marker.stat().st_mtime_ns)
