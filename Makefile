@@ -15,13 +15,15 @@ $(VENV)/.installed: pyproject.toml Makefile
 install: $(VENV)/.installed
 
 # OpenVINO exports run in their own venv: optimum-intel pins an older transformers than the project venv's;
-# $(TORCH) again in the last step, or optimum-intel's torchvision pulls a newer torch with CUDA wheels
+# $(TORCH) again, or optimum-intel's torchvision pulls a newer CUDA torch; its torchvision (unused by text models)
+# is then removed: PyPI's wheel needs CUDA torch, and torchmetrics imports it when present
 OV_VENV ?= .venv-openvino
 $(OV_VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(OV_VENV)
 	$(OV_VENV)/bin/python -m pip install -q --upgrade pip
 	$(OV_VENV)/bin/python -m pip install -q $(TORCH)
 	$(OV_VENV)/bin/python -m pip install -q $(TORCH) -e ".[openvino,test]"
+	$(OV_VENV)/bin/python -m pip uninstall -y -q torchvision   # optimum-intel's: a CUDA build, breaks torchmetrics
 	touch $@
 
 train: install

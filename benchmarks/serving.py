@@ -107,21 +107,23 @@ def one(name: str, folder: Path, dev: Path, pairs: int, out: Path) -> None:
 
 # --- preparation: the backend files, by sentence-transformers' exporters --------------------------------------------
 def prepare(source: Path, work: Path, train: Path, wanted: list[str], calibration: int = 300) -> dict[str, str]:
-    """Copy `source` to `work` and write the backend files the wanted contenders load; {contender: why not} for those
-    whose packages cannot run here."""
+    """Copy `source` to `work` and write the backend files the wanted contenders load, unless `source` has them (a
+    `poolhead export --backend` folder: its own checked files are measured); {contender: why not} for those whose
+    packages cannot run here."""
     from sentence_transformers import SentenceTransformer
 
     shutil.copytree(source, work, dirs_exist_ok=True)
     missing: dict[str, str] = {}
     for backend in ("onnx", "openvino"):
-        names = [n for n in wanted if CONTENDERS[n][0] == backend]
+        names = [n for n in wanted if CONTENDERS[n][0] == backend and not (work / file_of(n)).exists()]
         if not names:
             continue
         try:
             model = SentenceTransformer(str(work), device="cpu", backend=backend)
-            with tempfile.TemporaryDirectory() as tmp:
-                model.save_pretrained(tmp)
-                shutil.copytree(Path(tmp) / backend, work / backend, dirs_exist_ok=True)
+            if f"{backend}-fp32" in names:
+                with tempfile.TemporaryDirectory() as tmp:
+                    model.save_pretrained(tmp)
+                    shutil.copytree(Path(tmp) / backend, work / backend, dirs_exist_ok=True)
             if f"{backend}-int8" in names:
                 quantize(model, backend, work, train, calibration)
         except Exception as err:  # ImportError, or an optimum release that does not fit the installed transformers
@@ -177,6 +179,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "model"
         start = time.perf_counter()
+        provided = [n for n in wanted if file_of(n) and (source / file_of(n)).exists()]
         missing = prepare(source, work, args.data_dir / "sts-train.csv", wanted, args.calibration)
         prepare_seconds = time.perf_counter() - start
         runs: dict[str, list[dict]] = {n: [] for n in wanted if n not in missing}
@@ -206,8 +209,9 @@ def main() -> int:
              "pairs", "", f"Machine: {describe_machine(m)}", "",
              "Load average (1, 5, 15 min) before " + " ".join(f"{x:.2f}" for x in busy_before) + ", after "
              + " ".join(f"{x:.2f}" for x in busy_after) + f" on {os.cpu_count()} cores (above it: the CPU was shared)",
-             "", f"Backend files written in {prepare_seconds:.0f} s (untimed; OpenVINO int8 calibrated on "
-             f"{args.calibration} STS-B train sentences). Medians of {args.repeats} round(s); "
+             "", (f"Backend files of the model folder itself (its own, as exported): {', '.join(provided)}. "
+                  if provided else "") + f"Other backend files written in {prepare_seconds:.0f} s (untimed; OpenVINO "
+             f"int8 calibrated on {args.calibration} STS-B train sentences). Medians of {args.repeats} round(s); "
              "encode = both dev sides at batch 32, tokenization included, after one warm-up batch.", "",
              "| contender | pairs/s | x torch fp32 | dev Spearman | loss vs fp32 (points) | load s | peak RSS MB | "
              "model MB |", "|---|---|---|---|---|---|---|---|"]
@@ -221,7 +225,7 @@ def main() -> int:
         lines.append(f"| {n} | unavailable: {why.replace('|', '/')} | | | | | | |")
     lines += ["", f"Rerun: `{rerun}`"]
     save_report("serving", {"machine": m, "model": str(source), "dev_pairs": args.dev_pairs, "repeats": args.repeats,
-                            "calibration": args.calibration,
+                            "calibration": args.calibration, "provided": provided,
                             "prepare_seconds": prepare_seconds, "load_average_before": busy_before,
                             "load_average_after": busy_after, "medians": med, "runs": runs, "unavailable": missing,
                             "versions": versions("sentence-transformers", "onnxruntime", "openvino", "optimum",

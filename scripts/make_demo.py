@@ -1,6 +1,7 @@
-"""Write the demo STS set (sts-train.csv, sts-dev.csv, sts-test.csv) next to this file; deterministic.
+"""Write poolhead's bundled demo STS set (sts-train.csv, sts-dev.csv, sts-test.csv) into src/poolhead/data/demo;
+deterministic. A maintainer's script, not part of the package (poolhead only reads the files).
 
-    python src/poolhead/data/demo/make_demo.py
+    python scripts/make_demo.py
 
 Sentence pairs are built from templates written for this project: a scene (who, doing what, where or when), a news
 item (a made-up company and a claim), a weather report, or a sign. Each kind of pair gets a score band:
@@ -160,7 +161,7 @@ def make(rng: random.Random, n: int) -> list[tuple[str, str, str, float]]:
     return pairs
 
 
-def main(folder: Path = Path(__file__).parent) -> None:
+def main(folder: Path = Path(__file__).resolve().parents[1] / "src" / "poolhead" / "data" / "demo") -> None:
     rng = random.Random(SEED)
     pairs = make(rng, sum(SIZES.values()))
     start = 0
