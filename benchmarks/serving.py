@@ -210,8 +210,9 @@ def main() -> int:
              "Load average (1, 5, 15 min) before " + " ".join(f"{x:.2f}" for x in busy_before) + ", after "
              + " ".join(f"{x:.2f}" for x in busy_after) + f" on {os.cpu_count()} cores (above it: the CPU was shared)",
              "", (f"Backend files of the model folder itself (its own, as exported): {', '.join(provided)}. "
-                  if provided else "") + f"Other backend files written in {prepare_seconds:.0f} s (untimed; OpenVINO "
-             f"int8 calibrated on {args.calibration} STS-B train sentences). Medians of {args.repeats} round(s); "
+                  if provided else "") + ("" if set(provided) >= set(wanted) - {"torch-fp32", "torch-bf16"} else
+                  f"Other backend files written in {prepare_seconds:.0f} s (untimed; OpenVINO int8 calibrated on "
+                  f"{args.calibration} STS-B train sentences). ") + f"Medians of {args.repeats} round(s); "
              "encode = both dev sides at batch 32, tokenization included, after one warm-up batch.", "",
              "| contender | pairs/s | x torch fp32 | dev Spearman | loss vs fp32 (points) | load s | peak RSS MB | "
              "model MB |", "|---|---|---|---|---|---|---|---|"]
