@@ -10,7 +10,7 @@ from transformers import BertConfig, BertModel
 
 import poolhead
 from poolhead.core.encoder import Encoder
-from poolhead.core.heads import ClassificationHead, RegressionHead
+from poolhead.core.heads import ClassificationHead, MultiLabelHead, RegressionHead
 from poolhead.core.task import TaskSpec
 from poolhead.run.build import build_model
 
@@ -101,6 +101,29 @@ def test_bi_classification_reads_u_v_and_difference():
     u, v = torch.randn(3, 4), torch.randn(3, 4)
     expected = torch.cat([u, v, (u - v).abs()], -1) @ head.out.weight.T + head.out.bias
     torch.testing.assert_close(head(u, v), expected)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RegressionHead(4, 1, STS, hidden_dims=[3], dropout=0.0), lambda: RegressionHead(4, 1, STS, loss="bce"),
+    lambda: ClassificationHead(4, 1, STS, dropout=0.0),
+    lambda: ClassificationHead(4, 1, TaskSpec(kind="class", score_range=None, label_names=("a", "b", "c"),
+                                              binary_threshold=None)),
+    lambda: MultiLabelHead(4, 1, TaskSpec(kind="multilabel", score_range=None, label_names=("a", "b"),
+                                          binary_threshold=None))])
+def test_the_export_protocol_rebuilds_the_heads_score(make):
+    """hidden_layers() then affine_out() reproduce the score (predict) of a score head, the logits of a class head."""
+    torch.manual_seed(0)
+    head, x = make().eval(), torch.randn(5, 4)
+    h = x
+    for layer, activation in head.hidden_layers():
+        h = activation(layer(h))
+    weight, bias, sigmoid, low, span = head.affine_out()
+    o = h @ weight.T + bias
+    got = low + span * (o.sigmoid() if sigmoid else o)
+    want = head.predict(head(x)) if head.task.kind == "score" else head(x)
+    torch.testing.assert_close(got.squeeze(-1) if head.task.kind == "score" else got, want)
+    assert RegressionHead(4, 2, STS).affine_out() is None  # bi: a cosine, no output layer
+    assert ClassificationHead(4, 1, STS, bin_edges=[2.0, 4.0]).affine_out() is None  # 3 bins: a softmax-weighted sum
 
 
 def test_regression_on_class_labels_is_a_clear_error():

@@ -40,6 +40,7 @@ class Head(nn.Module):
     forward(*pooled) -> output;  target(labels) -> what the loss compares with;  loss(output, labels);
     predict(output) -> predictions on the label's own scale (a score, a class id, 0/1 per label);
     probabilities(output) -> [B, K] or None;  metrics() -> torchmetrics updated with (output, target(labels)).
+    Optional, for exports: hidden_layers() and affine_out() describe the layers another library rebuilds.
     """
 
     kinds: tuple[str, ...] = ()  # task kinds this head can answer
@@ -69,6 +70,16 @@ class Head(nn.Module):
 
     def metrics(self) -> dict[str, Metric]:
         return {}
+
+    def hidden_layers(self) -> list[tuple[nn.Linear, nn.Module]]:
+        """Each hidden Linear of the head's mlp() body with the activation after it."""
+        body = list(getattr(self, "body", ()))
+        return [(layer, body[i + 1]) for i, layer in enumerate(body) if isinstance(layer, nn.Linear)]
+
+    def affine_out(self) -> tuple[Tensor, Tensor, bool, float, float] | None:
+        """The output layer as (weight, bias, sigmoid, low, span): the score is low + span * f(x @ weight.T + bias),
+        f the sigmoid or the identity (class heads: their logits, 0 + 1 * x @ weight.T + bias); None: no such map."""
+        return None
 
 
 HINT = {"score": "use head=regression or head=classification (score bins)", "class": "use head=classification",
@@ -113,6 +124,10 @@ class RegressionHead(Head):
     def predict(self, output: Tensor) -> Tensor:
         unit = output.float().sigmoid() if self.loss_name == "bce" else output.float()
         return self.low + unit * (self.high - self.low)
+
+    def affine_out(self) -> tuple[Tensor, Tensor, bool, float, float] | None:
+        return None if self.out is None else (self.out.weight, self.out.bias, self.loss_name == "bce", self.low,
+                                              self.high - self.low)
 
 
 class ClassificationHead(Head):
@@ -164,6 +179,16 @@ class ClassificationHead(Head):
     def probabilities(self, output: Tensor) -> Tensor | None:
         return None if self.is_score else output.float().softmax(-1)
 
+    def affine_out(self) -> tuple[Tensor, Tensor, bool, float, float] | None:
+        """2 score bins: c0 + (c1 - c0) * softmax(o)[1] = c0 + (c1 - c0) * sigmoid(o1 - o0); 3 or more: no such map."""
+        w, b = self.out.weight, self.out.bias
+        if not self.is_score:
+            return w, b, False, 0.0, 1.0
+        if self.num_classes != 2:
+            return None
+        c0, c1 = self.centres.tolist()
+        return (w[1] - w[0])[None], (b[1] - b[0])[None], True, c0, c1 - c0
+
     def metrics(self) -> dict[str, Metric]:
         k = self.num_classes
         return {"accuracy": MulticlassAccuracy(k, average="micro"), "f1_macro": MulticlassF1Score(k, average="macro")}
@@ -196,6 +221,9 @@ class MultiLabelHead(Head):
 
     def probabilities(self, output: Tensor) -> Tensor | None:
         return output.float().sigmoid()
+
+    def affine_out(self) -> tuple[Tensor, Tensor, bool, float, float] | None:
+        return self.out.weight, self.out.bias, False, 0.0, 1.0
 
     def metrics(self) -> dict[str, Metric]:
         k, t = len(self.labels), self.threshold

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from poolhead.run.checkpoint import checkpoint_file
 from poolhead.run.checks import CONF_DIR
 from poolhead.run.record import atomic_write
 from poolhead.speed.cache import FeatureCache, folder_size
@@ -209,12 +210,11 @@ def eval_command(args: argparse.Namespace) -> int:
     datamodule = data_for(model, data=data, cache_dir=str(args.cache_dir))
     same_task(model.task, datamodule.task, datamodule.name)
     splits = args.split or ["val"] + (["test"] if datamodule.has_test else [])
-    run_dir = run_folder(Path(args.run))
-    path = args.output or run_dir / "eval.json"
+    path = args.output or run_folder(Path(args.run)) / "eval.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     name = entry_name(datamodule.name, data, results)
     precision = args.precision or model.description.precision
-    entry: dict[str, Any] = {"data": data, "checkpoint": str(_checkpoint(args.run)), "metrics": {}, "rows": {},
+    entry: dict[str, Any] = {"data": data, "checkpoint": str(checkpoint_file(args.run)), "metrics": {}, "rows": {},
                              "seconds": {}, "precision": precision,
                              "predictions": str(path.parent / f"eval_{name}.csv")}
     frames = []
@@ -226,7 +226,7 @@ def eval_command(args: argparse.Namespace) -> int:
     if args.mteb:
         from poolhead.use.mteb_eval import mteb_scores
 
-        entry["mteb"] = mteb_scores(model, datamodule, splits, _checkpoint(args.run))
+        entry["mteb"] = mteb_scores(model, datamodule, splits, checkpoint_file(args.run))
     import pandas as pd
 
     pd.concat(frames, ignore_index=True).to_csv(entry["predictions"], index=False)
@@ -280,7 +280,7 @@ def same_task(model_task: Any, data_task: Any, name: str) -> None:
 def export_command(args: argparse.Namespace) -> int:
     from poolhead.use.export import ExportRefused, backend_refusal, choose, describe, export
 
-    checkpoint = best_checkpoint(args.run) if args.best else _checkpoint(args.run)
+    checkpoint = best_checkpoint(args.run) if args.best else checkpoint_file(args.run)
     model = _load(checkpoint, "cpu", args.trust_remote_code)
     fmt = choose(model, args.format)  # refuses before anything is written
     why = backend_refusal(model, fmt, args.backend, args.quantize)
@@ -299,7 +299,6 @@ def export_command(args: argparse.Namespace) -> int:
 
 def best_checkpoint(sweep_dir: str | Path) -> Path:
     """The best checkpoint of the sweep report's best configuration (its best seed when there are several)."""
-    from poolhead.run.checkpoint import checkpoint_file
     from poolhead.sweep.report import write_report
     from poolhead.sweep.report.collect import is_seed, load_jobs, varied_keys
     from poolhead.sweep.report.table import label
@@ -341,12 +340,6 @@ def cache_command(args: argparse.Namespace) -> int:
 
 
 # --- shared -----------------------------------------------------------------------------------------------------
-def _checkpoint(run: str | Path) -> Path:
-    from poolhead.run.checkpoint import checkpoint_file
-
-    return checkpoint_file(run)
-
-
 def run_folder(path: Path) -> Path:
     """The run folder of a run folder or checkpoint (a checkpoint outside checkpoints/: its own folder)."""
     path = Path(path)

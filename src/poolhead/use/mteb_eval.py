@@ -1,11 +1,6 @@
-"""MTEB's STS evaluation of a bi run's sentence-transformers export, on local STS files (no hub access).
+"""MTEB's STS evaluation of a bi run's checked sentence-transformers export on local STS rows (no hub, no cache).
 
     poolhead eval RUN data=stsb data.dir=../shared/data/stsb --mteb
-
-The run is exported (and checked) into a temporary folder, loaded with sentence-transformers under its own
-`model_card_data.model_name`, and scored by `mteb.evaluate` on a task whose `load_data` holds the split's rows as
-poolhead read them (any file in poolhead's STS format), with `cache=None`: no result of another model is reused.
-MTEB's `cosine_spearman` of a bi-encoder equals poolhead's val/spearman (pred is a rising function of the cosine).
 """
 
 from __future__ import annotations
