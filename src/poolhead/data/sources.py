@@ -68,7 +68,7 @@ class StsData(TextDataModule):
 
 
 class DemoSts(StsData):
-    """The bundled demo set (src/poolhead/data/demo, made by scripts/make_demo.py): offline; a smoke test, not a benchmark."""
+    """Bundled demo set (src/poolhead/data/demo, by scripts/make_demo.py): offline; a smoke test, not a benchmark."""
 
     def __init__(self, dir: str | Path = DEMO_DIR, **kwargs: Any) -> None:
         super().__init__(dir=dir, **({"name": "demo"} | kwargs))

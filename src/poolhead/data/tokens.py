@@ -1,9 +1,5 @@
-"""Tokenize once, cache on disk, pad per batch.
-
-A split's token ids are cached under `cache_dir/tokens/<sha256>.npz`, keyed by the tokenizer's identity, max_length,
-mode and the split's texts, so a second setup (same or new process) does not tokenize again. Ids are stored unpadded
-(flat array + row lengths); batches are padded to their own longest row by `tokenizer.pad`.
-"""
+"""Tokenize once, cache on disk (`cache_dir/tokens/<sha256>.npz`, keyed by tokenizer, max_length, mode and texts;
+ids unpadded), pad per batch to its own longest row with `tokenizer.pad`."""
 
 from __future__ import annotations
 

@@ -3,7 +3,6 @@ predictions.csv in the run folder (the output contract: docs/outputs.md)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import platform
@@ -22,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from poolhead.core.hub import weights_sha256
 from poolhead.data import DEMO_DIR
 from poolhead.run.build import build, load
 from poolhead.run.callbacks import (
@@ -70,7 +70,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_p
                                                       "unk_rate": round(datamodule.unk_rate, 6)}}
         results["config"]["precision"] = str(cfg.trainer.precision)
         results["encoder"] = {"name_or_path": cfg.encoder.get("name_or_path"),
-                              "weights_sha256": weights_file_sha256(cfg.encoder.get("name_or_path"))}
+                              "weights_sha256": (weights_sha256(cfg.encoder.get("name_or_path")) or [None])[-1]}
         datamodule.save_label_map(out_dir / "labels.json")
         if cfg.compile:
             model.encoder.model.compile()
@@ -164,19 +164,6 @@ def fit_or_evaluate_as_is(trainer: L.Trainer, model: Any, datamodule: Any, ckpt_
     path = Path(trainer.default_root_dir) / "checkpoints" / "best.ckpt"
     trainer.save_checkpoint(path)
     return str(path)
-
-
-def weights_file_sha256(name_or_path: str | None) -> str | None:
-    """sha256 of a local encoder folder's weights file (what actually ran); None for hub names and random models."""
-    folder = Path(str(name_or_path)).expanduser() if name_or_path else None
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if folder is not None and (folder / name).is_file():
-            h = hashlib.sha256()
-            with (folder / name).open("rb") as f:
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    h.update(block)
-            return h.hexdigest()
-    return None
 
 
 def describe(cfg: DictConfig) -> dict[str, Any]:

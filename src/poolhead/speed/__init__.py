@@ -1,13 +1,6 @@
-"""Speed levers, none of which changes what a model computes: applied to a built model in one call, by config.
-
-- `encoder.fast_dropout`: CPU dropout masks from cheaper random numbers (`dropout.py`; same distribution).
-- `encoder.skip_unread_tokens`: cls/pooler poolings get a last layer that computes only the token they read
-  (`first_token.py`; exact).
-- `cache_features` with `encoder.freeze`: a frozen encoder's states come from a disk cache (`cache.py`; exact).
-- `keep_freed_memory`: glibc keeps freed memory for reuse (`memory.py`; process-wide).
-
-`poolhead.core` knows nothing of them; `poolhead.run.build` calls `apply` for training and for `poolhead.load`.
-"""
+"""Speed levers, none of which changes what a model computes, applied to a built model in one call (`apply`) by
+config: fast_dropout, skip_unread_tokens, the feature cache, keep_freed_memory (docs/speed.md). `poolhead.core`
+knows nothing of them; `poolhead.run.build` calls `apply` for training and for `poolhead.load`."""
 
 from __future__ import annotations
 

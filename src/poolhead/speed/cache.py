@@ -1,19 +1,7 @@
-"""Feature cache: a frozen encoder's token states, computed once and memory-mapped for every later job.
-
-With `encoder.freeze=true` every pooling and head sees the same hidden states, so a sweep need not run the encoder
-again for each job and epoch. An entry holds, for one side of one split (the texts of a cross/single split, or the
-`a` or `b` texts of a bi split):
-
-    hidden.npy   float16 [total real tokens, H]   the requested layer(s), averaged; no padding stored
-    pooler.npy   float16 [rows, H]                the encoder's pooler output (absent when it has none)
-    lengths.npy  int64   [rows]                   real tokens per row
-    meta.json    sizes, dtype and sha256 of each file; written last, so an entry without it is partial
-
-keyed by sha256(encoder weights, layers, token ids): max_length, tokenizer and data content all shape the ids.
-Entries are built in a temporary folder and renamed into place (atomic); one whose files do not match their meta is
-rebuilt, never read. Past `paths.cache_max_gb` the least recently used entries go (never one the current run reads).
-Hand-written because nothing in Lightning/HF caches model outputs on disk with these checks.
-"""
+"""Feature cache: a frozen encoder's token states, computed once per split side and memory-mapped for every later
+job, keyed by sha256(encoder weights, layers, token ids); built atomically, checked against its meta.json before every
+read, evicted least recently used past `paths.cache_max_gb`. Layout and guarantees: docs/feature-cache.md.
+Hand-written because nothing in Lightning/HF caches model outputs on disk with these checks."""
 
 from __future__ import annotations
 

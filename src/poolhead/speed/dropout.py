@@ -1,10 +1,6 @@
 """Dropout with cheaper random numbers on CPU: the same Bernoulli masks in distribution, from fewer random bits.
-
-torch's CPU dropout draws one 64-bit random number per element (`bernoulli_`), a large share of a small encoder's
-training step (measured in benchmarks/README.md). Here each 64-bit draw from torch's own generator gives four 16-bit
-numbers, so seeds, checkpoints and resumed runs replay the same masks; the
-drop probability is rounded to a multiple of 1/65536 (0.1 -> 0.100006). GPUs keep torch's fused kernels.
-"""
+Each 64-bit draw of torch's own generator gives four 16-bit numbers (seeds and resumes replay the same masks); p is
+rounded to a multiple of 1/65536. GPUs keep torch's fused kernels."""
 
 from __future__ import annotations
 

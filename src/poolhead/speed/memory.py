@@ -1,11 +1,6 @@
-"""Keep freed memory in the process instead of handing it back to the OS after every step.
-
-Why by hand: torch's CPU allocator is glibc malloc, which serves blocks over its mmap threshold (at most 32 MiB) with
-fresh pages and unmaps them on free. A training step frees and reallocates the dense word-embedding gradient
-(30,522 x 384 floats for MiniLM) and, under autocast, each weight's bf16 copy: thousands of page faults a step,
-each zeroed by the kernel (benchmarks/README.md measures them). PyTorch's CPU tuning guide answers this with
-jemalloc/tcmalloc via LD_PRELOAD, which needs a library outside pip; glibc's own `mallopt` does it in-process.
-"""
+"""Keep freed memory in the process instead of handing it back to the OS after every step (glibc `mallopt`).
+glibc serves blocks over its mmap threshold with fresh, kernel-zeroed pages, and a step frees and reallocates the
+word-embedding gradient and autocast's weight copies; PyTorch's tuning guide preloads jemalloc (not pip-installable)."""
 
 from __future__ import annotations
 

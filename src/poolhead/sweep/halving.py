@@ -1,15 +1,10 @@
 """Successive halving over a Hydra grid: `python train.py -m hydra/sweeper=halving experiment=stsb_pooling`.
 
-Every configuration of the grid (its seeds aside) trains to the first rung with the first seed; in each group
-(`mode` by default) the best 1/eta of them, and at least `min_per_group`, go on to the next rung, each from its own
-last.ckpt; the finalists train to the full budget with every seed. A job stopped at a rung is an exact prefix of the
-one-go run (`stop_at_step`, poolhead.run.callbacks.StopAtStep: the learning-rate schedule stays over the full budget),
-so nothing is trained twice and a finalist equals the same configuration trained in one go.
-The decisions are a function of the job records alone (`decide`), so a sweep killed at any moment and run again
-skips what is done, recomputes the same decisions and goes on; `halving.json` / `halving.md` / `curves.png` in the
-sweep folder say, after every rung, who was dropped where, against whom and with what evidence.
-Written here rather than taken from Optuna: Optuna's pruners decide per trial as results arrive, not on seed means
-per group over a fixed grid, and its trials are not Hydra jobs with folders of their own (hydra#1954).
+The first seed of every configuration trains to the first rung; per group the best 1/eta (at least `min_per_group`)
+go on from their own last.ckpt, an exact prefix of the one-go run (`stop_at_step`); the finalists train to the full
+budget with every seed. Decisions are a function of the job records alone (`decide`), so a killed sweep run again goes
+on where it was (docs/sweeps.md). Not Optuna's pruners: they decide per trial, not on seed means per group over a
+fixed grid, and their trials are not Hydra jobs with folders of their own (hydra#1954).
 """
 
 from __future__ import annotations

@@ -1,13 +1,7 @@
-"""An Optuna search whose trials are poolhead jobs and are pruned at rungs: `python train.py -m hparams_search=...`.
-
-Optuna (>= 4) asks for `n_jobs` trials at a time; each is a Hydra job launched through the configured launcher
-(basic, parallel, submitit), stopped at every rung (`stop_at_step`, an exact prefix of the full run), reported there
-with `trial.report`, and continued from its own last.ckpt unless Optuna's pruner (SuccessiveHalving, Hyperband, ...)
-prunes it. The study lives in `storage` (a journal file in the sweep folder by default: safe for several processes
-and machines on one file system, or any RDB URL): run the same command again and it continues to `n_trials`; a
-trial a killed sweep left RUNNING is marked FAIL and asked again with its parameters, so its job resumes.
-Replaces hydra-optuna-sweeper, which cannot prune (hydra#1954) and requires optuna < 3.
-"""
+"""An Optuna search whose trials are poolhead jobs pruned at rungs: `python train.py -m hparams_search=...`.
+Each trial is a Hydra job stopped at every rung (`stop_at_step`), reported with `trial.report` and continued from its
+own last.ckpt unless Optuna's pruner prunes it; the study lives in `storage`, so the same command continues it
+(docs/sweeps.md). Replaces hydra-optuna-sweeper, which cannot prune (hydra#1954) and requires optuna < 3."""
 
 from __future__ import annotations
 

@@ -1,14 +1,5 @@
-"""poolhead commands: use a trained model, and look after the caches.
-
-    poolhead predict RUN_DIR_OR_CKPT --input FILE [--output FILE] [--text COL --text-pair COL --label COL]
-    poolhead eval    RUN_DIR_OR_CKPT data=<group> [data.dir=...] [--split val test] [--mteb]
-    poolhead export  RUN_DIR_OR_CKPT --to DIR [--format auto|sentence-transformers|cross-encoder|transformers]
-                     [--backend torch|onnx|openvino [--quantize int8]]
-    poolhead export  SWEEP_DIR --best --to DIR
-    poolhead cache   info|clear [--cache-dir DIR]
-
-`poolhead <command> --help` explains each.
-"""
+"""poolhead commands: use a trained model (predict, eval, export) and look after the caches (cache).
+`poolhead <command> --help` explains each; README.md "Use the winner" shows them."""
 
 from __future__ import annotations
 

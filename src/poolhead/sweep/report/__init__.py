@@ -1,15 +1,6 @@
-"""Sweep report: which pooling and head is best here, and by how much?
-
-Reads every job folder of a Hydra multirun and writes into the sweep dir:
-
-- ``summary.csv``         one row a job: job, the overrides that vary, metrics, status, error, timings, best_checkpoint
-- ``summary_groups.csv``  grouped over seeds: n, mean/std of every metric and timing, Δ to the best, p-values
-- ``summary.md``          the best configuration in one sentence, a short grouped table, failed and missing jobs
-- ``summary.png``         heatmap (two axes), bars (one axis) or sorted horizontal bars (more axes)
-
-Run it as ``poolhead-report SWEEP_DIR`` / ``python -m poolhead.sweep.report SWEEP_DIR``; ``ReportCallback`` (a Hydra
-callback, registered in conf/hydra/default.yaml) runs it at the end of every multirun.
-"""
+"""Sweep report: which pooling and head is best here, and by how much? Reads every job folder of a multirun and writes
+summary.csv / summary_groups.csv / summary.md / summary.png into it (docs/sweeps.md). `poolhead-report SWEEP_DIR`,
+or `ReportCallback` (conf/hydra/default.yaml) at the end of every multirun."""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from poolhead.core.encoder import Encoder
+from poolhead.core.hub import weights_sha256
 from poolhead.core.model import PoolheadModel
 from poolhead.run.record import config_hash
 
@@ -66,19 +66,6 @@ def _hub_like(name: str | None) -> bool:
     return bool(name) and "/" in str(name) and not str(name).startswith((".", "/", "~"))
 
 
-def weights_sha256(name_or_path: str | None) -> str | None:
-    """sha256 of a local base encoder's weights file (model.safetensors, else pytorch_model.bin)."""
-    path = Path(str(name_or_path or "")).expanduser()
-    weights = next((path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()), None)
-    if not name_or_path or weights is None:
-        return None
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return f"{weights.name} sha256 {digest.hexdigest()}"
-
-
 def base_encoder(name_or_path: str | None, encoder: Encoder) -> str:
     """The model card's base encoder: its hub id (not a local install path) and its weights' sha256."""
     if not name_or_path:
@@ -87,7 +74,7 @@ def base_encoder(name_or_path: str | None, encoder: Encoder) -> str:
     local = Path(str(name_or_path)).expanduser().exists()
     said = hub or (f"local folder {Path(str(name_or_path)).name}" if local else str(name_or_path))
     sha = weights_sha256(name_or_path)
-    return said + (f" ({sha})" if sha else "")
+    return said + (f" ({sha[0]} sha256 {sha[1]})" if sha else "")
 
 
 def export_name(model: PoolheadModel, card: dict[str, Any]) -> str:
