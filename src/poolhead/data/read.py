@@ -109,8 +109,11 @@ def read_sts(path: Path, header: bool = False) -> list[Row]:
     return rows
 
 
+CONFIG_KEY = "data.{key}=COLUMN"  # how a missing column is named: the train.py key (predict: its flag)
+
+
 def read_table(path: Path, columns: dict[str, str], optional: Sequence[str] = (), keep_record: bool = False,
-               setting: str = "data.{key}=COLUMN") -> tuple[list[Row], str]:
+               setting: str = CONFIG_KEY) -> tuple[list[Row], str]:
     """Rows of a .csv (header, "-quoting), .tsv (header, tab-separated, no quoting), .jsonl (an object a line) or
     .json (a list of objects; columns may be dotted paths like labels.real-label), mapped to the keys of `columns`
     ({"text": column, ...}). Returns the rows and the unit their numbers count ("line" or "item").
@@ -176,7 +179,7 @@ def build_split(rows: Iterable[Row], source: str, unit: str, *, pair: bool, task
 
 
 def pick_fields(record: dict, columns: dict[str, str], at: str, optional: Sequence[str] = (),
-                setting: str = "data.{key}=COLUMN") -> dict[str, Any]:
+                setting: str = CONFIG_KEY) -> dict[str, Any]:
     """{key: record[column]} for each key -> column (dotted columns reach into nested objects); missing: DataError,
     unless the key is `optional` (then it is left out)."""
     row = {}
