@@ -24,17 +24,12 @@ class EncoderOutput(NamedTuple):
 class Encoder(nn.Module):
     """Wraps an AutoModel and returns what a pooling needs.
 
-    Args:
-        name_or_path: hub name or local folder; None builds a random model from `config` (tests, smoke runs).
-        tokenizer: tokenizer name or folder (default: `name_or_path`); the data module reads it.
-        config: AutoConfig kwargs (e.g. `model_type: bert, hidden_size: 32`) for a random model.
-        max_length: tokens per text; the data module truncates to it.
-        freeze: keep the encoder's weights fixed (eval mode, no gradients).
-        gradient_checkpointing: trade compute for memory.
-        layers: indices into the model's hidden_states (0 is the embedding output, -1 the last layer); several are
-            averaged, e.g. [0, -1] is SimCSE's first-last average.
-
-    The speed options of the `encoder` config (`skip_unread_tokens`, `fast_dropout`) are `poolhead.speed`'s.
+    name_or_path: hub name or local folder; None builds a random model from `config` (AutoConfig kwargs, e.g.
+    `model_type: bert, hidden_size: 32`: tests, smoke runs). tokenizer: name or folder (default: `name_or_path`).
+    max_length: tokens per text (the data module truncates). freeze: fixed weights (eval mode, no gradients).
+    gradient_checkpointing: trade compute for memory. layers: indices into hidden_states (0: the embeddings, -1: the
+    last layer), several averaged ([0, -1]: SimCSE's first-last). `skip_unread_tokens` and `fast_dropout` of the
+    `encoder` config are `poolhead.speed`'s.
     """
 
     def __init__(

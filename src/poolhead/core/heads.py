@@ -1,8 +1,7 @@
 """Heads: pooled vectors -> outputs, with the loss, the predictions and the metrics that belong to them.
 
-Each head is a partial in `conf/head/<name>.yaml`; the model completes it with the pooled size, the number of pooled
-vectors per row (`sides`: 1 for single/cross, 2 for bi) and the data's TaskSpec. The model only talks to `Head`:
-a new head is a new class here and a yaml, and the model does not change.
+Each head is a partial in `conf/head/<name>.yaml`, completed with the pooled size, the pooled vectors per row (`sides`:
+1 for single/cross, 2 for bi) and the TaskSpec. The model only talks to `Head`: a new head is a class and a yaml.
 """
 
 from __future__ import annotations
@@ -34,9 +33,7 @@ def read_pair(pooled: tuple[Tensor, ...]) -> Tensor:
 
 
 class Head(nn.Module):
-    """The protocol the model relies on. Heads run in float32 even under autocast: they are tiny, and bf16 keeps
-    ~3 digits of a score.
-
+    """The protocol the model relies on; heads run in float32 even under autocast (bf16 keeps ~3 digits of a score).
     forward(*pooled) -> output;  target(labels) -> what the loss compares with;  loss(output, labels);
     predict(output) -> predictions on the label's own scale (a score, a class id, 0/1 per label);
     probabilities(output) -> [B, K] or None;  metrics() -> torchmetrics updated with (output, target(labels)).

@@ -60,18 +60,13 @@ class SplitMetrics(nn.Module):
 
 
 class PoolheadModel(L.LightningModule):
-    """Args:
-        encoder: an `Encoder` (or a `CachedEncoder`).
-        pooling: a partial of a `Pooling` class, completed with the encoder's hidden size.
-        head: a partial of a `Head` class, completed with the pooled size, the mode's pooled vectors per row and
-            the task.
-        task: what the labels are (from the data module).
-        mode: a `Mode` (single, cross, bi).
-        optimizer: a partial of any torch optimizer (conf/optim/*.yaml `optimizer`), called with parameter groups.
-        scheduler: a partial of `transformers.get_scheduler` (or alike), called with the optimizer, warm-up and
-            total steps; None: constant learning rate.
-        lr, head_lr: learning rate of the encoder, and of pooling + head (None: lr). weight_decay: on all weights
-            but biases and LayerNorm. warmup_ratio: share of the training steps that warm up.
+    """encoder: an `Encoder` (or a `CachedEncoder`). pooling, head: partials of a `Pooling` / `Head` class, completed
+    with the encoder's hidden size / the pooled size, the mode's pooled vectors per row and the task.
+    task: what the labels are (from the data module). mode: a `Mode` (single, cross, bi).
+    optimizer: a partial of any torch optimizer (conf/optim/*.yaml), called with parameter groups. scheduler: a
+    partial of `transformers.get_scheduler` (or alike), called with the optimizer, warm-up and total steps; None:
+    a constant lr. lr, head_lr: of the encoder, and of pooling + head (None: lr). weight_decay: on all weights but
+    biases and LayerNorm. warmup_ratio: share of the training steps that warm up.
     """
 
     def __init__(self, encoder: Encoder, pooling: Callable[..., Pooling], head: Callable[..., Head], task: TaskSpec,

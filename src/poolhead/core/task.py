@@ -33,10 +33,8 @@ class Pearson(PearsonCorrCoef):
 class TaskSpec:
     """The task a data module poses, fixed after `setup()`.
 
-    kind: "score" (regress a number, e.g. STS 0-5), "class" (pick one of `label_names`) or "multilabel" (any subset
-        of `label_names`).
-    score_range: (low, high) of gold scores when declared (STS: (0.0, 5.0)).
-    label_names: class names by id (class and multilabel tasks), sorted for determinism.
+    kind: "score" (a number, e.g. STS 0-5), "class" (one of `label_names`) or "multilabel" (any subset of them).
+    score_range: (low, high) of gold scores when declared. label_names: class names by id, sorted.
     binary_threshold: scores >= this count as positive for a binarised F1 (STS: 3.0).
     """
 

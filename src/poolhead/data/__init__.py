@@ -2,8 +2,8 @@
 
     hydra.utils.instantiate(cfg.data, tokenizer=TOK, mode=Mode(), max_length=N, seed=S, cache_dir=DIR)
 
-Bad-input policy (README.md in this folder): format problems stop the run with a DataError naming file, line and
-field; rows with an empty text are skipped, counted in `dm.counts` and logged (logger "poolhead.data").
+Bad input stops the run with a DataError naming file, line and field; rows with an empty text are skipped, counted
+and logged: README.md in this folder.
 """
 
 from poolhead.core.task import TaskSpec

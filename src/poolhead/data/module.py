@@ -1,17 +1,7 @@
 """TextDataModule: rows read strictly -> tokenized once (disk cache) -> length-grouped, dynamically padded batches.
 
-Subclasses say where rows come from (`read`); everything after reading is shared:
-
-    dm = StsData(dir="../shared/data/stsb", tokenizer=poolhead.minilm_path(), mode=Cross(), max_length=128, seed=0)
-    dm.setup("fit")
-    dm.task      # TaskSpec(kind="score", score_range=(0.0, 5.0), binary_threshold=3.0)
-    dm.counts    # {"train": {"read": 5749, "kept": 5749, "skipped": 0}, "val": ..., "test": ...}
-    batch = next(iter(dm.train_dataloader()))
-    # {"features": [{"input_ids": [B,T], "attention_mask": [B,T], "token_type_ids": [B,T]}],
-    #  "labels": float32[B] (score) or int64[B] (class), "index": int64[B] (row position in its split)}
-
-Bad input stops the run with a DataError naming file, line and field, or (empty texts only) is skipped with a
-warning and counted: see README.md and poolhead.data.read.
+Subclasses say where rows come from (`read`); everything after reading is shared. A worked example, the batch
+layout and the bad-input policy: README.md in this folder.
 """
 
 from __future__ import annotations
@@ -45,10 +35,9 @@ class TextDataModule(L.LightningDataModule):
 
     tokenizer: a tokenizer folder or hub name (or a loaded tokenizer). mode: a `poolhead.core.modes.Mode`.
     max_length: tokens per text (cross: per joined pair). seed: the val carve and the training shuffle.
-    cache_dir: where tokenized splits are cached (default ~/.cache/poolhead).
-    task: "score", "class" or "multilabel"; score_range: declared [low, high] (rows outside stop the run);
-        None on a score task: read from the training scores, with a warning;
-    binary_threshold: scores >= it count as positive in a binarised F1.
+    cache_dir: the tokenized splits' cache (default ~/.cache/poolhead). task: "score", "class" or "multilabel".
+    score_range: declared [low, high] (rows outside stop the run); None on a score task: read from the training
+    scores, with a warning. binary_threshold: scores >= it count as positive in a binarised F1.
     val_fraction: share of train carved off (seeded) as val when the data has no val split.
     group_by_length: training batches of similar-length rows, evaluation sorted by length (else plain order).
     unk_warning: warn when more than this share of the training tokens are the unknown token.

@@ -78,7 +78,6 @@ def read_text(path: Path) -> str:
 
 def read_sts(path: Path, header: bool = False) -> list[Row]:
     """STS-format lines: tab-separated genre, file, year, id, score, sentence1, sentence2 [, extras ignored].
-
     Written by hand because pandas and csv silently accept ragged rows and treat `"` as quoting.
     Only "\\n" ends a line (str.splitlines would also split on \\x0b, \\x1c, \\u2028 ... inside sentences).
     """

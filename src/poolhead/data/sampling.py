@@ -12,11 +12,9 @@ from torch.utils.data import Sampler
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Shuffled batches of similar-length rows (for `DataLoader(batch_sampler=...)`).
 
-    Each epoch: a seeded random permutation, cut into groups of `batch_size * group_batches` rows; each group sorted by
-    length and cut into batches; then the batches shuffled. Random across epochs, little padding within a batch.
-    The epoch comes from `set_epoch` (Lightning calls it each epoch); without it, each pass counts one up.
-    Under torch.distributed (trainer=ddp) every rank draws the same batches and keeps every world-size-th one, the
-    list padded with its first batches so that all ranks take as many steps (hence `use_distributed_sampler: false`).
+    Each epoch (`set_epoch`, else one up per pass): a seeded permutation cut into groups of `batch_size *
+    group_batches` rows, each sorted by length and cut into batches, the batches shuffled. Under DDP every rank draws
+    the same batches and keeps every world-size-th one, padded so all ranks take as many steps.
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, group_batches: int = 50,

@@ -28,10 +28,8 @@ PAIR_COLUMNS = {"text": "sentence1", "text_pair": "sentence2"}
 
 class StsData(TextDataModule):
     """STS-format files (STS Benchmark, KorSTS, the demo set) from `dir`, or a hub copy when `dir` is None.
-
-    files: split -> file name in `dir`; a missing val file means val is carved from train, a missing test file means
-    no test split. header: the files start with a header line (KorSTS). hub / hub_scale: the hub dataset used when
-    `dir` is None (sentence-transformers/stsb stores scores / 5, so they are scaled back by 5).
+    files: split -> file name in `dir` (no val file: carved from train; no test file: no test split). header: the
+    files start with a header line (KorSTS). hub / hub_scale: the hub dataset and its score scale (x5 for stsb).
     """
 
     def __init__(self, dir: str | Path | None = None, files: dict[str, str] | None = None, header: bool = False,
@@ -101,7 +99,6 @@ class KlueSts(TextDataModule):
 
 class TableData(TextDataModule):
     """Any .csv / .tsv / .jsonl / .json files with named columns: one text or a pair, a score or a class.
-
     train (required), val, test: file paths (no val: carved from train; no test: none). text, text_pair, label:
     column names (text_pair None: single-text data). task: score | class | multilabel. score_range: [low, high] or
     None. Multilabel: `label` is a column holding a JSON list of names, or a list of 0/1 columns (one per label).

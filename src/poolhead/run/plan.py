@@ -1,7 +1,6 @@
 """One run's plan, resolved once before anything is built: nothing after it changes the config in place.
 
-    plan = plan_run(cfg)          # the config it trains (the run's saved one when it resumes), its identity hash,
-                                  # the checkpoint it continues from
+    plan = plan_run(cfg)          # the config it trains (the saved one on resume), identity hash, resume checkpoint
     cfg = resolve(plan.cfg, task) # + precision, monitor and its direction (poolhead.build calls this)
 """
 

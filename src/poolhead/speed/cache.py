@@ -200,10 +200,8 @@ def _pad_batch(ids: dict[str, np.ndarray], starts: np.ndarray, lengths: np.ndarr
 class CachedEncoder(nn.Module):
     """A frozen encoder whose token states come from the feature cache: the same `EncoderOutput` as the encoder.
 
-    Chosen once by `poolhead.build` (encoder.freeze=true, cache_features=true): every side of every split is
-    encoded once into the cache, and a batch whose rows are all there is served from disk; any other batch (new
-    texts at predict time, a cache built from other data) runs the encoder. Rows are recognised by their token ids,
-    so the data module and the model do the same work with and without the cache.
+    Chosen by `poolhead.build` (encoder.freeze=true, cache_features=true). A batch whose rows (recognised by their
+    token ids) are all in the cache is served from disk; any other batch runs the encoder.
     """
 
     def __init__(self, encoder: Encoder, cache: FeatureCache | None = None, sides: Sequence[tuple[str, dict]] = (),

@@ -1,10 +1,8 @@
 """Successive halving over a Hydra grid: `python train.py -m hydra/sweeper=halving experiment=stsb_pooling`.
 
-The first seed of every configuration trains to the first rung; per group the best 1/eta (at least `min_per_group`)
-go on from their own last.ckpt, an exact prefix of the one-go run (`stop_at_step`); the finalists train to the full
-budget with every seed. Decisions are a function of the job records alone (`decide`), so a killed sweep run again goes
-on where it was (docs/sweeps.md). Not Optuna's pruners: they decide per trial, not on seed means per group over a
-fixed grid, and their trials are not Hydra jobs with folders of their own (hydra#1954).
+Per group the best 1/eta go on from their own last.ckpt (an exact prefix of the one-go run); decisions are a function
+of the job records alone, so a killed sweep goes on where it was (docs/sweeps.md). Not Optuna's pruners: they decide
+per trial, not on seed means per group over a fixed grid, and their trials are not Hydra jobs (hydra#1954).
 """
 
 from __future__ import annotations
@@ -135,13 +133,10 @@ class LaunchingSweep:
 
 
 class HalvingSweep(LaunchingSweep):
-    """The Hydra sweeper (registered as hydra/sweeper=halving by hydra_plugins.poolhead_sweepers). Args:
-        rungs: training steps at which configurations are compared (the full budget comes after the last).
-        eta: the reduction factor: 1/eta of each group goes on. min_per_group: at least this many go on.
-        group_by: the keys whose values form the groups (the answer is one best configuration per group).
-        seed_key: the swept key holding seeds: its first value runs at every rung, all of them from rung number
-            `all_seeds_from` on (default: the last rung, so the finalists are chosen on seed means).
-        params: the grid, as hydra.sweeper.params of the basic sweeper.
+    """hydra/sweeper=halving. rungs: steps at which configurations are compared (the full budget after the last).
+    eta: 1/eta of each group goes on (at least min_per_group). group_by: the keys whose values form the groups.
+    seed_key: the swept seed key: its first value runs at every rung, all from rung `all_seeds_from` on (default: the
+    last, so finalists are chosen on seed means). params: the grid, as the basic sweeper's hydra.sweeper.params.
     """
 
     def __init__(self, rungs: Sequence[int], eta: float = 3, min_per_group: int = 1,

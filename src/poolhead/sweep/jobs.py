@@ -1,8 +1,7 @@
 """Sweeps that can be run again: the skip/resume decision per job, claims, a GPU per parallel job, exit status.
 
-A job folder is named by its overrides (`job_dirname`), never by its place in the grid, so a reordered or grown grid
-finds its finished jobs; `prepare_job` skips a job already `ok` under the same identity (`poolhead.run.record`),
-resumes an interrupted one from its own last.ckpt, and moves outputs of another config to `superseded/<time>/`."""
+A job folder is named by its overrides (`job_dirname`), not its place in the grid, so a reordered or grown grid
+finds its finished jobs."""
 
 from __future__ import annotations
 
@@ -73,12 +72,10 @@ class Prepared(NamedTuple):
 
 
 def prepare_job(cfg: DictConfig) -> Prepared:
-    """A job about to run, claimed first (`claim_job`: one process trains a folder). A single run only moves an
-    earlier run's outputs aside when started into its folder without ckpt_path (or refuses a claimed folder). A
-    multirun job skips a folder claimed elsewhere, and returns the results of the same config when
-    they are already `ok` (skip it); otherwise prepares the folder and returns the checkpoint to resume from: the
-    job's own last.ckpt when there is one of this config, outputs of another config moved aside (`_set_aside`), a
-    free GPU claimed when jobs run in parallel (joblib) on a multi-GPU machine."""
+    """A job about to run, claimed first (`claim_job`). A single run started into a finished folder without ckpt_path
+    moves the earlier outputs aside (or refuses a claimed folder). A multirun job skips a folder claimed elsewhere,
+    returns the results of the same config when `ok`, else the checkpoint to resume from (its own last.ckpt of this
+    config; another config's outputs are moved aside), and claims a free GPU when jobs run in parallel."""
     if not HydraConfig.initialized():
         return Prepared()
     out_dir = Path(cfg.paths.output_dir)

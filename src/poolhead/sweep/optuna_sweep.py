@@ -48,11 +48,9 @@ def open_storage(storage: str | None, sweep_dir: Path) -> Any:
 
 
 class OptunaSweep(LaunchingSweep):
-    """The Hydra sweeper (hydra/sweeper=poolhead_optuna, registered by hydra_plugins.poolhead_sweepers). Args:
-        params: the search space (Hydra override syntax); a plain value is fixed for every trial.
-        n_trials: trials in the study in all (earlier sittings count). n_jobs: trials launched at a time.
-        sampler, pruner: Optuna objects (instantiated from `_target_` configs). rungs: steps where trials report
-        and may be pruned (empty: no pruning). direction: maximize | minimize. storage, study_name: see above.
+    """hydra/sweeper=poolhead_optuna. params: the search space (a plain value is fixed). n_trials: in all, earlier
+    sittings count. n_jobs: trials at a time. sampler, pruner: Optuna `_target_` configs. rungs: steps where trials
+    report and may be pruned (empty: none). direction: maximize | minimize. storage, study_name: see above.
     """
 
     def __init__(self, params: dict[str, str] | None = None, n_trials: int = 20, n_jobs: int = 1,

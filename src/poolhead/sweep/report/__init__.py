@@ -25,11 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def write_report(sweep_dir: str | Path) -> dict[str, Any]:
-    """Read every job of the sweep and write summary.csv/.md/.png (+ summary_groups.csv) into it.
-
-    Returns the written paths (None for what was not written), the per-job and grouped DataFrames,
-    the main metric and its mode, and the best configuration.
-    """
+    """Read every job of the sweep and write summary.csv/.md/.png (+ summary_groups.csv) into it. Returns the paths
+    (None: not written), the per-job and grouped DataFrames, the main metric, its mode and the best configuration."""
     sweep_dir = Path(sweep_dir)
     jobs = load_jobs(sweep_dir)
     summary, varied, metrics, timings = summary_frame(jobs)

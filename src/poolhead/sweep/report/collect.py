@@ -35,11 +35,8 @@ def _job_num(job_dir: Path) -> int | str:
 
 
 def load_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Every job folder (an immediate subfolder holding results.json or .hydra/), sorted by job number.
-
-    Each job is its results.json content plus `job` (display number), `dir` and `overrides` (key -> value).
-    No results.json: status "missing"; an unreadable one: status "failed".
-    """
+    """Every job folder (a subfolder holding results.json or .hydra/), sorted by job number: its results.json plus
+    `job`, `dir` and `overrides` (key -> value). No results.json: status "missing"; an unreadable one: "failed"."""
     jobs = []
     for job_dir in Path(sweep_dir).iterdir():
         results = job_dir / "results.json"
