@@ -9,6 +9,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import poolhead  # noqa: F401  (registers the config resolvers)
+from poolhead.run.record import SIGTERM_EXIT
 from poolhead.sweep.jobs import prepare_job, release_job
 
 
@@ -49,7 +50,7 @@ def interrupt(signum: int, frame: object) -> None:
     """SIGTERM outside fit (data, model, evaluation, between jobs) is an interruption like one inside it: the run
     records it and the process exits 143. Inside fit Lightning's own handler calls this one too: it stops there."""
     if signal.getsignal(signal.SIGTERM) is interrupt:
-        raise SystemExit(128 + signal.SIGTERM)
+        raise SystemExit(SIGTERM_EXIT)
 
 
 if __name__ == "__main__":

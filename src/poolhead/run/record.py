@@ -9,11 +9,14 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+SIGTERM_EXIT = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
 
 CLAIM_FILE = ".claim.lock"  # flock'ed by the process training the job (released when it moves on or dies)
 JOB_FILE = "job.json"      # written when a job starts training: the config (and its hash) its checkpoints belong to

@@ -36,10 +36,9 @@ from poolhead.run.checks import check_settings
 from poolhead.run.evaluate import evaluate
 from poolhead.run.loggers import prepare_metrics_file
 from poolhead.run.plan import plan_run
-from poolhead.run.record import atomic_write
+from poolhead.run.record import SIGTERM_EXIT, atomic_write
 
 log = logging.getLogger(__name__)
-SIGTERM_EXIT = 128 + 15  # what a shell reports for a process ended by SIGTERM
 
 
 def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_path: str | None = None
