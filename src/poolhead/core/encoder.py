@@ -22,15 +22,8 @@ class EncoderOutput(NamedTuple):
 
 
 class Encoder(nn.Module):
-    """Wraps an AutoModel and returns what a pooling needs.
-
-    name_or_path: hub name or local folder; None builds a random model from `config` (AutoConfig kwargs, e.g.
-    `model_type: bert, hidden_size: 32`: tests, smoke runs). tokenizer: name or folder (default: `name_or_path`).
-    max_length: tokens per text (the data module truncates). freeze: fixed weights (eval mode, no gradients).
-    gradient_checkpointing: trade compute for memory. layers: indices into hidden_states (0: the embeddings, -1: the
-    last layer), several averaged ([0, -1]: SimCSE's first-last). `skip_unread_tokens` and `fast_dropout` of the
-    `encoder` config are `poolhead.speed`'s.
-    """
+    """Wraps an AutoModel and returns what a pooling needs. Its settings: the `encoder:` block of conf/train.yaml
+    and conf/encoder/tiny.yaml (a random model from `config`); `skip_unread_tokens`, `fast_dropout`: poolhead.speed."""
 
     def __init__(
         self,

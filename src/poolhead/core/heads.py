@@ -1,8 +1,6 @@
 """Heads: pooled vectors -> outputs, with the loss, the predictions and the metrics that belong to them.
-
 Each head is a partial in `conf/head/<name>.yaml`, completed with the pooled size, the pooled vectors per row (`sides`:
-1 for single/cross, 2 for bi) and the TaskSpec. The model only talks to `Head`: a new head is a class and a yaml.
-"""
+1 for single/cross, 2 for bi) and the TaskSpec. The model only talks to `Head`: a new head is a class and a yaml."""
 
 from __future__ import annotations
 
@@ -37,8 +35,7 @@ class Head(nn.Module):
     forward(*pooled) -> output;  target(labels) -> what the loss compares with;  loss(output, labels);
     predict(output) -> predictions on the label's own scale (a score, a class id, 0/1 per label);
     probabilities(output) -> [B, K] or None;  metrics() -> torchmetrics updated with (output, target(labels)).
-    Optional, for exports: hidden_layers() and affine_out() describe the layers another library rebuilds.
-    """
+    Optional, for exports: hidden_layers() and affine_out() describe the layers another library rebuilds."""
 
     kinds: tuple[str, ...] = ()  # task kinds this head can answer
 

@@ -17,8 +17,7 @@ class OfflineError(RuntimeError):
 def from_hub_or_folder(load: Callable[..., T], name_or_path: str, what: str, hint: str, **kwargs: Any) -> T:
     """Call `load(name_or_path, **kwargs)`; turn a failed hub download into an error that says how to go offline.
     `what` names the thing for the message ("encoder", "tokenizer", "dataset"); `hint` is the config override
-    that points at local files (e.g. "encoder.name_or_path=/path/to/model").
-    """
+    that points at local files (e.g. "encoder.name_or_path=/path/to/model")."""
     if Path(str(name_or_path)).expanduser().exists():
         return load(str(Path(str(name_or_path)).expanduser()), **kwargs)
     try:

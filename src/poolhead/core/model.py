@@ -60,14 +60,8 @@ class SplitMetrics(nn.Module):
 
 
 class PoolheadModel(L.LightningModule):
-    """encoder: an `Encoder` (or a `CachedEncoder`). pooling, head: partials of a `Pooling` / `Head` class, completed
-    with the encoder's hidden size / the pooled size, the mode's pooled vectors per row and the task.
-    task: what the labels are (from the data module). mode: a `Mode` (single, cross, bi).
-    optimizer: a partial of any torch optimizer (conf/optim/*.yaml), called with parameter groups. scheduler: a
-    partial of `transformers.get_scheduler` (or alike), called with the optimizer, warm-up and total steps; None:
-    a constant lr. lr, head_lr: of the encoder, and of pooling + head (None: lr). weight_decay: on all weights but
-    biases and LayerNorm. warmup_ratio: share of the training steps that warm up.
-    """
+    """pooling, head: partials completed here with the encoder's hidden size / the pooled size, the mode's pooled
+    vectors per row and the task. The optimizer, scheduler and learning-rate settings: conf/optim/adamw.yaml."""
 
     def __init__(self, encoder: Encoder, pooling: Callable[..., Pooling], head: Callable[..., Head], task: TaskSpec,
                  mode: Mode, optimizer: Callable[..., torch.optim.Optimizer] | None = None,

@@ -1,9 +1,7 @@
 """Poolings: token states [B, T, H] -> one vector per text [B, H].
-
 Each class is one `conf/pooling/<name>.yaml` (a partial: the model adds `hidden_size`). All are padding-aware, never
 write into the encoder's output, and stay finite in bf16/fp16 (masks use the dtype's minimum, not -1e9).
-To add one: subclass `Pooling`, implement `forward`, add a yaml with its `_target_`.
-"""
+To add one: subclass `Pooling`, implement `forward`, add a yaml with its `_target_`."""
 
 from __future__ import annotations
 

@@ -32,11 +32,9 @@ class Pearson(PearsonCorrCoef):
 @dataclass(frozen=True)
 class TaskSpec:
     """The task a data module poses, fixed after `setup()`.
-
     kind: "score" (a number, e.g. STS 0-5), "class" (one of `label_names`) or "multilabel" (any subset of them).
     score_range: (low, high) of gold scores when declared. label_names: class names by id, sorted.
-    binary_threshold: scores >= this count as positive for a binarised F1 (STS: 3.0).
-    """
+    binary_threshold: scores >= this count as positive for a binarised F1 (STS: 3.0)."""
 
     kind: Literal["score", "class", "multilabel"]
     score_range: tuple[float, float] | None = None

@@ -1,10 +1,5 @@
 """Data: strict readers, a TaskSpec, and TextDataModule subclasses (one per kind of source) that Hydra builds.
-
-    hydra.utils.instantiate(cfg.data, tokenizer=TOK, mode=Mode(), max_length=N, seed=S, cache_dir=DIR)
-
-Bad input stops the run with a DataError naming file, line and field; rows with an empty text are skipped, counted
-and logged: README.md in this folder.
-"""
+Their settings, the batch layout and the bad-input policy: README.md in this folder."""
 
 from poolhead.core.task import TaskSpec
 from poolhead.data.module import TextDataModule

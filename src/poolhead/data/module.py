@@ -1,8 +1,6 @@
 """TextDataModule: rows read strictly -> tokenized once (disk cache) -> length-grouped, dynamically padded batches.
-
 Subclasses say where rows come from (`read`); everything after reading is shared. A worked example, the batch
-layout and the bad-input policy: README.md in this folder.
-"""
+layout and the bad-input policy: README.md in this folder."""
 
 from __future__ import annotations
 
@@ -32,16 +30,7 @@ SPLITS = ("train", "val", "test")
 
 class TextDataModule(L.LightningDataModule):
     """Shared machinery; a subclass implements `read()` (split name -> Split) and `pair` (texts come in pairs).
-
-    tokenizer: a tokenizer folder or hub name (or a loaded tokenizer). mode: a `poolhead.core.modes.Mode`.
-    max_length: tokens per text (cross: per joined pair). seed: the val carve and the training shuffle.
-    cache_dir: the tokenized splits' cache (default ~/.cache/poolhead). task: "score", "class" or "multilabel".
-    score_range: declared [low, high] (rows outside stop the run); None on a score task: read from the training
-    scores, with a warning. binary_threshold: scores >= it count as positive in a binarised F1.
-    val_fraction: share of train carved off (seeded) as val when the data has no val split.
-    group_by_length: training batches of similar-length rows, evaluation sorted by length (else plain order).
-    unk_warning: warn when more than this share of the training tokens are the unknown token.
-    """
+    Its settings: README.md in this folder, "Settings"."""
 
     pair: bool = True
 

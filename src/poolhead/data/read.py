@@ -79,8 +79,7 @@ def read_text(path: Path) -> str:
 def read_sts(path: Path, header: bool = False) -> list[Row]:
     """STS-format lines: tab-separated genre, file, year, id, score, sentence1, sentence2 [, extras ignored].
     Written by hand because pandas and csv silently accept ragged rows and treat `"` as quoting.
-    Only "\\n" ends a line (str.splitlines would also split on \\x0b, \\x1c, \\u2028 ... inside sentences).
-    """
+    Only "\\n" ends a line (str.splitlines would also split on \\x0b, \\x1c, \\u2028 ... inside sentences)."""
     rows, first = [], None
     for no, line in enumerate(read_text(path).split("\n"), 1):
         line = line.removesuffix("\r")
@@ -115,11 +114,8 @@ def read_table(path: Path, columns: dict[str, str], optional: Sequence[str] = ()
                setting: str = CONFIG_KEY) -> tuple[list[Row], str]:
     """Rows of a .csv (header, "-quoting), .tsv (header, tab-separated, no quoting), .jsonl (an object a line) or
     .json (a list of objects; columns may be dotted paths like labels.real-label), mapped to the keys of `columns`
-    ({"text": column, ...}). Returns the rows and the unit their numbers count ("line" or "item").
-
-    optional: keys of `columns` whose column may be absent (the row then lacks the key, e.g. unlabelled rows to
-    predict). keep_record: each row also holds "record", the whole input row (every column), to write back.
-    setting: how the caller names a column, as the error for a missing one says it (predict: "--{flag} COLUMN")."""
+    ({"text": column, ...}), and the unit their numbers count ("line" or "item"). `optional` columns may be absent;
+    `keep_record` keeps each whole input row (to write back); `setting` names a column in errors (predict: its flag)."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".tsv", ".tab", ".jsonl", ".json"):
         raise DataError(f"{path}: unknown file type {suffix!r}; use .csv, .tsv, .jsonl or .json")

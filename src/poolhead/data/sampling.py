@@ -11,11 +11,9 @@ from torch.utils.data import Sampler
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Shuffled batches of similar-length rows (for `DataLoader(batch_sampler=...)`).
-
     Each epoch (`set_epoch`, else one up per pass): a seeded permutation cut into groups of `batch_size *
     group_batches` rows, each sorted by length and cut into batches, the batches shuffled. Under DDP every rank draws
-    the same batches and keeps every world-size-th one, padded so all ranks take as many steps.
-    """
+    the same batches and keeps every world-size-th one, padded so all ranks take as many steps."""
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, group_batches: int = 50,
                  drop_last: bool = False, steps_done: Callable[[], int] | None = None) -> None:

@@ -28,9 +28,7 @@ PAIR_COLUMNS = {"text": "sentence1", "text_pair": "sentence2"}
 
 class StsData(TextDataModule):
     """STS-format files (STS Benchmark, KorSTS, the demo set) from `dir`, or a hub copy when `dir` is None.
-    files: split -> file name in `dir` (no val file: carved from train; no test file: no test split). header: the
-    files start with a header line (KorSTS). hub / hub_scale: the hub dataset and its score scale (x5 for stsb).
-    """
+    Settings: README.md in this folder."""
 
     def __init__(self, dir: str | Path | None = None, files: dict[str, str] | None = None, header: bool = False,
                  hub: str | None = None, hub_scale: float = 5.0, **kwargs: Any) -> None:
@@ -98,11 +96,8 @@ class KlueSts(TextDataModule):
 
 
 class TableData(TextDataModule):
-    """Any .csv / .tsv / .jsonl / .json files with named columns: one text or a pair, a score or a class.
-    train (required), val, test: file paths (no val: carved from train; no test: none). text, text_pair, label:
-    column names (text_pair None: single-text data). task: score | class | multilabel. score_range: [low, high] or
-    None. Multilabel: `label` is a column holding a JSON list of names, or a list of 0/1 columns (one per label).
-    """
+    """Any .csv / .tsv / .jsonl / .json files with named columns: one text or a pair, a score, a class or labels.
+    Settings: conf/data/csv.yaml and README.md in this folder."""
 
     def __init__(self, train: str | Path | None = None, val: str | Path | None = None, test: str | Path | None = None,
                  text: str = "text", text_pair: str | None = None, label: str | Sequence[str] = "label",

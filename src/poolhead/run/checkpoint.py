@@ -1,5 +1,4 @@
 """What a checkpoint carries besides weights, and how it is read without running anything in it.
-
 Every poolhead checkpoint describes itself (`checkpoint["poolhead"]`): the composed config, the task, the encoder's
 architecture and the tokenizer's files, so `poolhead.load` needs no config, no hub and no data."""
 

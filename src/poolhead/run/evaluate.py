@@ -1,5 +1,4 @@
 """Predictions in input order, and the metrics computed from exactly those predictions.
-
 `evaluate` is the one evaluation path: `train.run` scores the best checkpoint with it (results.json and
 predictions.csv come from the same tensors), and `poolhead.load` + `evaluate` reproduces them from the checkpoint."""
 

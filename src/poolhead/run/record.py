@@ -1,5 +1,4 @@
 """What a run folder holds and how it is written: atomic files, and the job identity a rerun is matched by.
-
 A job's identity is `config_hash`: its resolved config, without where files live (`paths`) and without how it is
 started (NOT_IDENTITY). results.json and job.json record it beside the config itself."""
 

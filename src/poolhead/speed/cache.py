@@ -199,10 +199,8 @@ def _pad_batch(ids: dict[str, np.ndarray], starts: np.ndarray, lengths: np.ndarr
 
 class CachedEncoder(nn.Module):
     """A frozen encoder whose token states come from the feature cache: the same `EncoderOutput` as the encoder.
-
     Chosen by `poolhead.build` (encoder.freeze=true, cache_features=true). A batch whose rows (recognised by their
-    token ids) are all in the cache is served from disk; any other batch runs the encoder.
-    """
+    token ids) are all in the cache is served from disk; any other batch runs the encoder."""
 
     def __init__(self, encoder: Encoder, cache: FeatureCache | None = None, sides: Sequence[tuple[str, dict]] = (),
                  batch_size: int = 128, autocast: torch.dtype | None = None) -> None:

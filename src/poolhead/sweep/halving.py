@@ -1,9 +1,7 @@
 """Successive halving over a Hydra grid: `python train.py -m hydra/sweeper=halving experiment=stsb_pooling`.
-
 Per group the best 1/eta go on from their own last.ckpt (an exact prefix of the one-go run); decisions are a function
 of the job records alone, so a killed sweep goes on where it was (docs/sweeps.md). Not Optuna's pruners: they decide
-per trial, not on seed means per group over a fixed grid, and their trials are not Hydra jobs (hydra#1954).
-"""
+per trial, not on seed means per group over a fixed grid, and their trials are not Hydra jobs (hydra#1954)."""
 
 from __future__ import annotations
 
@@ -136,8 +134,7 @@ class HalvingSweep(LaunchingSweep):
     """hydra/sweeper=halving. rungs: steps at which configurations are compared (the full budget after the last).
     eta: 1/eta of each group goes on (at least min_per_group). group_by: the keys whose values form the groups.
     seed_key: the swept seed key: its first value runs at every rung, all from rung `all_seeds_from` on (default: the
-    last, so finalists are chosen on seed means). params: the grid, as the basic sweeper's hydra.sweeper.params.
-    """
+    last, so finalists are chosen on seed means). params: the grid, as the basic sweeper's hydra.sweeper.params."""
 
     def __init__(self, rungs: Sequence[int], eta: float = 3, min_per_group: int = 1,
                  group_by: Sequence[str] = ("mode",), seed_key: str = "seed", params: dict[str, str] | None = None,

@@ -1,5 +1,4 @@
 """Sweeps that can be run again: the skip/resume decision per job, claims, a GPU per parallel job, exit status.
-
 A job folder is named by its overrides (`job_dirname`), not its place in the grid, so a reordered or grown grid
 finds its finished jobs."""
 

@@ -50,8 +50,7 @@ def open_storage(storage: str | None, sweep_dir: Path) -> Any:
 class OptunaSweep(LaunchingSweep):
     """hydra/sweeper=poolhead_optuna. params: the search space (a plain value is fixed). n_trials: in all, earlier
     sittings count. n_jobs: trials at a time. sampler, pruner: Optuna `_target_` configs. rungs: steps where trials
-    report and may be pruned (empty: none). direction: maximize | minimize. storage, study_name: see above.
-    """
+    report and may be pruned (empty: none). direction: maximize | minimize. storage, study_name: see above."""
 
     def __init__(self, params: dict[str, str] | None = None, n_trials: int = 20, n_jobs: int = 1,
                  sampler: Any = None, pruner: Any = None, rungs: Sequence[int] = (), direction: str = "maximize",

@@ -30,8 +30,7 @@ def group_over_seeds(ok: pd.DataFrame, axes: list[str], columns: list[str], moni
 
 def paired_ttest(ok: pd.DataFrame, best: str, other: str, monitor: str, seed: str, mode: str) -> float:
     """One-sided paired t-test, H1: config `best` beats config `other` on `monitor`.
-    Runs are paired by their seed value; a seed that only one side has is dropped. NaN with fewer than 2 pairs.
-    """
+    Runs are paired by their seed value; a seed that only one side has is dropped. NaN with fewer than 2 pairs."""
     per_seed = ok[ok["config"].isin([best, other])].pivot_table(index=seed, columns="config", values=monitor)
     pairs = per_seed.reindex(columns=[best, other]).dropna()
     if len(pairs) < 2:
@@ -53,10 +52,8 @@ def correct(p_values: pd.Series) -> pd.Series:
 
 def paired_bootstrap(best_dir: Path, other_dir: Path, n: int = N_BOOTSTRAP, seed: int = 0) -> tuple[float, str, str]:
     """Fraction of row resamples where the score of `best_dir`'s predictions <= that of `other_dir`'s.
-
     Spearman for numeric gold/pred, accuracy for classes (`pred_id`), on test rows (else val). Returns (p, split,
-    score); p is NaN when a predictions.csv is missing or the jobs share fewer than 3 rows.
-    """
+    score); p is NaN when a predictions.csv is missing or the jobs share fewer than 3 rows."""
     frames = [pd.read_csv(d / "predictions.csv") for d in (best_dir, other_dir) if (d / "predictions.csv").exists()]
     if len(frames) < 2:
         return math.nan, "", ""
