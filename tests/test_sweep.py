@@ -28,8 +28,8 @@ from poolhead.sweep.jobs import _same_config, claim_free, job_dirname, optuna_di
 
 
 def snapshot(sweep: Path) -> dict[str, tuple[int, str]]:
-    """Every results.json and checkpoint of the sweep: (mtime in ns, sha256 of the bytes)."""
-    files = [*sweep.glob("*/results.json"), *sweep.glob("*/checkpoints/*.ckpt")]
+    """Every results.json, job.json (the config a job trained with) and checkpoint: (mtime in ns, sha256)."""
+    files = [*sweep.glob("*/results.json"), *sweep.glob("*/job.json"), *sweep.glob("*/checkpoints/*.ckpt")]
     return {str(p.relative_to(sweep)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
             for p in files}
 
@@ -56,7 +56,7 @@ def test_rerun_trains_nothing_and_a_grown_grid_trains_only_its_new_jobs(tmp_path
     again = train_py(*command)
     again_seconds = time.perf_counter() - start
     assert again.returncode == 0, again.stderr[-3000:]
-    assert snapshot(sweep) == before, "the re-run rewrote a results.json or a checkpoint"
+    assert snapshot(sweep) == before, "the re-run rewrote a results.json, a job.json or a checkpoint"
     log = again.stdout + again.stderr
     assert log.count("Skipped:") == 4 and "read 300 rows" not in log, "the re-run built a data module"
     assert again_seconds < first_seconds / 2, (again_seconds, first_seconds)
