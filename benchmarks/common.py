@@ -102,7 +102,7 @@ def machine() -> dict:
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
     return {"cpu": model, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
             "memory_gb": round(int(mem) / 1024**2, 1),
-            "cpu_flags": [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags],
+            "cpu_flags": [f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile") if f in flags],
             "torch_cpu_capability": torch_cpu[0] if torch_cpu else None,
             "torch_threads": int(torch_cpu[1]) if len(torch_cpu) > 1 else None,
             "gpu": torch_cpu[2].strip() if len(torch_cpu) > 2 else None,
