@@ -179,6 +179,37 @@ def test_sigterm_outside_fit_ends_a_sweep_non_zero_with_its_report(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_job_past_its_time_limit_is_requeued_and_continues_from_its_own_last_ckpt(tmp_path):
+    """hydra/launcher=submitit_local with a 1-minute limit: submitit signals the job (USR2) 30 s in, the launcher's
+    checkpoint hook requeues it, and the new process resumes its last.ckpt, logs each step once and ends ok. The first
+    attempt stalls after epoch 0 (tests/stall.py); a resume from scratch would stall again until no requeue is left."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
+    limit = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=1", "+hydra.launcher.max_num_timeout=2"]
+    command = ["-m", *limit, "seed=1", *LONG, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "test=false",
+               "++callbacks.stall._target_=stall.StallFresh", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *command], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ((name, record),) = results(sweep).items()
+    log = (sweep / name / "train.log").read_text()  # submitit's own lines too: the time limit stopped an attempt
+    assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log and "Requeued job" in log, log[-3000:]
+    last = sweep / name / "checkpoints" / "last.ckpt"
+    assert f"Resuming {sweep / name} from its own {last}" in log, log[-3000:]  # poolhead's choice, and Lightning's:
+    assert f"Restored all states from the checkpoint at {last}" in log, log[-3000:]
+    assert record["status"] == "ok", record["error"]
+    steps = 3 * -(-record["data"]["train"] // 32)
+    assert record["timing"]["train_steps"] == steps
+    metrics = pd.read_csv(sweep / name / "csv" / "metrics.csv")
+    train_rows = metrics.dropna(subset=["train/loss"])
+    assert sorted(train_rows["step"]) == list(range(steps)), "each step logged once, none lost"
+    assert sorted(metrics.dropna(subset=["val/loss"])["epoch"]) == [0, 1, 2], "each epoch validated once"
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert summary[["status", "train_steps"]].values.tolist() == [["ok", steps]] and (sweep / "summary.md").exists()
+
+
+@pytest.mark.slow
 def test_a_second_run_into_a_finished_runs_folder_keeps_the_first(tmp_path):
     folder = tmp_path / "run"
     first = train_py(*FAST, f"hydra.run.dir={folder}")
