@@ -1,5 +1,6 @@
 """python train.py [group=option ...] [key=value ...]   (see README.md)"""
 
+import os
 import signal
 import sys
 
@@ -17,8 +18,8 @@ from poolhead.sweep.jobs import prepare_job, release_job
 def main(cfg: DictConfig) -> float | None:
     try:
         return train(cfg)
-    except SystemExit:  # interrupted (SIGTERM): a sweep says what finished before it stops, non-zero
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+    except SystemExit:  # interrupted (SIGTERM): a sweep says what finished before it stops, non-zero; a submitit
+        if HydraConfig.get().mode == RunMode.MULTIRUN and not os.environ.get("SUBMITIT_EXECUTOR"):  # job requeues
             from poolhead.sweep.jobs import report_interrupted
 
             report_interrupted(HydraConfig.get().sweep.dir)

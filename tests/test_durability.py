@@ -207,6 +207,8 @@ def test_a_job_past_its_time_limit_is_requeued_and_continues_from_its_own_last_c
     assert sorted(metrics.dropna(subset=["val/loss"])["epoch"]) == [0, 1, 2], "each epoch validated once"
     summary = pd.read_csv(sweep / "summary.csv")
     assert summary[["status", "train_steps"]].values.tolist() == [["ok", steps]] and (sweep / "summary.md").exists()
+    worker = "".join(f.read_text() for f in sweep.glob(".submitit/*/*.err"))
+    assert "Caught signal SIGUSR2" in worker and "sweep interrupted" not in worker, "a requeue is not a stopped sweep"
 
 
 @pytest.mark.slow
