@@ -7,11 +7,12 @@ import lightning as L
 
 
 class StallFresh(L.Callback):
-    """Sleep `seconds` at the first batch of epoch 1 unless `fit` was given a checkpoint (last.ckpt is written)."""
+    """Sleep `seconds` once, at epoch 1's first batch (last.ckpt is written), unless `fit` was given a checkpoint."""
 
     def __init__(self, seconds: float = 300.0) -> None:
-        self.seconds = seconds
+        self.seconds, self.stalled = seconds, False
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.current_epoch == 1 and trainer.ckpt_path is None:
+        if trainer.current_epoch == 1 and trainer.ckpt_path is None and not self.stalled:
+            self.stalled = True
             time.sleep(self.seconds)

@@ -178,23 +178,53 @@ def test_sigterm_outside_fit_ends_a_sweep_non_zero_with_its_report(tmp_path):
     assert (sweep / "summary.md").exists()
 
 
+def submitit_processes(sweep: Path, module: str = "submitit.core._submit") -> list[int]:
+    """The pids of `python -m <module> <a folder of sweep>`: by default the workers running `sweep`'s jobs."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue  # ended meanwhile
+        if module in args and any(str(sweep) in arg for arg in args):
+            pids.append(int(cmdline.parent.name))
+    return pids
+
+
 @pytest.mark.slow
-def test_a_job_past_its_time_limit_is_requeued_and_continues_from_its_own_last_ckpt(tmp_path):
-    """hydra/launcher=submitit_local with a 1-minute limit: submitit signals the job (USR2) 30 s in, the launcher's
-    checkpoint hook requeues it, and the new process resumes its last.ckpt, logs each step once and ends ok. The first
-    attempt stalls after epoch 0 (tests/stall.py); a resume from scratch would stall again until no requeue is left."""
+@pytest.mark.parametrize("stop", ["time limit", "pre-emption"])
+def test_a_submitit_job_stopped_by_the_scheduler_is_requeued_and_continues_from_its_own_last_ckpt(tmp_path, stop):
+    """hydra/launcher=submitit_local. Time limit: 1 minute, so submitit signals the job (USR2) 30 s in. Pre-emption:
+    USR2 sent to the job well inside its limit, as Slurm signals a pre-empted job. Either way the launcher's checkpoint
+    hook requeues it, and the new process resumes its last.ckpt, logs each step once and ends ok. The first attempt
+    stalls after epoch 0 (tests/stall.py); a resume from scratch would stall again until no requeue is left."""
     sweep = tmp_path / "sweep"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
-    limit = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=1", "+hydra.launcher.max_num_timeout=2"]
+    minutes = {"time limit": 1, "pre-emption": 60}[stop]  # submitit: a signal before 80% of the limit is a pre-emption
+    limit = ["hydra/launcher=submitit_local", f"hydra.launcher.timeout_min={minutes}",
+             "+hydra.launcher.max_num_timeout=2"]
+    stall = ["++callbacks.stall._target_=stall.StallFresh", f"++callbacks.stall.seconds={300 if minutes == 1 else 60}"]
     command = ["-m", *limit, "seed=1", *LONG, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "test=false",
-               "++callbacks.stall._target_=stall.StallFresh", f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.run([sys.executable, str(ROOT / "train.py"), *command], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+               *stall, f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *command], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        if stop == "pre-emption":
+            wait_for("*/checkpoints/last.ckpt", sweep, proc)  # epoch 0 done: the job stalls at epoch 1's first batch
+            time.sleep(2.0)
+            (worker,) = submitit_processes(sweep)
+            os.kill(worker, signal.SIGUSR2)
+        _, err = proc.communicate(timeout=400)
+    finally:  # a failed test leaves no job running: the sweep, submitit's controller and its worker
+        proc.kill()
+        for pid in submitit_processes(sweep) + submitit_processes(sweep, "submitit.local._local"):
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 0, err[-3000:]
     ((name, record),) = results(sweep).items()
-    log = (sweep / name / "train.log").read_text()  # submitit's own lines too: the time limit stopped an attempt
-    assert "Caught signal SIGUSR2" in log and "this job is timed-out" in log and "Requeued job" in log, log[-3000:]
+    log = (sweep / name / "train.log").read_text()  # submitit's own lines too: the scheduler stopped an attempt
+    said = {"time limit": "this job is timed-out", "pre-emption": "this job is preempted"}[stop]
+    assert "Caught signal SIGUSR2" in log and said in log and "Requeued job" in log, log[-3000:]
     last = sweep / name / "checkpoints" / "last.ckpt"
     assert f"Resuming {sweep / name} from its own {last}" in log, log[-3000:]  # poolhead's choice, and Lightning's:
     assert f"Restored all states from the checkpoint at {last}" in log, log[-3000:]
@@ -207,8 +237,8 @@ def test_a_job_past_its_time_limit_is_requeued_and_continues_from_its_own_last_c
     assert sorted(metrics.dropna(subset=["val/loss"])["epoch"]) == [0, 1, 2], "each epoch validated once"
     summary = pd.read_csv(sweep / "summary.csv")
     assert summary[["status", "train_steps"]].values.tolist() == [["ok", steps]] and (sweep / "summary.md").exists()
-    worker = "".join(f.read_text() for f in sweep.glob(".submitit/*/*.err"))
-    assert "Caught signal SIGUSR2" in worker and "sweep interrupted" not in worker, "a requeue is not a stopped sweep"
+    worker_log = "".join(f.read_text() for f in sweep.glob(".submitit/*/*.err"))
+    assert "Caught signal SIGUSR2" in worker_log and "sweep interrupted" not in worker_log, "a requeue is not a stop"
 
 
 @pytest.mark.slow
