@@ -18,8 +18,12 @@ from poolhead.sweep.jobs import prepare_job, release_job
 def main(cfg: DictConfig) -> float | None:
     try:
         return train(cfg)
-    except SystemExit:  # interrupted (SIGTERM): a sweep says what finished before it stops, non-zero; a submitit
-        if HydraConfig.get().mode == RunMode.MULTIRUN and not os.environ.get("SUBMITIT_EXECUTOR"):  # job requeues
+    except SystemExit as stop:  # interrupted (SIGTERM): a sweep says what finished before it stops, non-zero
+        if os.environ.get("SUBMITIT_EXECUTOR"):  # a job of submitit's: its own exits (a requeue) go on; an
+            if stop.code == SIGTERM_EXIT:        # interrupted job returns its record, and the sweep reports it
+                return None
+            raise
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
             from poolhead.sweep.jobs import report_interrupted
 
             report_interrupted(HydraConfig.get().sweep.dir)

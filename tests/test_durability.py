@@ -242,6 +242,33 @@ def test_a_submitit_job_stopped_by_the_scheduler_is_requeued_and_continues_from_
 
 
 @pytest.mark.slow
+def test_sigterm_to_a_submitit_job_ends_its_sweep_non_zero_with_a_report_not_a_traceback(tmp_path):
+    """A job of submitit's stopped by SIGTERM (scancel, or a cluster that pre-empts with SIGTERM alone): its record says
+    interrupted, and the sweep reports it and exits 1, instead of a worker that exits without a result and a launcher
+    that dies with UncompletedJobError."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    command = ["-m", "hydra/launcher=submitit_local", "seed=1", *LONG, "trainer.max_epochs=200", "test=false",
+               f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *command], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for("*/checkpoints/last.ckpt", sweep, proc)  # training, past its first epoch
+        (worker,) = submitit_processes(sweep)
+        os.kill(worker, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        for pid in submitit_processes(sweep) + submitit_processes(sweep, "submitit.local._local"):
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == 1 and "1 of 1 jobs failed" in err, err[-3000:]
+    assert "Traceback" not in err and "UncompletedJobError" not in err, err[-3000:]
+    ((record),) = results(sweep).values()
+    assert record["status"] == "failed" and record["error"].startswith("interrupted"), record["error"]
+    assert "interrupted" in (sweep / "summary.md").read_text()
+
+
+@pytest.mark.slow
 def test_a_second_run_into_a_finished_runs_folder_keeps_the_first(tmp_path):
     folder = tmp_path / "run"
     first = train_py(*FAST, f"hydra.run.dir={folder}")
