@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -57,6 +58,48 @@ def test_a_checkpoint_write_that_fails_midway_leaves_the_previous_checkpoints_an
     monkeypatch.undo()
     resumed = run(compose_cfg([*FAST, "keep_last_checkpoint=true", "trainer.max_epochs=2", "ckpt_path=last"], folder))
     assert resumed["status"] == "ok", resumed["error"]
+
+
+KILLED_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from conftest import FAST, compose_cfg
+import poolhead.run.record as record
+from poolhead.run.train import run
+
+write_all = record._write_all
+def killed_halfway(fd, data):  # a checkpoint (megabytes; results.json and job.json are small): half, then kill -9
+    if len(data) >= 1 << 20:
+        write_all(fd, data[: len(data) // 2])
+        os.kill(os.getpid(), signal.SIGKILL)
+    write_all(fd, data)
+record._write_all = killed_halfway
+run(compose_cfg([*FAST, "keep_last_checkpoint=true", "trainer.max_epochs=2", "ckpt_path=last"], Path({folder!r})))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs /dev/shm: a file system apart from the temp folder")
+def test_a_kill_during_a_checkpoint_write_on_another_file_system_leaves_the_run_resumable():
+    """kill -9 halfway through writing a checkpoint, the run folder on a tmpfs apart from the system temp folder
+    (where Lightning's writer moved its temp file from, a copy over the old file): the previous checkpoints stay
+    whole and the run resumes and finishes."""
+    folder = Path(tempfile.mkdtemp(dir="/dev/shm")) / "run"
+    try:
+        first = run(compose_cfg([*FAST, "keep_last_checkpoint=true"], folder))
+        assert first["status"] == "ok", first["error"]
+        before = {p.name: p.read_bytes() for p in (folder / "checkpoints").glob("*.ckpt")}
+        script = KILLED_MID_WRITE.format(tests=str(ROOT / "tests"), folder=str(folder))
+        killed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+        after = {p.name: p.read_bytes() for p in (folder / "checkpoints").glob("*.ckpt")}
+        assert after == before, "a checkpoint was cut by the kill"
+        resumed = run(compose_cfg([*FAST, "keep_last_checkpoint=true", "trainer.max_epochs=2", "ckpt_path=last"],
+                                  folder))
+        assert resumed["status"] == "ok" and resumed["timing"]["train_steps"] == 2 * first["timing"]["train_steps"]
+    finally:
+        shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 def test_atomic_write_replaces_whole_or_not_at_all(tmp_path, monkeypatch):
