@@ -84,6 +84,9 @@ def write_subset(src: str | Path, dst: str | Path, limit: int | None) -> int:
     return n
 
 
+CPU_FLAGS = ("avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile")  # bf16, int8
+
+
 def machine() -> dict:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), None)
@@ -102,7 +105,7 @@ def machine() -> dict:
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
     return {"cpu": model, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
             "memory_gb": round(int(mem) / 1024**2, 1),
-            "cpu_flags": [f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8", "amx_tile") if f in flags],
+            "cpu_flags": [f for f in CPU_FLAGS if f in flags],
             "torch_cpu_capability": torch_cpu[0] if torch_cpu else None,
             "torch_threads": int(torch_cpu[1]) if len(torch_cpu) > 1 else None,
             "gpu": torch_cpu[2].strip() if len(torch_cpu) > 2 else None,

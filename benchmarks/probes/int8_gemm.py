@@ -4,8 +4,9 @@
 
 Times each of a layer's four forward products (QKV, attention out, FFN up, FFN down) as torch fp32 `nn.Linear` and
 as fbgemm's dynamically quantized int8 `Linear` (activations quantized per call, as ONNX Runtime's dynamic int8
-does), in alternating rounds; the fastest of `--repeats` rounds each (a ceiling: other load only slows a round). On a CPU without VNNI or AMX, int8 products use AVX2's 16-bit
-multiply-adds, so their gain over fp32 bounds what any int8 serving backend can reach (issue 31's 3x bar).
+does), in alternating rounds; the fastest of `--repeats` rounds each (a ceiling: other load only slows a round).
+On a CPU without VNNI or AMX, int8 products use AVX2's 16-bit multiply-adds, so their gain over fp32 bounds what any
+int8 serving backend can reach (issue 31's 3x bar).
 Writes results/<stamp>-int8-gemm.md/.json.
 """
 
@@ -47,18 +48,18 @@ def main() -> None:
     a = p.parse_args()
     torch.manual_seed(0)
     load_before = os.getloadavg()[0]
-    rows = []
+    rows, seconds = [], []  # seconds: (fp32, int8) per call of each product
     with torch.no_grad():
         for k, n in SHAPES:
             x, fp32 = torch.randn(a.tokens, k), torch.nn.Linear(k, n)
             int8 = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(fp32), {torch.nn.Linear}, torch.qint8)
             flop = 2 * a.tokens * k * n
             t32, t8 = fastest_per_call([partial(fp32, x), partial(int8, x)], 20, a.repeats)
+            seconds.append((t32, t8))
             rows.append({"shape": f"{a.tokens}x{k} @ {k}x{n}", "fp32_gflops": round(flop / t32 / 1e9, 1),
                          "int8_gops": round(flop / t8 / 1e9, 1), "int8_over_fp32": round(t32 / t8, 2)})
     total = sum(2 * a.tokens * k * n for k, n in SHAPES)
-    t32 = sum(2 * a.tokens * k * n / (r["fp32_gflops"] * 1e9) for (k, n), r in zip(SHAPES, rows))
-    t8 = sum(2 * a.tokens * k * n / (r["int8_gops"] * 1e9) for (k, n), r in zip(SHAPES, rows))
+    t32, t8 = (sum(column) for column in zip(*seconds))  # one layer: its four products in turn
     result = {"command": f"python benchmarks/probes/int8_gemm.py --tokens {a.tokens} --repeats {a.repeats}",
               "machine": common.machine(), "quantized_engine": torch.backends.quantized.engine, "rows": rows,
               "layer_int8_over_fp32": round(t32 / t8, 2), "layer_gflop": round(total / 1e9, 3),
