@@ -140,8 +140,8 @@ def test_a_truncated_last_ckpt_in_a_sweep_job_is_set_aside_and_the_job_trains(tm
     assert sorted(p.name for p in last.parent.iterdir()) == ["best.ckpt", "last.ckpt"]
 
 
-def start_train_py(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+def start_train_py(*args: str, **env_set: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", **env_set}
     return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -234,6 +234,13 @@ def submitit_processes(sweep: Path, module: str = "submitit.core._submit") -> li
     return pids
 
 
+def stop_submitit(sweep: Path, proc: subprocess.Popen) -> None:
+    """Leave nothing of a submitit sweep running, even after a failed test: the sweep, its controller, its workers."""
+    proc.kill()
+    for pid in submitit_processes(sweep) + submitit_processes(sweep, "submitit.local._local"):
+        os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", ["time limit", "pre-emption"])
 def test_a_submitit_job_stopped_by_the_scheduler_is_requeued_and_continues_from_its_own_last_ckpt(tmp_path, stop):
@@ -242,16 +249,14 @@ def test_a_submitit_job_stopped_by_the_scheduler_is_requeued_and_continues_from_
     hook requeues it, and the new process resumes its last.ckpt, logs each step once and ends ok. The first attempt
     stalls after epoch 0 (tests/stall.py); a resume from scratch would stall again until no requeue is left."""
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")]))}
-    minutes = {"time limit": 1, "pre-emption": 60}[stop]  # submitit: a signal before 80% of the limit is a pre-emption
+    # submitit: a signal before 80% of the limit is a pre-emption; the fresh attempt's stall outlasts the limit
+    minutes, stall_seconds = {"time limit": (1, 300), "pre-emption": (60, 60)}[stop]
     limit = ["hydra/launcher=submitit_local", f"hydra.launcher.timeout_min={minutes}",
              "+hydra.launcher.max_num_timeout=2"]
-    stall = ["++callbacks.stall._target_=stall.StallFresh", f"++callbacks.stall.seconds={300 if minutes == 1 else 60}"]
-    command = ["-m", *limit, "seed=1", *LONG, "trainer.max_epochs=3", "trainer.log_every_n_steps=1", "test=false",
-               *stall, f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *command], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stall = ["++callbacks.stall._target_=stall.StallFresh", f"++callbacks.stall.seconds={stall_seconds}"]
+    proc = start_train_py("-m", *limit, "seed=1", *LONG, "trainer.max_epochs=3", "trainer.log_every_n_steps=1",
+                          "test=false", *stall, f"hydra.sweep.dir={sweep}",
+                          PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])))
     try:
         if stop == "pre-emption":
             wait_for("*/checkpoints/last.ckpt", sweep, proc)  # epoch 0 done: the job stalls at epoch 1's first batch
@@ -259,10 +264,8 @@ def test_a_submitit_job_stopped_by_the_scheduler_is_requeued_and_continues_from_
             (worker,) = submitit_processes(sweep)
             os.kill(worker, signal.SIGUSR2)
         _, err = proc.communicate(timeout=400)
-    finally:  # a failed test leaves no job running: the sweep, submitit's controller and its worker
-        proc.kill()
-        for pid in submitit_processes(sweep) + submitit_processes(sweep, "submitit.local._local"):
-            os.kill(pid, signal.SIGKILL)
+    finally:
+        stop_submitit(sweep, proc)
     assert proc.returncode == 0, err[-3000:]
     ((name, record),) = results(sweep).items()
     log = (sweep / name / "train.log").read_text()  # submitit's own lines too: the scheduler stopped an attempt
@@ -290,20 +293,15 @@ def test_sigterm_to_a_submitit_job_ends_its_sweep_non_zero_with_a_report_not_a_t
     interrupted, and the sweep reports it and exits 1, instead of a worker that exits without a result and a launcher
     that dies with UncompletedJobError."""
     sweep = tmp_path / "sweep"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    command = ["-m", "hydra/launcher=submitit_local", "seed=1", *LONG, "trainer.max_epochs=200", "test=false",
-               f"hydra.sweep.dir={sweep}"]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *command], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = start_train_py("-m", "hydra/launcher=submitit_local", "seed=1", *LONG, "trainer.max_epochs=200",
+                          "test=false", f"hydra.sweep.dir={sweep}")
     try:
         wait_for("*/checkpoints/last.ckpt", sweep, proc)  # training, past its first epoch
         (worker,) = submitit_processes(sweep)
         os.kill(worker, signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
-        proc.kill()
-        for pid in submitit_processes(sweep) + submitit_processes(sweep, "submitit.local._local"):
-            os.kill(pid, signal.SIGKILL)
+        stop_submitit(sweep, proc)
     assert proc.returncode == 1 and "1 of 1 jobs failed" in err, err[-3000:]
     assert "Traceback" not in err and "UncompletedJobError" not in err, err[-3000:]
     ((record),) = results(sweep).values()
