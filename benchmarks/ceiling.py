@@ -49,7 +49,7 @@ def gemm_ceiling(tokens: int, hidden: int, inner: int, dtype: torch.dtype, repea
     for k, n in ((hidden, 3 * hidden), (hidden, hidden), (hidden, inner), (inner, hidden)):  # qkv, out, up, down
         shapes += [(tokens, k, n), (tokens, n, k), (k, tokens, n)]  # forward, grad input, grad weight
     rows, total_flops, total_seconds = [], 0.0, 0.0
-    device = common.device()  # the GPU where there is one (benchmarks/gpu.sh)
+    device = common.device()  # the GPU where there is one
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for m, k, n in shapes:
         a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
@@ -80,7 +80,7 @@ def stsb_config(pairs: int, precision: str | None, overrides: list[str] = ()):
     lines = (data / "sts-train.csv").read_text(encoding="utf-8").splitlines(keepends=True)[:pairs]
     (tmp / "stsb" / "sts-train.csv").write_text("".join(lines), encoding="utf-8")
     (tmp / "stsb" / "sts-dev.csv").write_text("".join(lines[:64]), encoding="utf-8")
-    with initialize_config_dir(str(common.REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(common.conf_dir()), version_base="1.3"):
         return compose("train", overrides=["encoder=minilm", "data=stsb", f"data.dir={tmp / 'stsb'}", "mode=cross",
                                            "pooling=cls", f"paths.output_dir={tmp / 'run'}",
                                            f"paths.cache_dir={tmp / 'cache'}"]
