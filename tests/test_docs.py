@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "benchmarks").rglob("*.md"),
+# all of benchmarks/ but runs/, the git-ignored scratch folder of each benchmark run
+BENCH_DOCS = [p for p in (ROOT / "benchmarks").rglob("*.md") if "runs" not in p.relative_to(ROOT).parts]
+DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *BENCH_DOCS,
                *(ROOT / "experiments").glob("*/README.md")])
 PATH_DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
