@@ -39,11 +39,6 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("POOLHEAD_DATA_DIR", REPO.parent / "shared" / "data")) / "stsb"
 
 
-def conf_dir() -> Path:
-    """poolhead's Hydra config folder: the package's own where it ships them, else the repository's conf/."""
-    return next((p for p in (REPO / "src" / "poolhead" / "conf", REPO / "conf") if p.is_dir()), REPO / "conf")
-
-
 def device() -> str:
     """Where the contenders run: the GPU where there is one (run.py on a GPU machine), else the CPU."""
     import torch

@@ -55,10 +55,10 @@ PAIR_LAYOUT = {"poolhead_cross": "cross", "hf_trainer_grouped": "cross", "hf_tra
 BUSY_SHARE = 0.10  # other processes using more than this share of all cores during a run: flagged in the report
 # what `python train.py` uses, read from its config so the "as a user runs it" targets follow a changed default
 def _default_precision() -> str:
-    """What poolhead runs in by default on this machine: its trainer/default.yaml, with `auto` resolved."""
+    """What poolhead runs in by default on this machine: conf/trainer/default.yaml, with `auto` resolved."""
     from poolhead.run.plan import resolve_precision
 
-    value = yaml.safe_load((common.conf_dir() / "trainer/default.yaml").read_text())["precision"]
+    value = yaml.safe_load((common.REPO / "conf/trainer/default.yaml").read_text())["precision"]
     return "bf16" if resolve_precision(value).startswith("bf16") else "fp32"
 
 
