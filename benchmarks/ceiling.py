@@ -49,7 +49,7 @@ def gemm_ceiling(tokens: int, hidden: int, inner: int, dtype: torch.dtype, repea
     for k, n in ((hidden, 3 * hidden), (hidden, hidden), (hidden, inner), (inner, hidden)):  # qkv, out, up, down
         shapes += [(tokens, k, n), (tokens, n, k), (k, tokens, n)]  # forward, grad input, grad weight
     rows, total_flops, total_seconds = [], 0.0, 0.0
-    device = common.device()  # the GPU where there is one (benchmarks/gpu.sh)
+    device = common.device()  # the GPU where there is one
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     for m, k, n in shapes:
         a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)

@@ -40,7 +40,7 @@ def default_data_dir() -> Path:
 
 
 def device() -> str:
-    """Where the contenders run: the GPU where there is one (benchmarks/gpu.sh), else the CPU."""
+    """Where the contenders run: the GPU where there is one (run.py on a GPU machine), else the CPU."""
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"

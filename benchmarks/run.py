@@ -79,7 +79,12 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=common.default_data_dir())
     p.add_argument("--timeout", type=int, default=4 * 3600, help="seconds per contender run")
     p.add_argument("--update-readme", action="store_true", help="put the table into benchmarks/README.md")
+    p.add_argument("--readme-from", type=Path, metavar="RESULT.json",
+                   help="run nothing: put this committed report's table into benchmarks/README.md")
     a = p.parse_args()
+    if a.readme_from:
+        update_readme(json.loads(a.readme_from.read_text()), a.readme_from.with_suffix(".md"))
+        return
     # "full" only for the issue's whole benchmark; any other size is "custom", so its file is never taken for it
     mode = "quick" if a.quick else "full" if not (a.train_pairs or a.dev_pairs or a.epochs) else "custom"
     train_n = a.train_pairs or (640 if a.quick else None)
@@ -128,7 +133,7 @@ def main() -> None:
     md = markdown(report)
     out.with_suffix(".md").write_text(md)
     if a.update_readme:
-        update_readme(md, out.with_suffix(".md"))
+        update_readme(report, out.with_suffix(".md"))
     print(md)
     print(f"\nwritten: {out}.json, {out}.md (per-run files: {runs_dir})")
 
@@ -330,6 +335,7 @@ def fmt(v, spec=".1f"):
 
 
 def markdown(rep: dict) -> str:
+    """The whole report: machine, command, data, the comparison table, every target, seconds per step."""
     m, s = rep["machine"], rep["settings"]
     lines = [f"# poolhead benchmark ({rep['mode']}, {rep['started']})", "",
              f"Machine: {common.describe_machine(m)}", "",
@@ -345,22 +351,7 @@ def markdown(rep: dict) -> str:
              f"{rep['flops']['dev_tokens_per_pair']['cross']:.1f}, bi {rep['flops']['dev_tokens_per_pair']['bi']:.1f}) "
              f"x 2 x the same weights; each / this machine's GEMM ceiling at MiniLM's shapes ("
              + ", ".join(f"{p} {g} GFLOP/s" for p, g in rep["flops"]["ceiling_gflops"].items()) + ").", "",
-             "| comparison | contender | precision | train pairs/s | train MFU | eval pairs/s | eval MFU | peak RSS MB "
-             "| dev Spearman | poolhead / contender |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rep["table"]:
-        rr = r["ratio_poolhead_over_contender"]
-        pct = lambda v: "—" if v is None else f"{100 * v:.0f}%"  # noqa: E731
-        lines.append(f"| {r['comparison']} | {r['contender']} | {r['precision']} | {fmt(r['train_pairs_per_second'])} "
-                     f"| {pct(r.get('train_mfu'))} | {fmt(r['eval_pairs_per_second'])} | {pct(r.get('eval_mfu'))} "
-                     f"| {fmt(r['peak_rss_mb'], '.0f')} "
-                     f"| {fmt(r['dev_spearman'], '.4f')} | "
-                     + (f"{rr:.2f}x ({r['ratio_metric']})" if rr is not None else "—")
-                     + (f" **failed**: {r['error'][:200]}" if r["error"] else "") + " |")
-    lines += ["", "| target | precision | compared | value | threshold | met |", "|---|---|---|---:|---:|---|"]
-    for t in rep["targets"]:
-        met = {True: "met", False: "**not met**", None: "no data"}[t["met"]]
-        lines.append(f"| {t['target']} | {t['precision']} | {t['compared']} | {fmt(t['value'], '.3f')} "
-                     f"| {t['threshold']:.3g} | {met} |")
+             *table_lines(rep["table"]), "", *target_lines(rep["targets"])]
     steps = -(-s["train_pairs"] // s["batch_size"]) * s["epochs"]
     for prec in s["precisions"]:
         ph, bare = (rep["summary"].get(f"{k}|{prec}") or {} for k in ("poolhead_cross", "bare_loop"))
@@ -377,17 +368,57 @@ def markdown(rep: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(md: str, path: Path) -> None:
+def table_lines(rows: list[dict]) -> list[str]:
+    """The comparison table: one row per comparison, contender and precision, MFU beside each throughput."""
+    pct = lambda v: "—" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    lines = ["| comparison | contender | precision | train pairs/s | train MFU | eval pairs/s | eval MFU "
+             "| peak RSS MB | dev Spearman | poolhead / contender |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        rr = r["ratio_poolhead_over_contender"]
+        lines.append(f"| {r['comparison']} | {r['contender']} | {r['precision']} "
+                     f"| {fmt(r['train_pairs_per_second'])} | {pct(r.get('train_mfu'))} "
+                     f"| {fmt(r['eval_pairs_per_second'])} | {pct(r.get('eval_mfu'))} "
+                     f"| {fmt(r['peak_rss_mb'], '.0f')} | {fmt(r['dev_spearman'], '.4f')} | "
+                     + (f"{rr:.2f}x ({r['ratio_metric']})" if rr is not None else "—")
+                     + (f" **failed**: {r['error'][:200]}" if r["error"] else "") + " |")
+    return lines
+
+
+def target_lines(targets: list[dict]) -> list[str]:
+    """The targets table: measured value, threshold, met or not (or no data where a contender did not run)."""
+    lines = ["| target | precision | compared | value | threshold | met |", "|---|---|---|---:|---:|---|"]
+    for t in targets:
+        met = {True: "met", False: "**not met**", None: "no data"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['precision']} | {t['compared']} | {fmt(t['value'], '.3f')} "
+                     f"| {t['threshold']:.3g} | {met} |")
+    return lines
+
+
+def readme_block(rep: dict, rel: Path) -> str:
+    """The README's short form of a report: link, machine, each contender's row once, the targets measured."""
+    rows, seen = [], set()
+    for r in rep["table"]:  # poolhead's rows repeat under each comparison it takes part in
+        if (r["contender"], r["precision"]) not in seen:
+            seen.add((r["contender"], r["precision"]))
+            rows.append(r)
+    measured = [t for t in rep["targets"] if t["met"] is not None]
+    return "\n".join([f"From [`{rel}`]({rel}) (command, data, every target, seconds per step):", "",
+                      f"Machine: {common.describe_machine(rep['machine'])}", "",
+                      *table_lines(rows), "", *target_lines(measured)])
+
+
+def update_readme(rep: dict, path: Path) -> None:
+    """Put `rep`'s short form between the README's RESULTS markers (never typed by hand)."""
     readme = common.BENCH / "README.md"
     text = readme.read_text()
     start, end = "<!-- RESULTS -->", "<!-- /RESULTS -->"
     if start not in text or end not in text:
         print(f"warning: {readme} lacks the {start} ... {end} markers; not updated", file=sys.stderr)
         return
-    body = md.split("\n", 1)[1].strip()  # without the title line
-    rel = path.relative_to(common.BENCH)
     head, rest = text.split(start, 1)
-    readme.write_text(f"{head}{start}\nFrom `{rel}`:\n\n{body}\n{end}{rest.split(end, 1)[1]}")
+    block = readme_block(rep, path.resolve().relative_to(common.BENCH))
+    readme.write_text(f"{head}{start}\n{block}\n{end}{rest.split(end, 1)[1]}")
 
 
 if __name__ == "__main__":

@@ -258,7 +258,7 @@ print(kept, int(statistics.median(faults)))
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="page-fault counts and mallopt are Linux/glibc here")
 def test_keep_freed_memory_reuses_a_large_block_without_page_faults():
     """keep_freed_memory=true (the default) is ~10% of a MiniLM bf16 training step on a 2-core EPYC
-    (benchmarks/README.md); its mechanism: a freed 47 MB gradient is reused instead of faulted in afresh each step."""
+    (docs/speed.md); its mechanism: a freed 47 MB gradient is reused, not faulted in afresh each step."""
     def faults(arm: str) -> tuple[str, int]:
         out = subprocess.run([sys.executable, "-c", FAULTS, arm], capture_output=True, text=True, check=True)
         kept, count = out.stdout.split()

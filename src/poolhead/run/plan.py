@@ -107,7 +107,7 @@ def cpu_computes_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
 
 def resolve_precision(precision: Any, accelerator: str = "auto") -> str:
     """`auto`: bf16-mixed on CPUs with bf16 units, 32-true elsewhere, GPUs included (at batch 32 a GPU step is bound
-    by kernel launches, which autocast's casts add to: benchmarks/README.md, "GPU path"). Name bf16-mixed for batches
+    by kernel launches, which autocast's casts add to: docs/speed.md). Name bf16-mixed for batches
     large enough that the matrix products dominate (16-mixed on a CPU is refused before: `checks.check_settings`)."""
     if str(precision) != "auto":
         return str(precision)
