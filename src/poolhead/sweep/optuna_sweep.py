@@ -320,7 +320,9 @@ class OptunaSweep(LaunchingSweep):
         take = min(self.n_jobs, count["waiting"] + new)
         if take:
             self.waiting_for = None
-            return [study.ask(space) for _ in range(take)]
+            with warnings.catch_warnings():  # "heartbeat ... with Study.optimize": run_trials beats as optimize does
+                warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                return [study.ask(space) for _ in range(take)]
         if not count["running"] and not count["waiting"]:
             return None
         self.say_waiting(study)
