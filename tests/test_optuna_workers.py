@@ -43,8 +43,10 @@ def start(args: list[str], log: Path) -> subprocess.Popen:
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def load(sweep: Path, name: str = "stsb_optuna"):
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(sweep / "optuna.journal")))
+def load(sweep: Path, name: str = "stsb_optuna", url: str | None = None):
+    """The study as Optuna itself reads it: the sweep's journal file, or the RDB at `url`."""
+    storage = url or optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(sweep / "optuna.journal")))
     return optuna.load_study(study_name=name, storage=storage)
 
 
@@ -61,14 +63,17 @@ def wait_for(condition, procs, seconds=300):
 
 
 @pytest.mark.slow
-def test_three_workers_with_the_same_command_share_one_journal_and_train_each_trial_once(tmp_path):
-    """Three processes (three hosts) with one command on one journal, the second and third started while the first
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_three_workers_with_the_same_command_share_one_study_and_train_each_trial_once(tmp_path, kind):
+    """Three processes (three hosts) with one command on one journal (or one RDB), the second and third started while the first
     trains its trial, monitor left to the task: 4 trials in all, each trained once (10 steps logged once each), none
     FAIL, all exit 0, each names the same best trial, which the results file and the job records agree on. Catches
     a worker that fails every RUNNING trial at start (the live one of another worker: it was retried, the first
     worker crashed), n_trials counted per worker (12 trials), a worker that ends before the others' trials end."""
     sweep = tmp_path / "sweep"
-    args = command(sweep, "optim.lr=interval(0.0005,0.004)", "hydra.sweeper.n_trials=4", "monitor=null")
+    url = f"sqlite:///{tmp_path}/study.db" if kind == "sqlite" else None
+    args = command(sweep, "optim.lr=interval(0.0005,0.004)", "hydra.sweeper.n_trials=4", "monitor=null",
+                   *([f"hydra.sweeper.storage={url}"] if url else []))
     procs = [start(args, tmp_path / "w0.log")]
     wait_for(lambda: list(sweep.glob("*/job.json")), procs)  # worker 0 is training its first trial
     procs += [start(args, tmp_path / f"w{i}.log") for i in (1, 2)]
@@ -76,7 +81,7 @@ def test_three_workers_with_the_same_command_share_one_journal_and_train_each_tr
     logs = [(tmp_path / f"w{i}.log").read_text() for i in range(3)]
     assert codes == [0, 0, 0], [log[-2000:] for log in logs]
 
-    trials = load(sweep).trials
+    trials = load(sweep, url=url).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     steps = trained_steps(sweep)
     assert len(steps) == 4 and all(s == list(range(STEPS)) for s in steps.values()), steps
