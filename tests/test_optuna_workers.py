@@ -21,6 +21,7 @@ from test_app import train_py
 from poolhead.core.direction import monitor_mode
 from poolhead.data.sources import DEMO_DIR
 from poolhead.sweep import optuna_sweep
+from poolhead.sweep.report import write_report
 from poolhead.sweep.optuna_sweep import SweepRefused, check_journal, open_storage, study_direction
 
 optuna = pytest.importorskip("optuna")
@@ -92,6 +93,9 @@ def test_three_workers_with_the_same_command_share_one_study_and_train_each_tria
     assert best["best_value"] == max(r["metrics"]["val/spearman"] for r in done)
     assert f"Best trial {best['best_trial']}:" in best_lines.pop()
     assert len(pd.read_csv(sweep / "summary.csv")) == 4
+    written = {name: (sweep / name).read_bytes() for name in ("summary.md", "summary.csv")}
+    write_report(sweep)  # what any worker ending after the study is complete writes: the same bytes
+    assert {name: (sweep / name).read_bytes() for name in written} == written
 
 
 @pytest.mark.slow
@@ -227,3 +231,23 @@ def test_the_direction_defaults_from_monitor_and_from_the_task_when_monitor_is_n
     assert study_direction(None, "val/loss") == "minimize" and study_direction(None, "val/mae") == "minimize"
     with pytest.raises(SweepRefused, match="hydra.sweeper.direction=up"):
         study_direction("up", None)
+
+
+def test_a_worker_started_before_another_still_exits_1_for_the_job_it_saw_fail(tmp_path):
+    """Workers touch one `.multirun_started` marker: the first one's jobs must count from its own start, not from
+    the last worker's. Catches a worker that read the marker's time at its end and exited 0 over a failed job."""
+    from poolhead.sweep.jobs import ExitStatusCallback
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    first = ExitStatusCallback()
+    first.on_multirun_start(config)
+    time.sleep(0.05)
+    job = tmp_path / "optim.lr=-1"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "hydra.yaml").write_text("{}\n")
+    (job / "results.json").write_text(json.dumps({"status": "failed", "error": "optim.lr=-1: a learning rate >= 0"}))
+    time.sleep(0.05)
+    ExitStatusCallback().on_multirun_start(config)  # a second worker joins the sweep
+    with pytest.raises(SystemExit) as stop:
+        first.on_multirun_end(config)
+    assert stop.value.code == 1
