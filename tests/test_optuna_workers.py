@@ -60,6 +60,15 @@ def trained_steps(sweep: Path) -> dict[str, list[int]]:
             for log in sweep.glob("*/csv/metrics.csv")}
 
 
+def exit_times(procs, seconds=600) -> list[float]:
+    """When each process ended (time.time()), polled side by side."""
+    ended, deadline = {}, time.monotonic() + seconds
+    while len(ended) < len(procs) and time.monotonic() < deadline:
+        ended.update({i: time.time() for i, p in enumerate(procs) if i not in ended and p.poll() is not None})
+        time.sleep(0.05)
+    return [ended.get(i, float("inf")) for i in range(len(procs))]
+
+
 def wait_for(condition, procs, seconds=300):
     deadline = time.monotonic() + seconds
     while not condition() and all(p.poll() is None for p in procs) and time.monotonic() < deadline:
@@ -73,7 +82,7 @@ def test_three_workers_with_the_same_command_share_one_study_and_train_each_tria
     started while the first trains its trial, monitor left to the task: 4 trials in all, each trained once (10
     steps logged once each), none FAIL, all exit 0, each names the same best trial, which the results file and
     the job records agree on. Catches a worker that fails every RUNNING trial at start (the live one of
-    another worker: it was retried, the first worker crashed), n_trials counted per worker (12 trials), a
+    another worker: it was retried, the first worker crashed), n_trials counted per worker (6 trials), a
     worker that ends before the others' trials end."""
     sweep = tmp_path / "sweep"
     url = f"sqlite:///{tmp_path}/study.db" if kind == "sqlite" else None
@@ -82,12 +91,15 @@ def test_three_workers_with_the_same_command_share_one_study_and_train_each_tria
     procs = [start(args, tmp_path / "w0.log")]
     wait_for(lambda: list(sweep.glob("*/job.json")), procs)  # worker 0 is training its first trial
     procs += [start(args, tmp_path / f"w{i}.log") for i in (1, 2)]
-    codes = [p.wait(timeout=600) for p in procs]
+    ended = exit_times(procs)
+    codes = [p.wait(timeout=10) for p in procs]
     logs = [(tmp_path / f"w{i}.log").read_text() for i in range(3)]
     assert codes == [0, 0, 0], [log[-2000:] for log in logs]
 
     trials = load(sweep, url=url).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
+    last_trial_end = max(t.datetime_complete.timestamp() for t in trials)
+    assert min(ended) >= last_trial_end, "a worker ended before the others' trials did"
     steps = trained_steps(sweep)
     assert len(steps) == 4 and all(s == list(range(STEPS)) for s in steps.values()), steps
     best_lines = {line.split("] ", 1)[1] for log in logs for line in log.splitlines() if "Best trial" in line}
