@@ -279,12 +279,13 @@ class ExitStatusCallback(Callback):
         try:  # before any job: also for sweepers that write into the folder first (Optuna)
             sweep_dir.mkdir(parents=True, exist_ok=True)
             self.marker.touch()
+            self.since_ns = self.marker.stat().st_mtime_ns  # now: a worker started later on the sweep touches it again
         except OSError as err:
             sys.exit(f"hydra.sweep.dir={sweep_dir}: cannot write there ({err.strerror or err}); no job was started. "
                      "Choose a folder you can write, e.g. hydra.sweep.dir=logs/my_sweep")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        failed, total = failed_jobs(Path(str(config.hydra.sweep.dir)), self.marker.stat().st_mtime_ns)
+        failed, total = failed_jobs(Path(str(config.hydra.sweep.dir)), self.since_ns)
         if not failed:
             return
         lines = [f"{len(failed)} of {total} jobs failed (the sweep went on; summary.md lists them):"]
