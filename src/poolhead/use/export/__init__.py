@@ -13,11 +13,13 @@ from typing import Any
 from poolhead.core.heads import ClassificationHead, MultiLabelHead, RegressionHead
 from poolhead.core.model import PoolheadModel
 from poolhead.use.export import cross_encoder, st, transformers_format
-from poolhead.use.export.backends import (  # noqa: F401
-    BACKEND_TOLERANCE, BACKENDS, MAX_INT8_LOSS, _backend_importable, add_backend, backend_file, backend_refusal,
-    onnx_isa)
+from poolhead.use.export.backends import (  # noqa: F401  (the package's API)
+    BACKEND_RTOL, BACKENDS, MAX_INT8_LOSS, add_backend, backend_file, backend_importable, backend_refusal,
+    loss_refusal, st_loads_onnx)
 from poolhead.use.export.card import base_encoder, export_name, hub_id, model_card  # noqa: F401
-from poolhead.use.export.checks import PROBES, card_name, check, expected, exported_scores, load_exported  # noqa: F401
+from poolhead.use.export.checks import (  # noqa: F401
+    PROBES, ExportRefused, card_name, carries_code, check, expected, exported_scores, load_exported)
+from poolhead.use.export.onnx_files import onnx_isa  # noqa: F401
 
 FORMATS = ("sentence-transformers", "cross-encoder", "transformers")
 AUTO = {"bi": ("sentence-transformers",), "cross": ("cross-encoder", "transformers"), "single": ("transformers",)}
@@ -26,25 +28,16 @@ FORMAT = {"sentence-transformers": (st.refusal, st.to_sentence_transformers),  #
           "transformers": (transformers_format.refusal, transformers_format.to_transformers)}
 
 
-class ExportRefused(ValueError):
-    """The model has no exact equivalent in the asked format; the message says why and which formats hold it."""
-
-
 def refusal(model: PoolheadModel, fmt: str) -> str | None:
     """Why `fmt` cannot hold `model` with the same outputs, or None when it can."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)} (or auto)")
-    head, mode, layers = model.head, model.mode.name, model.encoder.layers
-    if layers != [-1]:
-        return f"encoder.layers={layers} averages hidden layers; exported models read the last layer only"
+    head, mode = model.head, model.mode.name
     if not isinstance(head, (RegressionHead, ClassificationHead, MultiLabelHead)):
         return f"head {type(head).__name__} is not one of poolhead's heads; its outputs have no known equivalent"
     if mode == "bi" and not isinstance(head, RegressionHead):
         return ("mode=bi with a classification head reads (u, v, |u - v|): no format holds that (a "
                 "SentenceTransformer scores pairs by cosine); train mode=bi head=regression, or mode=cross")
-    if fmt != "transformers" and type(model.pooling) not in st.ST_POOLING:
-        return (f"pooling {type(model.pooling).__name__}: sentence-transformers' Pooling has no such mode (it has "
-                f"{st.ST_MODES}); no format holds it exactly")
     return FORMAT[fmt][0](model)
 
 
@@ -81,7 +74,7 @@ def export(model: PoolheadModel, to: str | Path, fmt: str = "auto", card: dict[s
     if why:
         raise ExportRefused(f"cannot add a {backend}{' int8' if quantize else ''} file to a {fmt} export: {why}")
     if backend != "torch":
-        _backend_importable(backend)  # before anything is written
+        backend_importable(backend)  # before anything is written
     if fmt != "transformers":
         try:
             import sentence_transformers  # noqa: F401

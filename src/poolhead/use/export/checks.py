@@ -12,6 +12,10 @@ from torch import nn
 
 from poolhead.core.model import PoolheadModel
 
+class ExportRefused(ValueError):
+    """The model has no exact equivalent in the asked format; the message says why and which formats hold it."""
+
+
 PROBES = ["A man is playing a guitar.", "A woman is slicing an onion in the kitchen.", "The cat sleeps.",
           " ".join(["A very long sentence that goes on"] * 60)]  # longer than any max_length: truncation must agree
 
@@ -43,11 +47,16 @@ def load_exported(folder: str | Path, fmt: str, backend: str = "torch", file_nam
     kwargs: dict[str, Any] = {} if backend == "torch" else {
         "backend": backend, "model_kwargs": {"file_name": file_name} if file_name else {}}
     cls = st.SentenceTransformer if fmt == "sentence-transformers" else st.CrossEncoder
-    loaded = cls(str(folder), device="cpu", **kwargs)
+    loaded = cls(str(folder), device="cpu", trust_remote_code=carries_code(folder), **kwargs)
     name = card_name(folder)
     if name:
         loaded.model_card_data.model_name = name  # sentence-transformers does not read it back from a folder
     return loaded
+
+
+def carries_code(folder: str | Path) -> bool:
+    """Whether the export holds a pooling as code (poolhead_pooling.py): loading it needs trust_remote_code=True."""
+    return (Path(folder) / "poolhead_pooling.py").exists()
 
 
 def card_name(folder: str | Path) -> str | None:

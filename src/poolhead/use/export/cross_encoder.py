@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from poolhead.core.model import PoolheadModel
-from poolhead.use.export.st import dense, st_modules
+from poolhead.use.export.st import dense, save_code, st_modules
 from poolhead.use.export.transformers_format import label_names
 
 
@@ -40,3 +40,4 @@ def to_cross_encoder(model: PoolheadModel, to: Path) -> None:
         if model.task.kind != "score":
             label_names(modules[0].model.config, model)
         CrossEncoder(modules=modules, activation_fn=activation, device="cpu").save(str(to), create_model_card=False)
+    save_code(model, to)

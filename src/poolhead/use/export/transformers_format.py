@@ -18,6 +18,9 @@ def refusal(model: PoolheadModel) -> str | None:
     if model.mode.name == "bi":
         return ("mode=bi scores cos(u, v) of two encoder passes, a sequence classifier encodes one input: "
                 "use sentence-transformers")
+    if model.encoder.layers != [-1]:
+        return (f"encoder.layers={model.encoder.layers} averages hidden layers, a sequence classifier reads the last "
+                "one: use the cross-encoder format")
     if type(model.pooling) is not P.PoolerOutput:
         return (f"pooling {type(model.pooling).__name__}: AutoModelForSequenceClassification classifies the "
                 "encoder's pooler output (pooling=pooler only); use the cross-encoder format")
