@@ -75,7 +75,8 @@ def st_loads_onnx() -> str | None:
 
 
 def scale(model: PoolheadModel, fmt: str) -> float:
-    """The range of what the export outputs: a cosine spans 2, a score its data's range, a probability 1."""
+    """The range of what the export outputs (fmt "predict": poolhead's pred): a cosine spans 2, a score its data's
+    range, a probability 1."""
     if model.task.kind != "score":
         return 1.0
     if fmt == "sentence-transformers":
@@ -138,6 +139,42 @@ def check_fp32(model: PoolheadModel, folder: Path, fmt: str, backend: str) -> di
                      f"of the output's range)"}
 
 
+def check_engine(model: PoolheadModel, file: Path, backend: str) -> str:
+    """`poolhead predict`'s outputs on the probe pairs with the encoder running `file` against torch's, within
+    BACKEND_RTOL of the range of pred; returns what was checked, raises when they differ."""
+    from poolhead.use.export.checks import PROBES
+    from poolhead.use.predict import predict_texts
+
+    pair = PROBES[1:] + PROBES[:1] if model.mode.pair else None
+    want = expected(model, predict_texts(model, PROBES, pair, precision="32-true"), "predict")
+    got = expected(model, predict_texts(on_engine(model, file, backend), PROBES, pair, precision="32-true"), "predict")
+    diff, tolerance = float(np.abs(got - want).max()), BACKEND_RTOL * scale(model, "predict")
+    if not diff <= tolerance:
+        raise RuntimeError(f"{file} on {backend} gives other predictions than torch (max |diff| {diff:.2e} > "
+                           f"{tolerance:.2g}); it was not kept. Please report this as a poolhead bug.")
+    return f"probe pairs: max abs diff vs torch {diff:.1e} (tolerance {tolerance:.2g})"
+
+
+def check_engine_int8(model: PoolheadModel, file: Path, backend: str, max_loss: float) -> str:
+    """The int8 `file`'s dev Spearman against torch fp32's on the run's val split; raises beyond `max_loss`."""
+    from scipy.stats import spearmanr
+
+    from poolhead.use.predict import data_for, predict_texts
+
+    dev = data_for(model).rows("val")
+    text, pair = dev["text"].tolist(), dev["text_pair"].tolist() if model.mode.pair else None
+    gold = dev["label"].to_numpy(dtype=float)
+    score = {name: float(spearmanr(gold, expected(m, predict_texts(m, text, pair, precision="32-true"),
+                                                  "predict")).statistic)
+             for name, m in (("torch", model), ("int8", on_engine(model, file, backend)))}
+    said = (f"dev Spearman (val split, {len(dev)} rows): torch fp32 {score['torch']:.4f}, int8 {score['int8']:.4f}, "
+            f"loss {(score['torch'] - score['int8']) * 100:.2f} points (allowed {max_loss * 100:.2f})")
+    if loss_refusal(score["torch"], score["int8"], max_loss):
+        raise ExportRefused(f"the {backend} int8 file loses too much: {said}; it was not kept (use fp32, or allow "
+                            "more with --max-loss)")
+    return said
+
+
 def loss_refusal(torch_score: float, int8_score: float, max_loss: float) -> str | None:
     """Why an int8 file is refused: it lost more than `max_loss` (signed: an int8 file that scores higher loses
     nothing), else None."""
@@ -148,8 +185,6 @@ def loss_refusal(torch_score: float, int8_score: float, max_loss: float) -> str 
 def quantized(model: PoolheadModel, folder: Path, fmt: str, backend: str, loaded: Any,
               max_loss: float) -> dict[str, Any]:
     """Write the int8 file, score it on the run's dev split against torch fp32, refuse a loss above `max_loss`."""
-    from scipy.stats import spearmanr
-
     from poolhead.use.predict import data_for
 
     datamodule = data_for(model)
@@ -161,30 +196,29 @@ def quantized(model: PoolheadModel, folder: Path, fmt: str, backend: str, loaded
         how = openvino_int8(loaded, folder, datamodule)
     if not (folder / name).exists():
         raise RuntimeError(f"the {backend} quantizer did not write {name}; nothing was exported")
-    dev = datamodule.rows("val")
+    if backend == "onnx" and st_loads_onnx() is not None:  # ONNX Runtime under poolhead's pooling and head
+        said = check_engine_int8(model, folder / name, backend, max_loss)
+    else:
+        said = library_int8_check(model, folder, fmt, backend, name, datamodule.rows("val"), max_loss)
+    return {"file": name, "backend": backend, "precision": "int8", "check": said, "how": how}
+
+
+def library_int8_check(model: PoolheadModel, folder: Path, fmt: str, backend: str, name: str, dev: pd.DataFrame,
+                       max_loss: float) -> str:
+    """The int8 file's dev Spearman through sentence-transformers against the torch export's; raises beyond
+    `max_loss`."""
+    from scipy.stats import spearmanr
+
+    text, pair = dev["text"].tolist(), dev["text_pair"].tolist() if model.mode.pair else None
     gold = dev["label"].to_numpy(dtype=float)
-    torch_score = float(spearmanr(gold, dev_scores(model, dev, folder, fmt, "torch", None)).statistic)
-    int8_score = float(spearmanr(gold, dev_scores(model, dev, folder, fmt, backend, name)).statistic)
+    torch_score = float(spearmanr(gold, exported_scores(folder, fmt, text, pair)).statistic)
+    int8_score = float(spearmanr(gold, exported_scores(folder, fmt, text, pair, backend, name)).statistic)
     said = (f"dev Spearman (val split, {len(dev)} rows): torch fp32 {torch_score:.4f}, int8 {int8_score:.4f}, "
             f"loss {(torch_score - int8_score) * 100:.2f} points (allowed {max_loss * 100:.2f})")
     if loss_refusal(torch_score, int8_score, max_loss):
         raise ExportRefused(f"the {backend} int8 file loses too much: {said}; nothing was exported (export fp32, or "
                             "allow more with --max-loss)")
-    return {"file": name, "backend": backend, "precision": "int8", "check": said, "how": how,
-            "loss": torch_score - int8_score}
-
-
-def dev_scores(model: PoolheadModel, dev: pd.DataFrame, folder: Path, fmt: str, backend: str,
-               name: str | None) -> np.ndarray:
-    """The dev rows scored through the export (torch, or the backend file): by its library, or for ONNX without
-    optimum by ONNX Runtime under poolhead's pooling and head."""
-    text, pair = dev["text"].tolist(), dev["text_pair"].tolist() if model.mode.pair else None
-    if backend == "onnx" and st_loads_onnx() is not None:
-        from poolhead.use.predict import predict_texts
-
-        return expected(model, predict_texts(on_engine(model, folder / name, backend), text, pair,
-                                             precision="32-true"), fmt)
-    return exported_scores(folder, fmt, text, pair, backend, name)
+    return said
 
 
 def openvino_int8(loaded: Any, folder: Path, datamodule: Any) -> str:

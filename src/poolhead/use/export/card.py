@@ -13,19 +13,20 @@ from poolhead.core.encoder import Encoder
 from poolhead.core.hub import weights_sha256
 from poolhead.core.model import PoolheadModel
 from poolhead.run.record import config_hash
+from poolhead.use.export.st import carries_code
 
 LOAD = {
     "sentence-transformers": """```python
 from sentence_transformers import SentenceTransformer
 
-model = SentenceTransformer("{dir}")
+model = SentenceTransformer("{dir}"{trust})
 u, v = model.encode(["A man plays a guitar."]), model.encode(["Someone plays music."])
 cosine = model.similarity_pairwise(u, v)   # = (poolhead pred - {low:g}) / ({high:g} - {low:g})
 ```""",
     "cross-encoder": """```python
 from sentence_transformers import CrossEncoder
 
-model = CrossEncoder("{dir}")
+model = CrossEncoder("{dir}"{trust})
 scores = model.predict([("A man plays a guitar.", "Someone plays music.")]{softmax})
 ```""",
     "transformers": """```python
@@ -103,20 +104,59 @@ def scale_note(model: PoolheadModel, fmt: str) -> str:
             f"`pred`. Labels (id order): {', '.join(model.task.label_names)}.")
 
 
-def backend_section(fmt: str, files: list[dict[str, Any]]) -> str:
-    """The model card's list of ONNX / OpenVINO files: which is which, how each was checked, how to load it."""
+ORT_LOAD = """```python
+import numpy as np
+import onnxruntime as ort
+from transformers import AutoTokenizer   # or tokenizers.Tokenizer.from_file("tokenizer.json")
+
+tokenizer = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER")
+session = ort.InferenceSession("PATH/TO/THIS/FOLDER/{file}")
+batch = tokenizer({inputs}, truncation=True, max_length={max_length}, padding=True, return_tensors="np")
+names = [i.name for i in session.get_inputs()]   # input_ids, attention_mask (, token_type_ids)
+states = session.run(["last_hidden_state"], {{n: batch[n].astype(np.int64) for n in names}})[0]
+# then the modules after module 0 in modules.json (pooling, Dense layers), as sentence-transformers runs them
+```"""
+SERVE_FILES = ("To serve without Python, a runtime needs the graph, the tokenizer (`tokenizer.json`: Hugging Face "
+               "tokenizers, with bindings for Rust, Node and others; `tokenizer_config.json` and "
+               "`special_tokens_map.json` for its settings: lowercasing, special tokens, max length) and the modules "
+               "after the encoder in `modules.json` (the pooling's `config.json`, the Dense layers' weights).")
+
+
+def backend_section(model: PoolheadModel, fmt: str, files: list[dict[str, Any]]) -> str:
+    """The model card's list of ONNX / OpenVINO files: which is which, how each was checked and made, how to load
+    it (sentence-transformers, and ONNX Runtime directly), what serving it without Python needs."""
     if not files:
         return ""
     cls = "SentenceTransformer" if fmt == "sentence-transformers" else "CrossEncoder"
+    trust = ", trust_remote_code=True" if carries_code(model) else ""
     lines = ["## Fast backends (ONNX / OpenVINO)", "",
-             "Beside the torch weights (model.safetensors), written by sentence-transformers' own exporters:", "",
+             "Beside the torch weights (model.safetensors), each checked before the folder was kept:", "",
              "| file | backend | precision | check before it was kept |", "|---|---|---|---|"]
     lines += [f"| `{f['file']}` | {f['backend']} | {f['precision']} | {f['check']} |" for f in files]
     lines += ["", "```python", f"from sentence_transformers import {cls}", ""]
     lines += [f'model = {cls}("PATH/TO/THIS/FOLDER", backend="{f["backend"]}", '
-              f'model_kwargs={{"file_name": "{f["file"]}"}})   # {f["precision"]}' for f in files]
-    lines += ["```", ""] + [f"{f['file']}: {f['how']}." for f in files if f.get("how")]
+              f'model_kwargs={{"file_name": "{f["file"]}"}}{trust})   # {f["precision"]}' for f in files]
+    lines += ["```", ""]
+    onnx = [f for f in files if f["backend"] == "onnx"]
+    if onnx:
+        inputs = '["A man plays a guitar."], ["Someone plays music."]' if fmt == "cross-encoder" else \
+            '["A man plays a guitar."]'
+        lines += ["sentence-transformers' `backend=\"onnx\"` needs optimum-onnx, which does not import with "
+                  "transformers 5 yet; ONNX Runtime runs the files directly:", "",
+                  ORT_LOAD.format(file=onnx[-1]["file"], inputs=inputs, max_length=model.encoder.max_length), "",
+                  SERVE_FILES, ""]
+    lines += [f"{f['file']}: {f['how']}." for f in files if f.get("how")]
     return "\n".join(lines) + "\n\n"
+
+
+def code_note(model: PoolheadModel, fmt: str) -> str:
+    """The card's warning that the folder carries code, and which."""
+    if fmt == "transformers" or not carries_code(model):
+        return ""
+    return (f"**This folder carries code.** sentence-transformers' Pooling has no `{type(model.pooling).__name__}` "
+            "pooling, so the folder holds it as a custom module: `poolhead_pooling.py` (the module) and the "
+            "pooling's own source file in its module folder, with its weights. Loading it runs that code: pass "
+            "`trust_remote_code=True`, after reading the two files.\n\n")
 
 
 def model_card(model: PoolheadModel, fmt: str, card: dict[str, Any]) -> str:
@@ -125,7 +165,8 @@ def model_card(model: PoolheadModel, fmt: str, card: dict[str, Any]) -> str:
     encoder, kind = model.encoder, model.task.kind
     low, high = model.task.score_range or (0.0, 1.0)
     load = LOAD[fmt].format(
-        dir="PATH/TO/THIS/FOLDER", low=low, high=high, softmax=", apply_softmax=True" if kind == "class" else "",
+        dir="PATH/TO/THIS/FOLDER", trust=", trust_remote_code=True" if carries_code(model) else "", low=low,
+        high=high, softmax=", apply_softmax=True" if kind == "class" else "",
         inputs='["A man plays a guitar."], ["Someone plays music."]' if model.mode.pair else '["A text to classify."]',
         meaning="class logits; id2label in config.json" if kind != "score" else "the score, num_labels=1")
     main = ("spearman", "pearson", "accuracy", "f1_macro", "f1_micro")
@@ -142,7 +183,7 @@ def model_card(model: PoolheadModel, fmt: str, card: dict[str, Any]) -> str:
         "checkpoint": card.get("checkpoint", "(not given)"),
     }
     table = "\n".join(f"| {k} | {v} |" for k, v in rows.items())
-    backends = backend_section(fmt, card.get("backends") or [])
+    backends = backend_section(model, fmt, card.get("backends") or [])
     library = "transformers" if fmt == "transformers" else "sentence-transformers (>= 6)"
     front = {"model_name": card.get("model_name") or export_name(model, card),
              "library_name": "transformers" if fmt == "transformers" else "sentence-transformers",
@@ -161,7 +202,7 @@ set it yourself when you load the folder otherwise: MTEB keys its result cache b
 Written by `poolhead export`; loading it needs only {library}. Before it was kept, the folder was loaded back with
 that library and gave poolhead's own outputs (fp32) on probe pairs.
 
-| | |
+{code_note(model, fmt)}| | |
 |---|---|
 {table}
 

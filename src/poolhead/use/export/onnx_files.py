@@ -54,9 +54,10 @@ def write_onnx(model: PoolheadModel, path: Path) -> Path:
     """Export the encoder with torch.onnx.export (the dynamo exporter: the TorchScript one traces transformers 5's
     attention mask into constants and gives wrong states for other shapes)."""
     names = input_names(model)
-    batch = model.encoder.tokenizer(["A probe sentence.", "Another, longer probe sentence here."], padding=True,
-                                    return_tensors="pt")
-    inputs = tuple(batch[n] if n in batch else torch.zeros_like(batch["input_ids"]) for n in names)
+    ids = torch.arange(2 * 9).reshape(2, 9) % 100 + 100  # any token ids: the shapes are what the export traces
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # a padded row
+    inputs = tuple({"input_ids": ids, "attention_mask": mask}.get(n, torch.zeros_like(ids)) for n in names)
     dims = {n: {0: torch.export.Dim(AXES[0]), 1: torch.export.Dim(AXES[1])} for n in names}
     path.parent.mkdir(parents=True, exist_ok=True)
     quiet = logging.getLogger("torch.onnx")
@@ -84,10 +85,17 @@ def onnx_isa() -> str:
 
 
 def quantize_int8(source: Path, target: Path, isa: str) -> Path:
-    """ONNX Runtime's dynamic int8 quantization of `source`, as optimum configures it per ISA: int8 weights per
-    channel; 7-bit ranges (reduce_range) on AVX2 / AVX-512 without VNNI, whose int8 products can overflow."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """ONNX Runtime's dynamic int8 quantization of `source` (after its pre-processing: shape inference and graph
+    optimisation), as optimum configures it per ISA: int8 weights per channel; 7-bit ranges (reduce_range) on AVX2
+    and AVX-512 without VNNI, whose int8 products can saturate."""
+    import tempfile
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                     reduce_range=isa in ("avx2", "avx512"), op_types_to_quantize=["MatMul", "Gemm"])
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=isa in ("avx2", "avx512"), op_types_to_quantize=["MatMul", "Gemm"])
     return target
