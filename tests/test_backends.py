@@ -45,17 +45,46 @@ def needs(backend: str) -> None:
         pytest.skip(str(err))
 
 
-@pytest.mark.parametrize("overrides, fmt, quantize, words", [
-    (lambda d: ["mode=cross", "pooling=pooler"], "transformers", None,
-     ["AutoModelForSequenceClassification", "use --format cross-encoder"]),
-    (lambda d: ["mode=bi"], "sentence-transformers", "int8", None),  # holds it
-    (lambda d: ["mode=bi", "pooling=attention"], "sentence-transformers", "int8", None),  # holds it (custom module)
-    (lambda d: ["mode=bi", "encoder.layers=[-1,-2]"], "sentence-transformers", None,
-     ["encoder.layers=[-1, -2]", "last layer's states"]),
-    (lambda d: ["mode=cross", "head=classification", "data=csv", f"data.train={class_pairs(d)}",
-                "data.text_pair=text_pair", "data.task=class"], "cross-encoder", "int8", ["not implemented", "fp32"]),
-])
-def test_formats_that_cannot_hold_a_backend_are_refused_with_the_reason(tmp_path, overrides, fmt, quantize, words):
+@pytest.mark.parametrize(
+    "overrides, fmt, quantize, words",
+    [
+        (
+            lambda d: ["mode=cross", "pooling=pooler"],
+            "transformers",
+            None,
+            ["AutoModelForSequenceClassification", "use --format cross-encoder"],
+        ),
+        (lambda d: ["mode=bi"], "sentence-transformers", "int8", None),  # holds it
+        (
+            lambda d: ["mode=bi", "pooling=attention"],
+            "sentence-transformers",
+            "int8",
+            None,
+        ),  # holds it (custom module)
+        (
+            lambda d: ["mode=bi", "encoder.layers=[-1,-2]"],
+            "sentence-transformers",
+            None,
+            ["encoder.layers=[-1, -2]", "last layer's states"],
+        ),
+        (
+            lambda d: [
+                "mode=cross",
+                "head=classification",
+                "data=csv",
+                f"data.train={class_pairs(d)}",
+                "data.text_pair=text_pair",
+                "data.task=class",
+            ],
+            "cross-encoder",
+            "int8",
+            ["not implemented", "fp32"],
+        ),
+    ],
+)
+def test_formats_that_cannot_hold_a_backend_are_refused_with_the_reason(
+    tmp_path, overrides, fmt, quantize, words
+):
     _, model = build(compose_cfg([*FAST, *overrides(tmp_path)], tmp_path))
     why = backend_refusal(model, fmt, "onnx", quantize)
     if words is None:
@@ -68,8 +97,21 @@ def test_formats_that_cannot_hold_a_backend_are_refused_with_the_reason(tmp_path
 
 def test_refused_backend_writes_nothing(tmp_path, capsys):
     run_dir = tiny_run(tmp_path / "run", ["mode=cross", "pooling=pooler"])
-    assert cli(["export", str(run_dir), "--to", str(tmp_path / "out"), "--format", "transformers",
-                "--backend", "openvino"]) == 1
+    assert (
+        cli(
+            [
+                "export",
+                str(run_dir),
+                "--to",
+                str(tmp_path / "out"),
+                "--format",
+                "transformers",
+                "--backend",
+                "openvino",
+            ]
+        )
+        == 1
+    )
     assert "AutoModelForSequenceClassification" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -105,7 +147,9 @@ def ort_through_st(folder: Path, fmt: str, text: list[str], pair: list[str], fil
     return torch.nn.functional.cosine_similarity(run(text), run(pair)).double().numpy()
 
 
-def library(folder: Path, fmt: str, text: list[str], pair: list[str], backend: str, file_name: str) -> np.ndarray:
+def library(
+    folder: Path, fmt: str, text: list[str], pair: list[str], backend: str, file_name: str
+) -> np.ndarray:
     """The backend file as a user loads it from the model card: by sentence-transformers where it runs the backend
     here, else (ONNX without optimum) by ONNX Runtime under sentence-transformers' modules."""
     if backend == "onnx" and st_loads_onnx() is not None:
@@ -125,13 +169,31 @@ def test_backend_export_reproduces_poolhead_predict(runs, tmp_path, backend, mod
     needs(backend)
     run_dir, fmt = runs[mode], FORMAT[mode]
     source = demo_pairs(tmp_path, rows=30)
-    assert cli(["predict", str(run_dir), "--input", str(source), "--output", str(tmp_path / "p.csv"), "--quiet"]) == 0
+    assert (
+        cli(["predict", str(run_dir), "--input", str(source), "--output", str(tmp_path / "p.csv"), "--quiet"])
+        == 0
+    )
     frame = pd.read_csv(tmp_path / "p.csv")
     folder = tmp_path / "out"
     # the tiny random encoder's dev Spearman is near 0 and int8 moves it at random: allow any loss here, the
     # refusal is tested below
-    assert cli(["export", str(run_dir), "--to", str(folder), "--backend", backend, "--quantize", "int8",
-                "--max-loss", "1"]) == 0
+    assert (
+        cli(
+            [
+                "export",
+                str(run_dir),
+                "--to",
+                str(folder),
+                "--backend",
+                backend,
+                "--quantize",
+                "int8",
+                "--max-loss",
+                "1",
+            ]
+        )
+        == 0
+    )
     text, pair = frame["sentence1"].tolist(), frame["sentence2"].tolist()
     want = predicted(frame, fmt, "score", (0.0, 5.0))
     fp32 = library(folder, fmt, text, pair, backend, backend_file(backend, None))
@@ -147,11 +209,14 @@ def test_backend_export_reproduces_poolhead_predict(runs, tmp_path, backend, mod
         assert "ort.InferenceSession" in card and "tokenizer.json" in card
 
 
-@pytest.mark.parametrize("torch_score, int8_score, refused", [
-    (0.80, 0.82, False),  # int8 scores higher: it lost nothing (abs() would call that a loss of 2 points)
-    (0.80, 0.796, False),  # 0.4 points lost, within 0.5
-    (0.80, 0.79, True),  # 1 point lost
-])
+@pytest.mark.parametrize(
+    "torch_score, int8_score, refused",
+    [
+        (0.80, 0.82, False),  # int8 scores higher: it lost nothing (abs() would call that a loss of 2 points)
+        (0.80, 0.796, False),  # 0.4 points lost, within 0.5
+        (0.80, 0.79, True),  # 1 point lost
+    ],
+)
 def test_the_int8_loss_is_signed(torch_score, int8_score, refused):
     assert (loss_refusal(torch_score, int8_score, 0.005) is not None) == refused
 
@@ -179,13 +244,29 @@ def fake_int8(monkeypatch, run_dir: Path, better: bool) -> None:
 
 
 @pytest.mark.parametrize("better", [True, False])
-def test_int8_is_kept_when_it_scores_higher_and_refused_beyond_the_loss(runs, tmp_path, capsys, monkeypatch, better):
+def test_int8_is_kept_when_it_scores_higher_and_refused_beyond_the_loss(
+    runs, tmp_path, capsys, monkeypatch, better
+):
     needs("onnx")
     if st_loads_onnx() is None:
-        pytest.skip("sentence-transformers runs ONNX here: the int8 check goes through it, not poolhead's engine")
+        pytest.skip(
+            "sentence-transformers runs ONNX here: the int8 check goes through it, not poolhead's engine"
+        )
     fake_int8(monkeypatch, runs["cross"], better)
-    code = cli(["export", str(runs["cross"]), "--to", str(tmp_path / "out"), "--backend", "onnx", "--quantize",
-                "int8", "--max-loss", "0"])
+    code = cli(
+        [
+            "export",
+            str(runs["cross"]),
+            "--to",
+            str(tmp_path / "out"),
+            "--backend",
+            "onnx",
+            "--quantize",
+            "int8",
+            "--max-loss",
+            "0",
+        ]
+    )
     if better:
         assert code == 0, capsys.readouterr().err
         assert "int8 1.0000" in (tmp_path / "out" / "README.md").read_text()
@@ -197,8 +278,20 @@ def test_int8_is_kept_when_it_scores_higher_and_refused_beyond_the_loss(runs, tm
 @pytest.mark.parametrize("value", ["-1", "5", "x"])
 def test_max_loss_is_range_checked_before_any_work(tmp_path, capsys, value):
     with pytest.raises(SystemExit) as stop:
-        cli(["export", str(tmp_path / "no-run"), "--to", str(tmp_path / "out"), "--backend", "onnx", "--quantize",
-             "int8", "--max-loss", value])
+        cli(
+            [
+                "export",
+                str(tmp_path / "no-run"),
+                "--to",
+                str(tmp_path / "out"),
+                "--backend",
+                "onnx",
+                "--quantize",
+                "int8",
+                "--max-loss",
+                value,
+            ]
+        )
     assert stop.value.code == 2 and "--max-loss" in capsys.readouterr().err
 
 
@@ -212,8 +305,21 @@ def test_predict_on_a_backend_equals_predict_in_input_order(runs, tmp_path, back
     frame.iloc[::-1].to_csv(source, index=False)  # rows out of length order and reversed: order must be kept
     out = {}
     for name, flags in (("torch", []), (backend, ["--backend", backend])):
-        assert cli(["predict", str(run_dir), "--input", str(source), "--output", str(tmp_path / f"{name}.csv"),
-                    "--quiet", *flags]) == 0
+        assert (
+            cli(
+                [
+                    "predict",
+                    str(run_dir),
+                    "--input",
+                    str(source),
+                    "--output",
+                    str(tmp_path / f"{name}.csv"),
+                    "--quiet",
+                    *flags,
+                ]
+            )
+            == 0
+        )
         out[name] = pd.read_csv(tmp_path / f"{name}.csv")
     assert out[backend]["id"].tolist() == out["torch"]["id"].tolist() == frame["id"].tolist()[::-1]
     diff = np.abs(out[backend]["pred"].to_numpy() - out["torch"]["pred"].to_numpy()).max()
@@ -223,8 +329,9 @@ def test_predict_on_a_backend_equals_predict_in_input_order(runs, tmp_path, back
     assert type(model.encoder.model).__name__ == "EngineEncoder"
     from poolhead.use.predict import predict_texts
 
-    scores = model.head.predict(predict_texts(model, frame["sentence1"].tolist()[::-1],
-                                              frame["sentence2"].tolist()[::-1])).numpy()
+    scores = model.head.predict(
+        predict_texts(model, frame["sentence1"].tolist()[::-1], frame["sentence2"].tolist()[::-1])
+    ).numpy()
     assert np.abs(scores - out["torch"]["pred"].to_numpy()).max() <= BACKEND_RTOL * 5.0
 
 
@@ -239,8 +346,13 @@ def test_sentence_transformers_loads_the_onnx_files_itself_once_it_can(runs, tmp
     assert cli(["export", str(runs["bi"]), "--to", str(folder), "--backend", "onnx"]) == 0
     text = ["A man is playing a guitar.", "The cat sleeps."]
     got = library(folder, "sentence-transformers", text, text[::-1], "onnx", backend_file("onnx", None))
-    assert np.abs(got - ort_through_st(folder, "sentence-transformers", text, text[::-1],
-                                       backend_file("onnx", None))).max() <= 1e-5
+    assert (
+        np.abs(
+            got
+            - ort_through_st(folder, "sentence-transformers", text, text[::-1], backend_file("onnx", None))
+        ).max()
+        <= 1e-5
+    )
 
 
 def test_the_backend_file_names_are_sentence_transformers_own(tmp_path):
@@ -261,11 +373,27 @@ def test_minilm_backend_export_reproduces_and_int8_stays_within_the_loss(tmp_pat
     """The real MiniLM fine-tuned on the demo pairs as `make train` does (shorter): fp32 within the tolerance, int8
     within the default 0.5 points, and `predict --backend` with it."""
     needs(backend)
-    run_dir = tiny_run(tmp_path / "run", ["encoder=minilm", "mode=bi", "pooling=mean", "data.batch_size=8",
-                                          "data.eval_batch_size=16"])
+    run_dir = tiny_run(
+        tmp_path / "run",
+        ["encoder=minilm", "mode=bi", "pooling=mean", "data.batch_size=8", "data.eval_batch_size=16"],
+    )
     source = demo_pairs(tmp_path, rows=20)
-    assert cli(["predict", str(run_dir), "--input", str(source), "--output", str(tmp_path / "p.csv"), "--quiet",
-                "--batch-size", "16"]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                str(run_dir),
+                "--input",
+                str(source),
+                "--output",
+                str(tmp_path / "p.csv"),
+                "--quiet",
+                "--batch-size",
+                "16",
+            ]
+        )
+        == 0
+    )
     frame = pd.read_csv(tmp_path / "p.csv")
     folder = tmp_path / "out"
     assert cli(["export", str(run_dir), "--to", str(folder), "--backend", backend, "--quantize", "int8"]) == 0
@@ -273,10 +401,29 @@ def test_minilm_backend_export_reproduces_and_int8_stays_within_the_loss(tmp_pat
     want = predicted(frame, "sentence-transformers", "score", (0.0, 5.0))
     got = library(folder, "sentence-transformers", text, pair, backend, backend_file(backend, None))
     assert np.abs(got - want).max() <= BACKEND_RTOL * 2.0
-    assert "loss" in (folder / "README.md").read_text()  # kept: within the default 0.5 points on the demo dev split
+    assert (
+        "loss" in (folder / "README.md").read_text()
+    )  # kept: within the default 0.5 points on the demo dev split
     if backend == "onnx":
-        assert cli(["predict", str(run_dir), "--input", str(source), "--output", str(tmp_path / "q.csv"), "--quiet",
-                    "--backend", "onnx", "--quantize", "int8"]) == 0
+        assert (
+            cli(
+                [
+                    "predict",
+                    str(run_dir),
+                    "--input",
+                    str(source),
+                    "--output",
+                    str(tmp_path / "q.csv"),
+                    "--quiet",
+                    "--backend",
+                    "onnx",
+                    "--quantize",
+                    "int8",
+                ]
+            )
+            == 0
+        )
         int8 = pd.read_csv(tmp_path / "q.csv")["pred"].to_numpy()
-        assert np.abs(int8 - frame["pred"].to_numpy()).max() <= 0.25  # int8: close, not equal (5% of the range)
-
+        assert (
+            np.abs(int8 - frame["pred"].to_numpy()).max() <= 0.25
+        )  # int8: close, not equal (5% of the range)

@@ -19,8 +19,13 @@ from poolhead.use.export.engine import ENGINES, importable, on_engine
 from poolhead.use.export.onnx_files import onnx_isa, quantize_int8, write_onnx
 
 
-def load_on(run: str | Path, backend: str, quantize: str | None = None, trust_remote_code: bool = False,
-            max_loss: float = MAX_INT8_LOSS) -> PoolheadModel:
+def load_on(
+    run: str | Path,
+    backend: str,
+    quantize: str | None = None,
+    trust_remote_code: bool = False,
+    max_loss: float = MAX_INT8_LOSS,
+) -> PoolheadModel:
     """The run's model (a run folder or .ckpt) with its encoder on `backend` (`quantize`: "int8", ONNX only)."""
     from poolhead.run.build import load
     from poolhead.run.checkpoint import checkpoint_file
@@ -38,27 +43,39 @@ def refuse(backend: str, quantize: str | None) -> None:
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize {quantize!r}: only int8 is supported")
     if quantize and backend != "onnx":
-        raise ValueError("--quantize int8 with --backend openvino: predict quantizes ONNX files only (dynamic int8); "
-                         "use --backend onnx --quantize int8, or poolhead export --backend openvino --quantize int8")
+        raise ValueError(
+            "--quantize int8 with --backend openvino: predict quantizes ONNX files only (dynamic int8); "
+            "use --backend onnx --quantize int8, or poolhead export --backend openvino --quantize int8"
+        )
     importable(backend)
 
 
-def engine_file(model: PoolheadModel, checkpoint: Path, backend: str, quantize: str | None,
-                max_loss: float = MAX_INT8_LOSS) -> Path:
+def engine_file(
+    model: PoolheadModel,
+    checkpoint: Path,
+    backend: str,
+    quantize: str | None,
+    max_loss: float = MAX_INT8_LOSS,
+) -> Path:
     """The checked graph of `checkpoint`, written on first use into the run's backends/ folder."""
     folder = backends_folder(checkpoint)
     fp32 = folder / backend_file("onnx", None)
     if not fp32.exists():
         keep(fp32, lambda tmp: write_onnx(model, tmp), lambda tmp: check_engine(model, tmp, "onnx"))
-    marker = fp32.with_name(f"{fp32.name}.{backend}.check.json")  # OpenVINO compiles the same file: checked once
+    marker = fp32.with_name(
+        f"{fp32.name}.{backend}.check.json"
+    )  # OpenVINO compiles the same file: checked once
     if backend != "onnx" and not marker.exists():
         marker.write_text(json.dumps({"file": fp32.name, "check": check_engine(model, fp32, backend)}) + "\n")
     if not quantize:
         return fp32
     int8 = folder / backend_file("onnx", "int8")
     if not int8.exists():
-        keep(int8, lambda tmp: quantize_int8(fp32, tmp, onnx_isa()),
-             lambda tmp: check_engine_int8(model, tmp, "onnx", max_loss))
+        keep(
+            int8,
+            lambda tmp: quantize_int8(fp32, tmp, onnx_isa()),
+            lambda tmp: check_engine_int8(model, tmp, "onnx", max_loss),
+        )
     return int8
 
 
@@ -83,11 +100,18 @@ def keep(path: Path, write, check) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    path.with_name(path.name + ".check.json").write_text(json.dumps({"file": path.name, "check": said}) + "\n")
+    path.with_name(path.name + ".check.json").write_text(
+        json.dumps({"file": path.name, "check": said}) + "\n"
+    )
 
 
-def load(path: str | Path, map_location: str = "cpu", trust_remote_code: bool = False, backend: str = "torch",
-         quantize: str | None = None) -> PoolheadModel:
+def load(
+    path: str | Path,
+    map_location: str = "cpu",
+    trust_remote_code: bool = False,
+    backend: str = "torch",
+    quantize: str | None = None,
+) -> PoolheadModel:
     """`poolhead.load`: the trained model (`poolhead.run.build.load`), its encoder on `backend` when not torch."""
     from poolhead.run.build import load as load_torch
 

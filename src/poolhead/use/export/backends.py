@@ -20,10 +20,15 @@ from poolhead.use.export.engine import INSTALL, importable, on_engine
 from poolhead.use.export.onnx_files import onnx_isa, quantize_int8, write_onnx
 
 BACKENDS = ("torch", "onnx", "openvino")
-BACKEND_RTOL = 2e-3  # fp32 ONNX / OpenVINO vs torch on the probe pairs, times the output's range (other kernels)
+BACKEND_RTOL = (
+    2e-3  # fp32 ONNX / OpenVINO vs torch on the probe pairs, times the output's range (other kernels)
+)
 MAX_INT8_LOSS = 0.005  # an int8 file may lose at most this much dev Spearman (0.5 points) against torch fp32
-BACKEND_FILES = {("onnx", None): "onnx/model.onnx", ("openvino", None): "openvino/openvino_model.xml",
-                 ("openvino", "int8"): "openvino/openvino_model_qint8_quantized.xml"}  # onnx int8: by the CPU's ISA
+BACKEND_FILES = {
+    ("onnx", None): "onnx/model.onnx",
+    ("openvino", None): "openvino/openvino_model.xml",
+    ("openvino", "int8"): "openvino/openvino_model_qint8_quantized.xml",
+}  # onnx int8: by the CPU's ISA
 
 
 def backend_refusal(model: PoolheadModel, fmt: str, backend: str, quantize: str | None) -> str | None:
@@ -33,17 +38,25 @@ def backend_refusal(model: PoolheadModel, fmt: str, backend: str, quantize: str 
     if quantize not in (None, "int8"):
         raise ValueError(f"quantize {quantize!r}: only int8 is supported")
     if backend == "torch":
-        return "--quantize int8 needs --backend onnx or openvino (torch weights stay fp32)" if quantize else None
+        return (
+            "--quantize int8 needs --backend onnx or openvino (torch weights stay fp32)" if quantize else None
+        )
     if fmt == "transformers":
-        return (f"the transformers format is an AutoModelForSequenceClassification folder; the {backend} files "
-                "hold the encoder of a sentence-transformers / cross-encoder folder: use --format cross-encoder "
-                "(mode=cross) or sentence-transformers (mode=bi)")
+        return (
+            f"the transformers format is an AutoModelForSequenceClassification folder; the {backend} files "
+            "hold the encoder of a sentence-transformers / cross-encoder folder: use --format cross-encoder "
+            "(mode=cross) or sentence-transformers (mode=bi)"
+        )
     if model.encoder.layers != [-1]:
-        return (f"encoder.layers={model.encoder.layers} averages hidden layers, and sentence-transformers' "
-                f"{backend} backend gives the module after it the last layer's states only: export without --backend")
+        return (
+            f"encoder.layers={model.encoder.layers} averages hidden layers, and sentence-transformers' "
+            f"{backend} backend gives the module after it the last layer's states only: export without --backend"
+        )
     if quantize and model.task.kind != "score":
-        return ("an int8 file is kept only when it loses at most max_loss dev Spearman; this model predicts labels, "
-                "for which that check is not implemented: export fp32 (no --quantize)")
+        return (
+            "an int8 file is kept only when it loses at most max_loss dev Spearman; this model predicts labels, "
+            "for which that check is not implemented: export fp32 (no --quantize)"
+        )
     return None
 
 
@@ -61,8 +74,12 @@ def backend_importable(backend: str) -> None:
             import onnxscript  # noqa: F401  (torch.onnx.export's dynamo exporter)
         else:
             from optimum.intel.openvino import OVModelForFeatureExtraction  # noqa: F401
-    except Exception as err:  # ImportError, or an optimum release that does not fit the installed transformers
-        raise ImportError(f"--backend {backend} needs {INSTALL[backend]} ({type(err).__name__}: {err})") from err
+    except (
+        Exception
+    ) as err:  # ImportError, or an optimum release that does not fit the installed transformers
+        raise ImportError(
+            f"--backend {backend} needs {INSTALL[backend]} ({type(err).__name__}: {err})"
+        ) from err
 
 
 def st_loads_onnx() -> str | None:
@@ -85,8 +102,14 @@ def scale(model: PoolheadModel, fmt: str) -> float:
     return float(high - low)
 
 
-def add_backend(model: PoolheadModel, folder: Path, fmt: str, backend: str, quantize: str | None,
-                max_loss: float = MAX_INT8_LOSS) -> list[dict[str, Any]]:
+def add_backend(
+    model: PoolheadModel,
+    folder: Path,
+    fmt: str,
+    backend: str,
+    quantize: str | None,
+    max_loss: float = MAX_INT8_LOSS,
+) -> list[dict[str, Any]]:
     """Add `backend`'s fp32 file (and the int8 one) to the checked torch export in `folder`; check each; return what
     the model card says about them (file, check). Raises when a check fails (the caller removes the folder)."""
     if backend == "onnx":
@@ -121,7 +144,9 @@ def engine_probe_scores(model: PoolheadModel, file: Path, backend: str, fmt: str
     from poolhead.use.predict import predict_texts
 
     pair = PROBES[1:] + PROBES[:1] if model.mode.pair else None
-    return expected(model, predict_texts(on_engine(model, file, backend), PROBES, pair, precision="32-true"), fmt)
+    return expected(
+        model, predict_texts(on_engine(model, file, backend), PROBES, pair, precision="32-true"), fmt
+    )
 
 
 def check_fp32(model: PoolheadModel, folder: Path, fmt: str, backend: str) -> dict[str, Any]:
@@ -131,12 +156,18 @@ def check_fp32(model: PoolheadModel, folder: Path, fmt: str, backend: str) -> di
     name, tolerance = backend_file(backend, None), BACKEND_RTOL * scale(model, fmt)
     diff = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
     if not diff <= tolerance:
-        raise RuntimeError(f"the {backend} file {name} gives other scores than poolhead (max |diff| {diff:.2e} > "
-                           f"{tolerance:.2g}, {BACKEND_RTOL:g} of the output's range {scale(model, fmt):g}); nothing "
-                           "was exported. Please report this as a poolhead bug.")
-    return {"file": name, "backend": backend, "precision": "fp32",
-            "check": f"probe pairs: max abs diff vs torch {diff:.1e} (tolerance {tolerance:.2g}, {BACKEND_RTOL:g} "
-                     f"of the output's range)"}
+        raise RuntimeError(
+            f"the {backend} file {name} gives other scores than poolhead (max |diff| {diff:.2e} > "
+            f"{tolerance:.2g}, {BACKEND_RTOL:g} of the output's range {scale(model, fmt):g}); nothing "
+            "was exported. Please report this as a poolhead bug."
+        )
+    return {
+        "file": name,
+        "backend": backend,
+        "precision": "fp32",
+        "check": f"probe pairs: max abs diff vs torch {diff:.1e} (tolerance {tolerance:.2g}, {BACKEND_RTOL:g} "
+        f"of the output's range)",
+    }
 
 
 def check_engine(model: PoolheadModel, file: Path, backend: str) -> str:
@@ -147,11 +178,15 @@ def check_engine(model: PoolheadModel, file: Path, backend: str) -> str:
 
     pair = PROBES[1:] + PROBES[:1] if model.mode.pair else None
     want = expected(model, predict_texts(model, PROBES, pair, precision="32-true"), "predict")
-    got = expected(model, predict_texts(on_engine(model, file, backend), PROBES, pair, precision="32-true"), "predict")
+    got = expected(
+        model, predict_texts(on_engine(model, file, backend), PROBES, pair, precision="32-true"), "predict"
+    )
     diff, tolerance = float(np.abs(got - want).max()), BACKEND_RTOL * scale(model, "predict")
     if not diff <= tolerance:
-        raise RuntimeError(f"{file} on {backend} gives other predictions than torch (max |diff| {diff:.2e} > "
-                           f"{tolerance:.2g}); it was not kept. Please report this as a poolhead bug.")
+        raise RuntimeError(
+            f"{file} on {backend} gives other predictions than torch (max |diff| {diff:.2e} > "
+            f"{tolerance:.2g}); it was not kept. Please report this as a poolhead bug."
+        )
     return f"probe pairs: max abs diff vs torch {diff:.1e} (tolerance {tolerance:.2g})"
 
 
@@ -164,14 +199,23 @@ def check_engine_int8(model: PoolheadModel, file: Path, backend: str, max_loss: 
     dev = data_for(model).rows("val")
     text, pair = dev["text"].tolist(), dev["text_pair"].tolist() if model.mode.pair else None
     gold = dev["label"].to_numpy(dtype=float)
-    score = {name: float(spearmanr(gold, expected(m, predict_texts(m, text, pair, precision="32-true"),
-                                                  "predict")).statistic)
-             for name, m in (("torch", model), ("int8", on_engine(model, file, backend)))}
-    said = (f"dev Spearman (val split, {len(dev)} rows): torch fp32 {score['torch']:.4f}, int8 {score['int8']:.4f}, "
-            f"loss {(score['torch'] - score['int8']) * 100:.2f} points (allowed {max_loss * 100:.2f})")
+    score = {
+        name: float(
+            spearmanr(
+                gold, expected(m, predict_texts(m, text, pair, precision="32-true"), "predict")
+            ).statistic
+        )
+        for name, m in (("torch", model), ("int8", on_engine(model, file, backend)))
+    }
+    said = (
+        f"dev Spearman (val split, {len(dev)} rows): torch fp32 {score['torch']:.4f}, int8 {score['int8']:.4f}, "
+        f"loss {(score['torch'] - score['int8']) * 100:.2f} points (allowed {max_loss * 100:.2f})"
+    )
     if loss_refusal(score["torch"], score["int8"], max_loss):
-        raise ExportRefused(f"the {backend} int8 file loses too much: {said}; it was not kept (use fp32, or allow "
-                            "more with --max-loss)")
+        raise ExportRefused(
+            f"the {backend} int8 file loses too much: {said}; it was not kept (use fp32, or allow "
+            "more with --max-loss)"
+        )
     return said
 
 
@@ -182,8 +226,9 @@ def loss_refusal(torch_score: float, int8_score: float, max_loss: float) -> str 
     return None if loss <= max_loss else f"loss {loss * 100:.2f} points > allowed {max_loss * 100:.2f}"
 
 
-def quantized(model: PoolheadModel, folder: Path, fmt: str, backend: str, loaded: Any,
-              max_loss: float) -> dict[str, Any]:
+def quantized(
+    model: PoolheadModel, folder: Path, fmt: str, backend: str, loaded: Any, max_loss: float
+) -> dict[str, Any]:
     """Write the int8 file, score it on the run's dev split against torch fp32, refuse a loss above `max_loss`."""
     from poolhead.use.predict import data_for
 
@@ -203,8 +248,9 @@ def quantized(model: PoolheadModel, folder: Path, fmt: str, backend: str, loaded
     return {"file": name, "backend": backend, "precision": "int8", "check": said, "how": how}
 
 
-def library_int8_check(model: PoolheadModel, folder: Path, fmt: str, backend: str, name: str, dev: pd.DataFrame,
-                       max_loss: float) -> str:
+def library_int8_check(
+    model: PoolheadModel, folder: Path, fmt: str, backend: str, name: str, dev: pd.DataFrame, max_loss: float
+) -> str:
     """The int8 file's dev Spearman through sentence-transformers against the torch export's; raises beyond
     `max_loss`."""
     from scipy.stats import spearmanr
@@ -213,11 +259,15 @@ def library_int8_check(model: PoolheadModel, folder: Path, fmt: str, backend: st
     gold = dev["label"].to_numpy(dtype=float)
     torch_score = float(spearmanr(gold, exported_scores(folder, fmt, text, pair)).statistic)
     int8_score = float(spearmanr(gold, exported_scores(folder, fmt, text, pair, backend, name)).statistic)
-    said = (f"dev Spearman (val split, {len(dev)} rows): torch fp32 {torch_score:.4f}, int8 {int8_score:.4f}, "
-            f"loss {(torch_score - int8_score) * 100:.2f} points (allowed {max_loss * 100:.2f})")
+    said = (
+        f"dev Spearman (val split, {len(dev)} rows): torch fp32 {torch_score:.4f}, int8 {int8_score:.4f}, "
+        f"loss {(torch_score - int8_score) * 100:.2f} points (allowed {max_loss * 100:.2f})"
+    )
     if loss_refusal(torch_score, int8_score, max_loss):
-        raise ExportRefused(f"the {backend} int8 file loses too much: {said}; nothing was exported (export fp32, or "
-                            "allow more with --max-loss)")
+        raise ExportRefused(
+            f"the {backend} int8 file loses too much: {said}; nothing was exported (export fp32, or "
+            "allow more with --max-loss)"
+        )
     return said
 
 
@@ -228,12 +278,23 @@ def openvino_int8(loaded: Any, folder: Path, datamodule: Any) -> str:
     from sentence_transformers.backend import export_static_quantized_openvino_model
 
     train = datamodule.rows("train")
-    texts = train["text"].tolist() if "text_pair" not in train else [
-        f"{a} {b}" for a, b in zip(train["text"], train["text_pair"])]
+    texts = (
+        train["text"].tolist()
+        if "text_pair" not in train
+        else [f"{a} {b}" for a, b in zip(train["text"], train["text_pair"])]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         pd.DataFrame({"sentence": texts}).to_csv(Path(tmp) / "train.csv", index=False)
-        export_static_quantized_openvino_model(loaded, OVQuantizationConfig(num_samples=min(300, len(texts))),
-                                               str(folder), dataset_name=tmp, dataset_config_name="default",
-                                               dataset_split="train", column_name="sentence")
-    return "OpenVINO static int8 (NNCF), calibrated on the run's training texts, by " \
-           "export_static_quantized_openvino_model"
+        export_static_quantized_openvino_model(
+            loaded,
+            OVQuantizationConfig(num_samples=min(300, len(texts))),
+            str(folder),
+            dataset_name=tmp,
+            dataset_config_name="default",
+            dataset_split="train",
+            column_name="sentence",
+        )
+    return (
+        "OpenVINO static int8 (NNCF), calibrated on the run's training texts, by "
+        "export_static_quantized_openvino_model"
+    )

@@ -19,7 +19,11 @@ from poolhead.core.model import PoolheadModel
 
 OUTPUT = "last_hidden_state"
 AXES = ("batch_size", "sequence_length")  # optimum's names for the dynamic axes
-ISA_FLAGS = (("avx512_vnni", "avx512_vnni"), ("avx512f", "avx512"), ("avx2", "avx2"))  # cpuinfo flag -> ISA name
+ISA_FLAGS = (
+    ("avx512_vnni", "avx512_vnni"),
+    ("avx512f", "avx512"),
+    ("avx2", "avx2"),
+)  # cpuinfo flag -> ISA name
 
 
 class LastHiddenState(nn.Module):
@@ -51,14 +55,20 @@ def input_names(model: PoolheadModel) -> list[str]:
 
 
 def write_onnx(model: PoolheadModel, path: Path) -> Path:
-    """Export the encoder with torch.onnx.export (the dynamo exporter: the TorchScript one traces transformers 5's
-    attention mask into constants and gives wrong states for other shapes)."""
-    names = input_names(model)
-    ids = torch.arange(2 * 9).reshape(2, 9) % 100 + 100  # any token ids: the shapes are what the export traces
+    """The poolhead model's encoder (its trained weights, without poolhead.speed's patches) as `path`."""
+    return write_graph(plain_encoder(model), input_names(model), path)
+
+
+def write_graph(encoder: nn.Module, names: list[str], path: Path) -> Path:
+    """A Hugging Face encoder as an ONNX graph, by torch.onnx.export's dynamo exporter (the TorchScript one traces
+    transformers 5's attention mask into constants and can give wrong states for other shapes)."""
+    ids = (
+        torch.arange(2 * 9).reshape(2, 9) % 100 + 100
+    )  # any token ids: the shapes are what the export traces
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0  # a padded row
     inputs = tuple({"input_ids": ids, "attention_mask": mask}.get(n, torch.zeros_like(ids)) for n in names)
-    dims = {n: {0: torch.export.Dim(AXES[0]), 1: torch.export.Dim(AXES[1])} for n in names}
+    dims = tuple({0: torch.export.Dim(AXES[0]), 1: torch.export.Dim(AXES[1])} for _ in names)
     path.parent.mkdir(parents=True, exist_ok=True)
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
@@ -66,9 +76,17 @@ def write_onnx(model: PoolheadModel, path: Path) -> Path:
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(LastHiddenState(plain_encoder(model), names), inputs, str(path), input_names=names,
-                              output_names=[OUTPUT], dynamic_shapes={"inputs": tuple(dims[n] for n in names)},
-                              dynamo=True, external_data=False, verbose=False)
+            torch.onnx.export(
+                LastHiddenState(encoder.float().eval(), names),
+                inputs,
+                str(path),
+                input_names=names,
+                output_names=[OUTPUT],
+                dynamic_shapes={"inputs": dims},
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
     finally:
         quiet.setLevel(level)
     return path
@@ -96,6 +114,12 @@ def quantize_int8(source: Path, target: Path, isa: str) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=isa in ("avx2", "avx512"), op_types_to_quantize=["MatMul", "Gemm"])
+        quantize_dynamic(
+            str(prepared),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=isa in ("avx2", "avx512"),
+            op_types_to_quantize=["MatMul", "Gemm"],
+        )
     return target

@@ -33,19 +33,28 @@ class PoolheadPooling(Module):
 
     config_keys: list[str] = ["code_file", "class_name", "init_kwargs", "embedding_dimension"]
 
-    def __init__(self, code_file: str, class_name: str, init_kwargs: dict[str, Any] | None = None,
-                 embedding_dimension: int | None = None, code_path: str | None = None,
-                 pooling: torch.nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        code_file: str,
+        class_name: str,
+        init_kwargs: dict[str, Any] | None = None,
+        embedding_dimension: int | None = None,
+        code_path: str | None = None,
+        pooling: torch.nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.code_file, self.class_name = code_file, class_name
         self.init_kwargs, self.embedding_dimension = dict(init_kwargs or {}), embedding_dimension
         self.code_path = code_path or inspect.getsourcefile(type(pooling))
-        self.pooling = pooling if pooling is not None else pooling_class(self.code_path, class_name)(
-            **self.init_kwargs)
+        self.pooling = (
+            pooling if pooling is not None else pooling_class(self.code_path, class_name)(**self.init_kwargs)
+        )
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         """The pooled vector of the real tokens, as poolhead computes it."""
-        features["sentence_embedding"] = self.pooling(features["token_embeddings"], features["attention_mask"])
+        features["sentence_embedding"] = self.pooling(
+            features["token_embeddings"], features["attention_mask"]
+        )
         return features
 
     def get_embedding_dimension(self) -> int | None:
@@ -58,12 +67,24 @@ class PoolheadPooling(Module):
         shutil.copyfile(self.code_path, Path(output_path) / self.code_file)
 
     @classmethod
-    def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
-             cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
-             **kwargs: Any) -> "PoolheadPooling":
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
+        local_files_only: bool = False,
+        **kwargs: Any,
+    ) -> "PoolheadPooling":
         """Rebuild the pooling from its source file and config, then load its weights (none for a weightless one)."""
-        hub = dict(subfolder=subfolder, token=token, cache_folder=cache_folder, revision=revision,
-                   local_files_only=local_files_only)
+        hub = dict(
+            subfolder=subfolder,
+            token=token,
+            cache_folder=cache_folder,
+            revision=revision,
+            local_files_only=local_files_only,
+        )
         config = cls.load_config(model_name_or_path=model_name_or_path, **hub)
         code_path = cls.load_file_path(model_name_or_path, config["code_file"], **hub)
         module = cls(**config, code_path=code_path)
