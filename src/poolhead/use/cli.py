@@ -116,11 +116,12 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--best", action="store_true", help="RUN is a sweep folder: export the report's best job")
     x.add_argument("--trust-remote-code", **trust)
     x.add_argument("--backend", default="torch", choices=("torch", "onnx", "openvino"),
-                   help="also write sentence-transformers' ONNX / OpenVINO file (sentence-transformers and "
-                        "cross-encoder formats), checked against torch on probe pairs; needs poolhead[onnx] / "
-                        "poolhead[openvino]")
-    x.add_argument("--quantize", choices=("int8",), help="also write the backend's int8 file (ONNX: dynamic; "
-                   "OpenVINO: static, calibrated on the run's training texts), kept only within --max-loss")
+                   help="also write the ONNX (torch.onnx.export; main venv) or OpenVINO (sentence-transformers' "
+                        "exporter; .venv-openvino) file of the sentence-transformers / cross-encoder export, checked "
+                        "against torch on probe pairs")
+    x.add_argument("--quantize", choices=("int8",), help="also write the backend's int8 file (ONNX: dynamic, "
+                   "by ONNX Runtime; OpenVINO: static, calibrated on the run's training texts), kept only within "
+                   "--max-loss")
     x.add_argument("--max-loss", type=max_loss_arg, default=0.005,
                    help="the dev Spearman an int8 file may lose against torch fp32 (default 0.005 = 0.5 points)")
     x.set_defaults(run_command=export_command)
