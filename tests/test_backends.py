@@ -1,11 +1,11 @@
 """`poolhead export --backend onnx|openvino [--quantize int8]` and `poolhead predict --backend`: fast engines.
 
 ONNX runs in the main venv (PyTorch's exporter, ONNX Runtime; no optimum); OpenVINO in `.venv-openvino` (`make
-test-backends`, where every test here runs). Each fp32 file, run by ONNX Runtime under sentence-transformers' own
-modules (as its `backend="onnx"` runs it) or by sentence-transformers itself (OpenVINO), gives poolhead predict's
-scores within the export's tolerance (BACKEND_RTOL of the output's range); an int8 file is kept only within the
-allowed dev loss, a signed loss (an int8 file that scores higher is kept); `predict --backend` gives `predict`'s
-scores in input order. Tests of a backend skip, saying why, where its runtime cannot import.
+test-backends`, where every test here runs). Each fp32 file, run by ONNX Runtime under sentence-transformers'
+own modules (as its `backend="onnx"` runs it) or by sentence-transformers itself (OpenVINO), gives poolhead
+predict's scores within the export's tolerance (BACKEND_RTOL of the output's range); an int8 file is kept only
+within the allowed dev loss, a signed loss (an int8 file that scores higher is kept); `predict --backend`
+gives `predict`'s scores in input order. Tests of a backend skip, saying why, where its runtime cannot import.
 """
 
 from __future__ import annotations
@@ -123,8 +123,8 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def ort_through_st(folder: Path, fmt: str, text: list[str], pair: list[str], file_name: str) -> np.ndarray:
-    """ONNX Runtime runs the file in place of module 0, sentence-transformers' own modules do the rest: what its
-    backend="onnx" computes, without optimum (and without poolhead's engine code)."""
+    """ONNX Runtime runs the file in place of module 0, sentence-transformers' own modules do the rest: what
+    its backend="onnx" computes, without optimum (and without poolhead's engine code)."""
     import onnxruntime as ort
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
@@ -150,8 +150,8 @@ def ort_through_st(folder: Path, fmt: str, text: list[str], pair: list[str], fil
 def library(
     folder: Path, fmt: str, text: list[str], pair: list[str], backend: str, file_name: str
 ) -> np.ndarray:
-    """The backend file as a user loads it from the model card: by sentence-transformers where it runs the backend
-    here, else (ONNX without optimum) by ONNX Runtime under sentence-transformers' modules."""
+    """The backend file as a user loads it from the model card: by sentence-transformers where it runs the
+    backend here, else (ONNX without optimum) by ONNX Runtime under sentence-transformers' modules."""
     if backend == "onnx" and st_loads_onnx() is not None:
         return ort_through_st(folder, fmt, text, pair, file_name)
     from sentence_transformers import CrossEncoder, SentenceTransformer
@@ -222,8 +222,8 @@ def test_the_int8_loss_is_signed(torch_score, int8_score, refused):
 
 
 def fake_int8(monkeypatch, run_dir: Path, better: bool) -> None:
-    """The ONNX int8 file's predictions replaced by a ranking of the dev split's gold (better: the gold's order,
-    Spearman 1; else its reverse, Spearman -1), whatever the tiny model predicts."""
+    """The ONNX int8 file's predictions replaced by a ranking of the dev split's gold (better: the gold's
+    order, Spearman 1; else its reverse, Spearman -1), whatever the tiny model predicts."""
     from poolhead.use import predict as predict_module
 
     gold = predict_module.data_for(poolhead.load(run_dir)).rows("val")["label"].to_numpy(dtype=float)
@@ -336,8 +336,9 @@ def test_predict_on_a_backend_equals_predict_in_input_order(runs, tmp_path, back
 
 
 def test_sentence_transformers_loads_the_onnx_files_itself_once_it_can(runs, tmp_path):
-    """The files sit where, and carry the input / output names with which, sentence-transformers' backend="onnx"
-    loads them; it needs optimum-onnx, which does not import with transformers 5 yet: skipped until it does."""
+    """The files sit where, and carry the input / output names with which, sentence-transformers'
+    backend="onnx" loads them; it needs optimum-onnx, which does not import with transformers 5 yet:
+    skipped until it does."""
     needs("onnx")
     why = st_loads_onnx()
     if why:
@@ -370,8 +371,8 @@ def test_the_backend_file_names_are_sentence_transformers_own(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnx", "openvino"])
 def test_minilm_backend_export_reproduces_and_int8_stays_within_the_loss(tmp_path, backend):
-    """The real MiniLM fine-tuned on the demo pairs as `make train` does (shorter): fp32 within the tolerance, int8
-    within the default 0.5 points, and `predict --backend` with it."""
+    """The real MiniLM fine-tuned on the demo pairs as `make train` does (shorter): fp32 within the tolerance,
+    int8 within the default 0.5 points, and `predict --backend` with it."""
     needs(backend)
     run_dir = tiny_run(
         tmp_path / "run",

@@ -1,12 +1,12 @@
 """Every pooling a grid can pick exports: attention, a custom pooling and `encoder.layers` averaging, which
-sentence-transformers' Pooling cannot hold, go out as a custom module (its code and weights in the folder) or as
-sentence-transformers' own WeightedLayerPooling.
+sentence-transformers' Pooling cannot hold, go out as a custom module (its code and weights in the folder)
+or as sentence-transformers' own WeightedLayerPooling.
 
-Each export is loaded by sentence-transformers itself (`trust_remote_code=True`) and must give `poolhead predict`'s
-scores; the custom pooling's folder is loaded in a fresh interpreter where the user's module is not importable, so
-the folder must carry the code. Bugs caught: a custom module that rebuilds the pooling without its trained weights,
-a layer average over the wrong layers, a folder that loads only where the user's code is on the path.
-"""
+Each export is loaded by sentence-transformers itself (`trust_remote_code=True`) and must give `poolhead
+predict`'s scores; the custom pooling's folder is loaded in a fresh interpreter where the user's module is not
+importable, so the folder must carry the code. Bugs caught: a custom module that rebuilds the pooling without
+its trained weights, a layer average over the wrong layers, a folder that loads only where the user's code is
+on the path."""
 
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ def test_a_folder_that_carries_code_is_not_loaded_without_trust_remote_code(tmp_
 def test_a_readme_custom_pooling_exports_with_its_code_and_loads_where_that_code_is_not_importable(
     tmp_path, monkeypatch
 ):
-    """README "Add a pooling" (FirstLast), trained here; the export loads in a fresh interpreter without it."""
+    """README "Add a pooling" (FirstLast), trained here; the export loads in a fresh interpreter without it.
+    """
     code_dir = tmp_path / "code"
     code_dir.mkdir()
     (code_dir / "my_pooling.py").write_text(README_POOLING)

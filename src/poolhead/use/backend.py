@@ -1,10 +1,10 @@
-"""A run's model on a fast engine: `poolhead predict RUN --backend onnx|openvino` and `poolhead.load(run, backend=)`.
+"""A run's model on a fast engine: `poolhead predict RUN --backend onnx|openvino` and `poolhead.load(run,
+backend=)`.
 
-The encoder runs the export's graph (ONNX Runtime, or OpenVINO reading the same ONNX file), the pooling and head stay
-in torch, so the outputs are those of the torch model (within the export's fp32 tolerance), in input order. The graph
-is written and checked on first use, beside the run: <run>/backends/<checkpoint sha256[:12]>/onnx/model.onnx (int8:
-model_qint8_<isa>.onnx, kept only within the allowed dev loss).
-"""
+The encoder runs the export's graph (ONNX Runtime, or OpenVINO reading the same ONNX file), the pooling and
+head stay in torch, so the outputs are those of the torch model (within the export's fp32 tolerance), in input
+order. The graph is written and checked on first use, beside the run: <run>/backends/<checkpoint
+sha256[:12]>/onnx/model.onnx (int8: model_qint8_<isa>.onnx, kept only within the allowed dev loss)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def load_on(
     trust_remote_code: bool = False,
     max_loss: float = MAX_INT8_LOSS,
 ) -> PoolheadModel:
-    """The run's model (a run folder or .ckpt) with its encoder on `backend` (`quantize`: "int8", ONNX only)."""
+    """The run's model (a run folder or .ckpt) with its encoder on `backend` (`quantize`: "int8", ONNX only).
+    """
     from poolhead.run.build import load
     from poolhead.run.checkpoint import checkpoint_file
 
@@ -112,7 +113,8 @@ def load(
     backend: str = "torch",
     quantize: str | None = None,
 ) -> PoolheadModel:
-    """`poolhead.load`: the trained model (`poolhead.run.build.load`), its encoder on `backend` when not torch."""
+    """`poolhead.load`: the trained model (`poolhead.run.build.load`), its encoder on `backend` when not
+    torch."""
     from poolhead.run.build import load as load_torch
 
     if backend == "torch" and not quantize:

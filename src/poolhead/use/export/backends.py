@@ -1,8 +1,7 @@
 """ONNX / OpenVINO (int8) files beside a checked torch export, each checked before the folder is kept.
 
-ONNX: PyTorch's exporter and ONNX Runtime's quantizer (no optimum: no optimum-onnx release imports with transformers
-5). OpenVINO: sentence-transformers' own exporters (optimum-intel), in the OpenVINO venv.
-"""
+ONNX: PyTorch's exporter and ONNX Runtime's quantizer (no optimum: no optimum-onnx release imports with
+transformers 5). OpenVINO: sentence-transformers' own exporters (optimum-intel), in the OpenVINO venv."""
 
 from __future__ import annotations
 
@@ -50,11 +49,13 @@ def backend_refusal(model: PoolheadModel, fmt: str, backend: str, quantize: str 
     if model.encoder.layers != [-1]:
         return (
             f"encoder.layers={model.encoder.layers} averages hidden layers, and sentence-transformers' "
-            f"{backend} backend gives the module after it the last layer's states only: export without --backend"
+            f"{backend} backend gives the module after it the last layer's states only: export without "
+            "--backend"
         )
     if quantize and model.task.kind != "score":
         return (
-            "an int8 file is kept only when it loses at most max_loss dev Spearman; this model predicts labels, "
+            "an int8 file is kept only when it loses at most max_loss dev Spearman; this model predicts "
+            "labels, "
             "for which that check is not implemented: export fp32 (no --quantize)"
         )
     return None
@@ -92,8 +93,8 @@ def st_loads_onnx() -> str | None:
 
 
 def scale(model: PoolheadModel, fmt: str) -> float:
-    """The range of what the export outputs (fmt "predict": poolhead's pred): a cosine spans 2, a score its data's
-    range, a probability 1."""
+    """The range of what the export outputs (fmt "predict": poolhead's pred): a cosine spans 2, a score its
+    data's range, a probability 1."""
     if model.task.kind != "score":
         return 1.0
     if fmt == "sentence-transformers":
@@ -110,8 +111,9 @@ def add_backend(
     quantize: str | None,
     max_loss: float = MAX_INT8_LOSS,
 ) -> list[dict[str, Any]]:
-    """Add `backend`'s fp32 file (and the int8 one) to the checked torch export in `folder`; check each; return what
-    the model card says about them (file, check). Raises when a check fails (the caller removes the folder)."""
+    """Add `backend`'s fp32 file (and the int8 one) to the checked torch export in `folder`; check each;
+    return what the model card says about them (file, check). Raises when a check fails (the caller removes
+    the folder)."""
     if backend == "onnx":
         write_onnx(model, folder / backend_file("onnx", None))
         loaded = None
@@ -127,8 +129,8 @@ def add_backend(
 
 
 def fp32_scores(model: PoolheadModel, folder: Path, fmt: str, backend: str) -> np.ndarray:
-    """The probe pairs scored through the backend file: by sentence-transformers where it loads that backend here,
-    else (ONNX without optimum) by ONNX Runtime under poolhead's own pooling and head."""
+    """The probe pairs scored through the backend file: by sentence-transformers where it loads that backend
+    here, else (ONNX without optimum) by ONNX Runtime under poolhead's own pooling and head."""
     pair, _ = probe_scores(model, fmt)
     name = backend_file(backend, None)
     if backend == "openvino" or st_loads_onnx() is None:
@@ -165,7 +167,8 @@ def check_fp32(model: PoolheadModel, folder: Path, fmt: str, backend: str) -> di
         "file": name,
         "backend": backend,
         "precision": "fp32",
-        "check": f"probe pairs: max abs diff vs torch {diff:.1e} (tolerance {tolerance:.2g}, {BACKEND_RTOL:g} "
+        "check": f"probe pairs: max abs diff vs torch {diff:.1e} (tolerance {tolerance:.2g}, "
+        f"{BACKEND_RTOL:g} "
         f"of the output's range)",
     }
 
@@ -191,7 +194,8 @@ def check_engine(model: PoolheadModel, file: Path, backend: str) -> str:
 
 
 def check_engine_int8(model: PoolheadModel, file: Path, backend: str, max_loss: float) -> str:
-    """The int8 `file`'s dev Spearman against torch fp32's on the run's val split; raises beyond `max_loss`."""
+    """The int8 `file`'s dev Spearman against torch fp32's on the run's val split; raises beyond `max_loss`.
+    """
     from scipy.stats import spearmanr
 
     from poolhead.use.predict import data_for, predict_texts
@@ -208,7 +212,8 @@ def check_engine_int8(model: PoolheadModel, file: Path, backend: str, max_loss: 
         for name, m in (("torch", model), ("int8", on_engine(model, file, backend)))
     }
     said = (
-        f"dev Spearman (val split, {len(dev)} rows): torch fp32 {score['torch']:.4f}, int8 {score['int8']:.4f}, "
+        f"dev Spearman (val split, {len(dev)} rows): torch fp32 {score['torch']:.4f}, "
+        f"int8 {score['int8']:.4f}, "
         f"loss {(score['torch'] - score['int8']) * 100:.2f} points (allowed {max_loss * 100:.2f})"
     )
     if loss_refusal(score["torch"], score["int8"], max_loss):
@@ -220,8 +225,8 @@ def check_engine_int8(model: PoolheadModel, file: Path, backend: str, max_loss: 
 
 
 def loss_refusal(torch_score: float, int8_score: float, max_loss: float) -> str | None:
-    """Why an int8 file is refused: it lost more than `max_loss` (signed: an int8 file that scores higher loses
-    nothing), else None."""
+    """Why an int8 file is refused: it lost more than `max_loss` (signed: an int8 file that scores higher
+    loses nothing), else None."""
     loss = torch_score - int8_score
     return None if loss <= max_loss else f"loss {loss * 100:.2f} points > allowed {max_loss * 100:.2f}"
 
@@ -229,7 +234,8 @@ def loss_refusal(torch_score: float, int8_score: float, max_loss: float) -> str 
 def quantized(
     model: PoolheadModel, folder: Path, fmt: str, backend: str, loaded: Any, max_loss: float
 ) -> dict[str, Any]:
-    """Write the int8 file, score it on the run's dev split against torch fp32, refuse a loss above `max_loss`."""
+    """Write the int8 file, score it on the run's dev split against torch fp32, refuse a loss above
+    `max_loss`."""
     from poolhead.use.predict import data_for
 
     datamodule = data_for(model)
@@ -272,8 +278,8 @@ def library_int8_check(
 
 
 def openvino_int8(loaded: Any, folder: Path, datamodule: Any) -> str:
-    """OpenVINO static int8 by sentence-transformers' exporter (NNCF), calibrated on the run's training texts (the
-    dev split is kept for the check); returns how it was made."""
+    """OpenVINO static int8 by sentence-transformers' exporter (NNCF), calibrated on the run's training texts
+    (the dev split is kept for the check); returns how it was made."""
     from optimum.intel import OVQuantizationConfig
     from sentence_transformers.backend import export_static_quantized_openvino_model
 

@@ -36,8 +36,8 @@ def importable(backend: str) -> None:
 
 
 class EngineEncoder(nn.Module):
-    """Stands in for the Hugging Face encoder: input ids -> last_hidden_state from the engine (the pooler, when the
-    model has one, runs in torch on the first token's state, as the model's own pooler does)."""
+    """Stands in for the Hugging Face encoder: input ids -> last_hidden_state from the engine (the pooler,
+    when the model has one, runs in torch on the first token's state, as the model's own pooler does)."""
 
     def __init__(self, file: Path, backend: str, pooler: nn.Module | None = None) -> None:
         super().__init__()
@@ -89,7 +89,8 @@ def _session(file: Path, backend: str) -> tuple[Any, list[str]]:
 
 
 def on_engine(model: PoolheadModel, file: Path, backend: str) -> PoolheadModel:
-    """A copy of `model` whose encoder runs `file` on `backend`; the copy's pooling and head are the model's own."""
+    """A copy of `model` whose encoder runs `file` on `backend`; the copy's pooling and head are the model's
+    own."""
     if backend not in ENGINES:
         raise ValueError(f"backend {backend!r}: choose one of {', '.join(ENGINES)}")
     if model.encoder.layers != [-1]:

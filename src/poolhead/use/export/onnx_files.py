@@ -1,9 +1,10 @@
-"""The encoder as an ONNX graph (PyTorch's exporter) and its int8 copy (ONNX Runtime's quantizer), without optimum.
+"""The encoder as an ONNX graph (PyTorch's exporter) and its int8 copy (ONNX Runtime's quantizer), without
+optimum.
 
-The graph is what optimum's feature-extraction export writes and sentence-transformers' `backend="onnx"` loads:
-inputs input_ids, attention_mask (and token_type_ids when the encoder takes them), output last_hidden_state, both
-axes dynamic (batch_size, sequence_length). The pooling and head stay in torch, as in sentence-transformers.
-"""
+The graph is what optimum's feature-extraction export writes and sentence-transformers' `backend="onnx"`
+loads: inputs input_ids, attention_mask (and token_type_ids when the encoder takes them), output
+last_hidden_state, both axes dynamic (batch_size, sequence_length). The pooling and head stay in torch, as in
+sentence-transformers."""
 
 from __future__ import annotations
 
@@ -38,8 +39,9 @@ class LastHiddenState(nn.Module):
 
 
 def plain_encoder(model: PoolheadModel) -> nn.Module:
-    """A fresh copy of the encoder's Hugging Face model with its trained weights, in fp32 and eval mode, free of
-    poolhead.speed's patches (a first-token last layer, fast dropout): the graph is the model as published."""
+    """A fresh copy of the encoder's Hugging Face model with its trained weights, in fp32 and eval mode, free
+    of poolhead.speed's patches (a first-token last layer, fast dropout): the graph is the model as
+    published."""
     from transformers import AutoModel
 
     source = model.encoder.model
@@ -60,8 +62,8 @@ def write_onnx(model: PoolheadModel, path: Path) -> Path:
 
 
 def write_graph(encoder: nn.Module, names: list[str], path: Path) -> Path:
-    """A Hugging Face encoder as an ONNX graph, by torch.onnx.export's dynamo exporter (the TorchScript one traces
-    transformers 5's attention mask into constants and can give wrong states for other shapes)."""
+    """A Hugging Face encoder as an ONNX graph, by torch.onnx.export's dynamo exporter (the TorchScript one
+    traces transformers 5's attention mask into constants and can give wrong states for other shapes)."""
     ids = (
         torch.arange(2 * 9).reshape(2, 9) % 100 + 100
     )  # any token ids: the shapes are what the export traces
@@ -93,8 +95,8 @@ def write_graph(encoder: nn.Module, names: list[str], path: Path) -> Path:
 
 
 def onnx_isa() -> str:
-    """The CPU's int8 instruction set as sentence-transformers names its ONNX files: avx512_vnni, avx512, avx2 or
-    arm64."""
+    """The CPU's int8 instruction set as sentence-transformers names its ONNX files: avx512_vnni, avx512, avx2
+    or arm64."""
     if platform.machine().lower() in ("arm64", "aarch64"):
         return "arm64"
     info = Path("/proc/cpuinfo")
@@ -103,9 +105,9 @@ def onnx_isa() -> str:
 
 
 def quantize_int8(source: Path, target: Path, isa: str) -> Path:
-    """ONNX Runtime's dynamic int8 quantization of `source` (after its pre-processing: shape inference and graph
-    optimisation), as optimum configures it per ISA: int8 weights per channel; 7-bit ranges (reduce_range) on AVX2
-    and AVX-512 without VNNI, whose int8 products can saturate."""
+    """ONNX Runtime's dynamic int8 quantization of `source` (after its pre-processing: shape inference and
+    graph optimisation), as optimum configures it per ISA: int8 weights per channel; 7-bit ranges
+    (reduce_range) on AVX2 and AVX-512 without VNNI, whose int8 products can saturate."""
     import tempfile
 
     from onnxruntime.quantization import QuantType, quantize_dynamic

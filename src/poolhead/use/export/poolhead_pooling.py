@@ -1,9 +1,9 @@
 """A poolhead pooling as a sentence-transformers module (copied into an export by `poolhead export`).
 
-sentence-transformers' Pooling has no attention (or custom) pooling, so an export carries this file at its root and
-the pooling's own source file in the module's folder; `SentenceTransformer(DIR, trust_remote_code=True)` runs both.
-Standalone: it imports torch and sentence-transformers only (never poolhead).
-"""
+sentence-transformers' Pooling has no attention (or custom) pooling, so an export carries this file at its
+root and the pooling's own source file in the module's folder; `SentenceTransformer(DIR,
+trust_remote_code=True)` runs both. Standalone: it imports torch and sentence-transformers only (never
+poolhead)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ def pooling_class(code_path: str, class_name: str) -> type:
 
 
 class PoolheadPooling(Module):
-    """token_embeddings [B,T,H] and attention_mask [B,T] -> sentence_embedding, by the trained poolhead pooling."""
+    """token_embeddings [B,T,H] and attention_mask [B,T] -> sentence_embedding, by the trained poolhead
+    pooling."""
 
     config_keys: list[str] = ["code_file", "class_name", "init_kwargs", "embedding_dimension"]
 
@@ -77,7 +78,8 @@ class PoolheadPooling(Module):
         local_files_only: bool = False,
         **kwargs: Any,
     ) -> "PoolheadPooling":
-        """Rebuild the pooling from its source file and config, then load its weights (none for a weightless one)."""
+        """Rebuild the pooling from its source file and config, then load its weights (none for a weightless
+        one)."""
         hub = dict(
             subfolder=subfolder,
             token=token,
