@@ -170,13 +170,10 @@ def test_export_round_trip_gives_poolhead_predict_scores(tmp_path, case):
 
 
 REFUSED = {  # overrides, format -> words the refusal must say
-    "bi-attention": (["mode=bi", "pooling=attention"], "auto",
-                     ["pooling Attention", "no such mode", "Formats that hold it: none"]),
-    "cross-attention-classification": (["mode=cross", "pooling=attention", "head=classification"], "auto",
-                                       ["pooling Attention", "Formats that hold it: none"]),
     **{f"bi-{p}-classification": (["mode=bi", f"pooling={p}", "head=classification"], "auto",
                                   ["(u, v, |u - v|)", "Formats that hold it: none"]) for p in EXPORTABLE_POOLINGS},
-    "layers-averaged": (["mode=bi", "encoder.layers=[0,-1]"], "auto", ["encoder.layers=[0, -1]", "last layer"]),
+    "layers-into-transformers": (["mode=cross", "pooling=pooler", "encoder.layers=[0,-1]"], "transformers",
+                                 ["encoder.layers=[0, -1]", "Formats that hold it: cross-encoder"]),
     "three-score-bins": (["mode=cross", "head=classification", "head.bin_edges=[2.0,4.0]"], "cross-encoder",
                          ["3 score bins", "Formats that hold it: none"]),
     "mean-into-transformers": (["mode=cross", "pooling=mean"], "transformers",
@@ -203,9 +200,9 @@ def test_combinations_without_an_exact_equivalent_are_refused_with_the_reason(tm
 
 
 def test_refused_export_writes_nothing_and_says_why(tmp_path, capsys):
-    run_dir = tiny_run(tmp_path / "run", ["mode=cross", "pooling=attention"])
+    run_dir = tiny_run(tmp_path / "run", ["mode=bi", "head=classification"])
     assert cli(["export", str(run_dir), "--to", str(tmp_path / "out")]) == 1
-    assert "pooling Attention" in capsys.readouterr().err
+    assert "(u, v, |u - v|)" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

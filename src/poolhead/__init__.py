@@ -45,8 +45,12 @@ OmegaConf.register_new_resolver("optuna_direction", optuna_direction, replace=Tr
 
 
 def __getattr__(name: str):  # poolhead.build / poolhead.load, imported on first use (they pull in torch)
-    if name in ("build", "load"):
+    if name == "load":  # backend="onnx" | "openvino": the encoder on that engine (poolhead.use.backend)
+        from poolhead.use.backend import load
+
+        return load
+    if name == "build":
         from poolhead.run import build as builder
 
-        return getattr(builder, name)
+        return builder.build
     raise AttributeError(f"module 'poolhead' has no attribute {name!r}")

@@ -35,6 +35,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def max_loss_arg(text: str) -> float:
+    """--max-loss as argparse reads it: a Spearman difference, 0 <= x <= 1 (0.005 = 0.5 points)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a Spearman difference such as 0.005") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: the dev Spearman an int8 file may lose lies in 0..1 (0.005 = 0.5 "
+                                         "points)")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     main_parser = argparse.ArgumentParser(prog="poolhead", description=__doc__,
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,6 +76,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", **precision)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--trust-remote-code", **trust)
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx", "openvino"),
+                   help="run the encoder on ONNX Runtime or OpenVINO (the run's ONNX graph, written and checked "
+                        "against torch on first use under <run>/backends/); pooling and head stay in torch")
+    p.add_argument("--quantize", choices=("int8",), help="with --backend onnx: the dynamic int8 graph, kept only "
+                   "within --max-loss of torch's dev Spearman")
+    p.add_argument("--max-loss", type=max_loss_arg, default=0.005, help="see export --max-loss")
     p.set_defaults(run_command=predict_command)
 
     e = sub.add_parser("eval", help="evaluate a trained model on another dataset; writes eval.json beside the run",
@@ -98,12 +116,13 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--best", action="store_true", help="RUN is a sweep folder: export the report's best job")
     x.add_argument("--trust-remote-code", **trust)
     x.add_argument("--backend", default="torch", choices=("torch", "onnx", "openvino"),
-                   help="also write sentence-transformers' ONNX / OpenVINO file (sentence-transformers and "
-                        "cross-encoder formats), checked against torch on probe pairs; needs poolhead[onnx] / "
-                        "poolhead[openvino]")
-    x.add_argument("--quantize", choices=("int8",), help="also write the backend's int8 file (ONNX: dynamic; "
-                   "OpenVINO: static, calibrated on the run's training texts), kept only within --max-loss")
-    x.add_argument("--max-loss", type=float, default=0.005,
+                   help="also write the ONNX (torch.onnx.export; main venv) or OpenVINO (sentence-transformers' "
+                        "exporter; .venv-openvino) file of the sentence-transformers / cross-encoder export, checked "
+                        "against torch on probe pairs")
+    x.add_argument("--quantize", choices=("int8",), help="also write the backend's int8 file (ONNX: dynamic, "
+                   "by ONNX Runtime; OpenVINO: static, calibrated on the run's training texts), kept only within "
+                   "--max-loss")
+    x.add_argument("--max-loss", type=max_loss_arg, default=0.005,
                    help="the dev Spearman an int8 file may lose against torch fp32 (default 0.005 = 0.5 points)")
     x.set_defaults(run_command=export_command)
 
@@ -121,9 +140,11 @@ def predict_command(args: argparse.Namespace) -> int:
 
     from poolhead.data.read import DataError, build_split, read_table
     from poolhead.run.evaluate import prediction_frame
+    from poolhead.use.backend import load_on
     from poolhead.use.predict import predict_texts
 
-    model = _load(args.run, args.device, args.trust_remote_code)
+    model = _load(args.run, args.device, args.trust_remote_code) if args.backend == "torch" else \
+        load_on(args.run, args.backend, args.quantize, args.trust_remote_code, args.max_loss)
     columns = column_names(model, args)
     path: Path = args.input
     output = args.output or path.with_name(f"{path.stem}.pred{path.suffix}")

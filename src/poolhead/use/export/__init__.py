@@ -1,7 +1,7 @@
-"""A trained model as a folder sentence-transformers or transformers load, kept only when it gives poolhead's scores.
+"""A trained model as a folder sentence-transformers or transformers load, kept only when it gives poolhead's
+scores.
 
-    export(poolhead.load("logs/train/runs/<run>"), "exported/", fmt="auto")
-"""
+export(poolhead.load("logs/train/runs/<run>"), "exported/", fmt="auto")"""
 
 from __future__ import annotations
 
@@ -13,38 +13,57 @@ from typing import Any
 from poolhead.core.heads import ClassificationHead, MultiLabelHead, RegressionHead
 from poolhead.core.model import PoolheadModel
 from poolhead.use.export import cross_encoder, st, transformers_format
-from poolhead.use.export.backends import (  # noqa: F401
-    BACKEND_TOLERANCE, BACKENDS, MAX_INT8_LOSS, _backend_importable, add_backend, backend_file, backend_refusal,
-    onnx_isa)
+from poolhead.use.export.backends import (  # noqa: F401  (the package's API)
+    BACKEND_RTOL,
+    BACKENDS,
+    MAX_INT8_LOSS,
+    add_backend,
+    backend_file,
+    backend_importable,
+    backend_refusal,
+    loss_refusal,
+    st_loads_onnx,
+)
 from poolhead.use.export.card import base_encoder, export_name, hub_id, model_card  # noqa: F401
-from poolhead.use.export.checks import PROBES, card_name, check, expected, exported_scores, load_exported  # noqa: F401
+from poolhead.use.export.checks import (  # noqa: F401
+    PROBES,
+    ExportRefused,
+    card_name,
+    carries_code,
+    check,
+    expected,
+    exported_scores,
+    load_exported,
+)
+from poolhead.use.export.onnx_files import onnx_isa  # noqa: F401
 
 FORMATS = ("sentence-transformers", "cross-encoder", "transformers")
-AUTO = {"bi": ("sentence-transformers",), "cross": ("cross-encoder", "transformers"), "single": ("transformers",)}
-FORMAT = {"sentence-transformers": (st.refusal, st.to_sentence_transformers),  # (refusal, writer)
-          "cross-encoder": (cross_encoder.refusal, cross_encoder.to_cross_encoder),
-          "transformers": (transformers_format.refusal, transformers_format.to_transformers)}
-
-
-class ExportRefused(ValueError):
-    """The model has no exact equivalent in the asked format; the message says why and which formats hold it."""
+AUTO = {
+    "bi": ("sentence-transformers",),
+    "cross": ("cross-encoder", "transformers"),
+    "single": ("transformers",),
+}
+FORMAT = {
+    "sentence-transformers": (st.refusal, st.to_sentence_transformers),  # (refusal, writer)
+    "cross-encoder": (cross_encoder.refusal, cross_encoder.to_cross_encoder),
+    "transformers": (transformers_format.refusal, transformers_format.to_transformers),
+}
 
 
 def refusal(model: PoolheadModel, fmt: str) -> str | None:
     """Why `fmt` cannot hold `model` with the same outputs, or None when it can."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r}: choose one of {', '.join(FORMATS)} (or auto)")
-    head, mode, layers = model.head, model.mode.name, model.encoder.layers
-    if layers != [-1]:
-        return f"encoder.layers={layers} averages hidden layers; exported models read the last layer only"
+    head, mode = model.head, model.mode.name
     if not isinstance(head, (RegressionHead, ClassificationHead, MultiLabelHead)):
-        return f"head {type(head).__name__} is not one of poolhead's heads; its outputs have no known equivalent"
+        return (
+            f"head {type(head).__name__} is not one of poolhead's heads; its outputs have no known equivalent"
+        )
     if mode == "bi" and not isinstance(head, RegressionHead):
-        return ("mode=bi with a classification head reads (u, v, |u - v|): no format holds that (a "
-                "SentenceTransformer scores pairs by cosine); train mode=bi head=regression, or mode=cross")
-    if fmt != "transformers" and type(model.pooling) not in st.ST_POOLING:
-        return (f"pooling {type(model.pooling).__name__}: sentence-transformers' Pooling has no such mode (it has "
-                f"{st.ST_MODES}); no format holds it exactly")
+        return (
+            "mode=bi with a classification head reads (u, v, |u - v|): no format holds that (a "
+            "SentenceTransformer scores pairs by cosine); train mode=bi head=regression, or mode=cross"
+        )
     return FORMAT[fmt][0](model)
 
 
@@ -62,32 +81,46 @@ def choose(model: PoolheadModel, fmt: str = "auto") -> str:
             return f
     holders = formats_for(model)
     why = "; ".join(f"{f}: {r}" for f, r in reasons.items())
-    raise ExportRefused(f"cannot export this model ({describe(model)}) exactly. {why}. Formats that hold it: "
-                        f"{', '.join(holders) if holders else 'none'}")
+    raise ExportRefused(
+        f"cannot export this model ({describe(model)}) exactly. {why}. Formats that hold it: "
+        f"{', '.join(holders) if holders else 'none'}"
+    )
 
 
 def describe(model: PoolheadModel) -> str:
     config = model.description.config if model.description else {}
-    return (f"mode={model.mode.name}, pooling={type(model.pooling).__name__}, head={type(model.head).__name__}, "
-            f"encoder.layers={model.encoder.layers}" + (f", data={config['data'].get('name')}" if config else ""))
+    return (
+        f"mode={model.mode.name}, pooling={type(model.pooling).__name__}, head={type(model.head).__name__}, "
+        f"encoder.layers={model.encoder.layers}" + (f", data={config['data'].get('name')}" if config else "")
+    )
 
 
-def export(model: PoolheadModel, to: str | Path, fmt: str = "auto", card: dict[str, Any] | None = None,
-           backend: str = "torch", quantize: str | None = None, max_loss: float = MAX_INT8_LOSS) -> Path:
-    """Write `model` in `fmt` into the new or empty folder `to`, check it, add the `backend` (`quantize`) files and
-    README.md (with the facts in `card`: checkpoint, metrics). Returns the folder."""
+def export(
+    model: PoolheadModel,
+    to: str | Path,
+    fmt: str = "auto",
+    card: dict[str, Any] | None = None,
+    backend: str = "torch",
+    quantize: str | None = None,
+    max_loss: float = MAX_INT8_LOSS,
+) -> Path:
+    """Write `model` in `fmt` into the new or empty folder `to`, check it, add the `backend` (`quantize`)
+    files and README.md (with the facts in `card`: checkpoint, metrics). Returns the folder."""
     fmt = choose(model, fmt)
     why = backend_refusal(model, fmt, backend, quantize)
     if why:
-        raise ExportRefused(f"cannot add a {backend}{' int8' if quantize else ''} file to a {fmt} export: {why}")
+        raise ExportRefused(
+            f"cannot add a {backend}{' int8' if quantize else ''} file to a {fmt} export: {why}"
+        )
     if backend != "torch":
-        _backend_importable(backend)  # before anything is written
+        backend_importable(backend)  # before anything is written
     if fmt != "transformers":
         try:
             import sentence_transformers  # noqa: F401
         except ImportError as err:
-            raise ImportError(f"the {fmt} format needs sentence-transformers>=6: pip install "
-                              "'sentence-transformers>=6'") from err
+            raise ImportError(
+                f"the {fmt} format needs sentence-transformers>=6: pip install 'sentence-transformers>=6'"
+            ) from err
     to = Path(to)
     if to.exists() and any(to.iterdir()):
         raise FileExistsError(f"{to}: not empty; export into a new folder (or remove it first)")

@@ -16,33 +16,55 @@ from poolhead.core.model import PoolheadModel
 def refusal(model: PoolheadModel) -> str | None:
     head, readout = model.head, model.head.affine_out()
     if model.mode.name == "bi":
-        return ("mode=bi scores cos(u, v) of two encoder passes, a sequence classifier encodes one input: "
-                "use sentence-transformers")
+        return (
+            "mode=bi scores cos(u, v) of two encoder passes, a sequence classifier encodes one input: "
+            "use sentence-transformers"
+        )
+    if model.encoder.layers != [-1]:
+        return (
+            f"encoder.layers={model.encoder.layers} averages hidden layers, a sequence classifier reads "
+            "the last one: use the cross-encoder format"
+        )
     if type(model.pooling) is not P.PoolerOutput:
-        return (f"pooling {type(model.pooling).__name__}: AutoModelForSequenceClassification classifies the "
-                "encoder's pooler output (pooling=pooler only); use the cross-encoder format")
+        return (
+            f"pooling {type(model.pooling).__name__}: AutoModelForSequenceClassification classifies the "
+            "encoder's pooler output (pooling=pooler only); use the cross-encoder format"
+        )
     if head.hidden_layers():
-        return ("head.hidden_dims is not empty: the transformers classifier is one Linear; use the cross-encoder "
-                "format")
-    if readout is None or readout[2]:  # no bare logit: a sigmoid after it, or a softmax-weighted sum of logits
+        return (
+            "head.hidden_dims is not empty: the transformers classifier is one Linear; use the cross-encoder "
+            "format"
+        )
+    if (
+        readout is None or readout[2]
+    ):  # no bare logit: a sigmoid after it, or a softmax-weighted sum of logits
         if isinstance(head, RegressionHead):
-            return ("head.loss=bce predicts sigmoid(logit) on the score range, a transformers regression model "
-                    "outputs the bare logit: use the cross-encoder format")
-        return ("a classification head on score bins predicts the expected score over the bins, which is not a "
-                "logit: use the cross-encoder format (2 bins) or head=regression")
+            return (
+                "head.loss=bce predicts sigmoid(logit) on the score range, a transformers regression model "
+                "outputs the bare logit: use the cross-encoder format"
+            )
+        return (
+            "a classification head on score bins predicts the expected score over the bins, which is not a "
+            "logit: use the cross-encoder format (2 bins) or head=regression"
+        )
     if not _pooler_then_linear(model):
-        return (f"{model.encoder.model.config.model_type}'s ForSequenceClassification head is not the pooler "
-                "followed by one Linear; use the cross-encoder format")
+        return (
+            f"{model.encoder.model.config.model_type}'s ForSequenceClassification head is not the pooler "
+            "followed by one Linear; use the cross-encoder format"
+        )
     return None
 
 
 def to_transformers(model: PoolheadModel, to: Path) -> None:
-    """Regression: num_labels=1 on the data's scale; classes: num_labels=K with id2label; multilabel: problem_type
-    multi_label_classification."""
+    """Regression: num_labels=1 on the data's scale; classes: num_labels=K with id2label; multilabel:
+    problem_type multi_label_classification."""
     classifier = _classifier(model)
     # CrossEncoder(DIR) reads this; without it, a 1-label model gets Sigmoid (STS scores squashed into 0-1)
-    activation = "torch.nn.modules.activation.Sigmoid" if model.task.kind == "multilabel" else \
-        "torch.nn.modules.linear.Identity"
+    activation = (
+        "torch.nn.modules.activation.Sigmoid"
+        if model.task.kind == "multilabel"
+        else "torch.nn.modules.linear.Identity"
+    )
     classifier.config.sentence_transformers = {"activation_fn": activation}
     classifier.save_pretrained(to)
     tokenizer = model.encoder.tokenizer
@@ -58,7 +80,8 @@ def _classifier(model: PoolheadModel) -> nn.Module:
     config = encoder.config.__class__.from_dict(encoder.config.to_dict())
     config.num_labels = len(weight)
     config.problem_type = {"score": "regression", "multilabel": "multi_label_classification"}.get(
-        kind, "single_label_classification")
+        kind, "single_label_classification"
+    )
     if kind != "score":
         label_names(config, model)
     classifier = AutoModelForSequenceClassification.from_config(config)
