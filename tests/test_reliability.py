@@ -263,3 +263,47 @@ def test_unreadable_checkpoints_name_the_file(tmp_path):
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(ValueError, match=rf"{bad}: unreadable checkpoint"):
         load(bad)
+
+
+def fake_run_folder(folder: Path) -> Path:
+    """A run folder as a finished run leaves it (its files stand-ins: nothing here is read but their bytes)."""
+    for name, text in {".hydra/config.yaml": "seed: 1\n", ".hydra/overrides.yaml": "- seed=1\n", "train.log": "log\n",
+                       "results.json": '{"status": "ok"}', "checkpoints/last.ckpt": "weights"}.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
+def bytes_and_times(folder: Path) -> dict[str, tuple[bytes | None, int]]:
+    """Every entry under `folder` (itself included): its bytes (files) and its mtime in ns (folders too)."""
+    entries = [folder, *sorted(folder.rglob("*"))]
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns)
+            for p in entries}
+
+
+def test_a_refused_second_run_changes_nothing_in_the_folder_hydra_files_included(tmp_path):
+    """Bug: Hydra rewrote `.hydra/` (config, overrides) before the second process found the folder claimed, so a
+    later `ckpt_path=last` resumed the first run's weights under the second's config."""
+    from poolhead.run.claim import claim_job, release_job
+
+    folder = fake_run_folder(tmp_path / "run")
+    try:
+        assert claim_job(folder) is None  # this process stands in for the first run, still training
+        before = bytes_and_times(folder)
+        for resume in ([], ["ckpt_path=last"]):
+            proc = train_py(*FAST, "seed=7", f"hydra.run.dir={folder}", *resume)
+            assert proc.returncode != 0 and "is in use by another process" in proc.stderr, proc.stderr[-2000:]
+            assert bytes_and_times(folder) == before, "the refused process changed the folder"
+    finally:
+        release_job()
+
+
+def test_a_new_run_into_a_finished_folder_keeps_the_earlier_hydra_files_too(tmp_path):
+    """Bug: the earlier run's outputs went to superseded/, but its `.hydra/` stayed and was overwritten."""
+    folder = fake_run_folder(tmp_path / "run")
+    before = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    proc = train_py(*FAST, "trainer.max_epochs=0", f"hydra.run.dir={folder}")  # stops at the settings check
+    assert proc.returncode != 0 and "trainer.max_epochs=0" in proc.stderr, proc.stderr[-2000:]
+    (kept,) = (folder / "superseded").iterdir()
+    assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*") if p.is_file()} == before
+    assert "trainer.max_epochs=0" in (folder / ".hydra" / "overrides.yaml").read_text(), "the new run's own"
