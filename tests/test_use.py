@@ -262,6 +262,7 @@ def test_the_bundled_example_pairs_predict(demo_run, tmp_path):
     (".jsonl", '{"sentence1": "A cat.", "sentence2": "A dog.", "score": 1}\n{"sentence1": "A", "sentence2": "B"}\n',
      "line 2, field score: missing, but line 1 has one"),
     (".csv", "text,other\nA cat.,A dog.\n", "line 1, field sentence1: no such column"),
+    (".csv", "id,sentence1,sentence2,id\n1,A cat.,A dog.,2\n", "line 1, field id: the column name 'id' is repeated"),
 ])
 def test_predict_stops_at_a_bad_row_naming_file_and_line(demo_run, tmp_path, capsys, suffix, content, where):
     path = tmp_path / f"rows{suffix}"
