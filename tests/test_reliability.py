@@ -160,6 +160,10 @@ def test_non_finite_training_stops_at_once_naming_step_epoch_and_cause(tmp_path)
     ("trainer.max_epochs=1.5", "trainer.max_epochs=1.5: expected a whole number >= 1"),
     ("data.batch_size=true", "data.batch_size=True: expected a whole number >= 1"),
     ("trainer.precision=16-mixed trainer.accelerator=cpu", "trainer.precision=16-mixed: float16 autocast needs a GPU"),
+    ("trainer.limit_train_batches=0", "trainer.limit_train_batches=0: expected null, a whole number of batches >= 1"),
+    ("trainer.limit_train_batches=0.0", "trainer.limit_train_batches=0.0: expected null, a whole number of batches"),
+    ("trainer.limit_val_batches=0", "trainer.limit_val_batches=0: expected null, a whole number of batches >= 1"),
+    ("trainer.val_check_interval=0", "trainer.val_check_interval=0: expected null \\(once an epoch\\)"),
 ])
 def test_impossible_settings_stop_before_the_encoder_loads(tmp_path, monkeypatch, override, message):
     import poolhead.core.encoder
@@ -167,6 +171,19 @@ def test_impossible_settings_stop_before_the_encoder_loads(tmp_path, monkeypatch
     monkeypatch.setattr(poolhead.core.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("the encoder was loaded"))
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build(compose_cfg([*FAST, *override.split()], tmp_path))
+
+
+class StopBeforeTheFirstStep(L.Callback):
+    def on_train_start(self, trainer, pl_module):
+        trainer.should_stop = True  # as any limit that leaves the training split without a batch
+
+
+def test_a_run_that_trains_no_step_is_not_reported_ok(tmp_path):
+    """Bug: `trainer.limit_train_batches=0` exited 0 with status ok, no checkpoint, and "Done ... (best checkpoint)":
+    the metrics were those of the untrained model."""
+    results = run(compose_cfg(FAST, tmp_path), extra_callbacks=[StopBeforeTheFirstStep()])
+    assert results["status"] == "failed" and "no training step was taken" in results["error"], results["error"]
+    assert not results["metrics"] and not (tmp_path / "predictions.csv").exists()
 
 
 def test_a_seed_that_is_not_a_number_names_the_key_before_seeding(tmp_path):

@@ -22,6 +22,11 @@ def _whole(v: Any) -> bool:
     return type(v) is int
 
 
+def _batches(v: Any) -> bool:
+    """Lightning's batch limits: null, a count >= 1 (int) or a share of the batches in (0, 1] (float)."""
+    return v is None or (_whole(v) and v >= 1) or (type(v) is float and 0 < v <= 1)
+
+
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [  # key, allowed(value), what is allowed
     ("seed", _whole, "a whole number"),
     ("optim.lr", lambda v: v >= 0, "a learning rate >= 0 (a negative one climbs the loss)"),
@@ -39,6 +44,12 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [  # key, allowed(value), 
      "a whole number >= 1 (or -1 with max_steps)"),
     ("trainer.max_steps", lambda v: v is None or _whole(v) and (v == -1 or v >= 1), "a whole number >= 1, or -1"),
     ("trainer.gradient_clip_val", lambda v: v is None or v >= 0, "null or a number >= 0"),
+    ("trainer.limit_train_batches", _batches, "null, a whole number of batches >= 1 or a share of "
+     "them in (0, 1] (0 trains nothing: a run that trains no step is refused, it would report an untrained model)"),
+    ("trainer.limit_val_batches", _batches, "null, a whole number of batches >= 1 or a share of them "
+     "in (0, 1] (the best checkpoint is chosen on val: without it there is none)"),
+    ("trainer.val_check_interval", _batches, "null (once an epoch), a whole number of training "
+     "batches >= 1 or a share of an epoch in (0, 1]"),
     ("trainer.accumulate_grad_batches", lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
 ]
 

@@ -154,6 +154,9 @@ def fit_or_evaluate_as_is(trainer: L.Trainer, model: Any, datamodule: Any, ckpt_
     pooling and the bi cosine head: the zero-shot baseline of that pooling) is evaluated as it is, and saved."""
     if model.trainable:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        if trainer.global_step == 0:
+            raise RuntimeError("no training step was taken (the training split gave no batch under the trainer's "
+                               "limits), so the model is untrained: nothing is reported as its result")
         callback = trainer.checkpoint_callback
         return (callback.best_model_path or None) if callback else None
     log.info("Nothing to train in this configuration (frozen encoder, %s pooling, %s head): evaluated as it is, "
