@@ -347,3 +347,14 @@ def test_a_new_run_into_a_finished_folder_keeps_the_earlier_hydra_files_too(tmp_
     (kept,) = (folder / "superseded").iterdir()
     assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*") if p.is_file()} == before
     assert "trainer.max_epochs=0" in (folder / ".hydra" / "overrides.yaml").read_text(), "the new run's own"
+
+
+def test_records_are_strict_json_with_null_for_a_non_finite_value(caplog):
+    """Bug: results.json, eval.json and a rung's metrics.json were written with json.dumps' default allow_nan=True, so
+    a NaN metric became a bare `NaN` that JSON readers (jq, JavaScript, pandas' strict readers) reject."""
+    from poolhead.run.record import json_text
+
+    text = json_text({"metrics": {"val/pearson": float("nan"), "val/mse": 0.25}, "curve": [1.0, float("inf")]})
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in {text}")) == {
+        "metrics": {"val/pearson": None, "val/mse": 0.25}, "curve": [1.0, None]}
+    assert "metrics.val/pearson: nan is not a JSON number" in caplog.text and "curve[1]" in caplog.text

@@ -489,3 +489,46 @@ def test_predict_missing_column_names_the_predict_flag_not_a_train_key(demo_run,
     assert cli(["predict", str(demo_run), "--input", str(path), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert flag in err and "data." not in err, err
+
+
+def strict_json(path: Path) -> dict:
+    """The file parsed as JSON proper: Python's json reads NaN and Infinity, which JSON (and most readers) reject."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{path}: {constant} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def sts_csv(path: Path, scores: list[float]) -> Path:
+    rows = [f"A cat number {i} sleeps.,A dog number {i} runs.,{s}" for i, s in enumerate(scores)]
+    path.write_text("sentence1,sentence2,score\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def eval_csv(run_dir: Path, data: Path, output: Path) -> int:
+    return cli(["eval", str(run_dir), "data=csv", f"data.train={data}", f"data.val={data}", "data.text=sentence1",
+                "data.text_pair=sentence2", "data.label=score", "data.score_range=[0,5]", "--split", "val",
+                "--output", str(output)])
+
+
+@pytest.mark.parametrize("scores, reason", [([3.0, 3.0, 3.0], "the gold scores are constant (all 3)"),
+                                            ([2.0], "1 row: a correlation needs at least 2")])
+def test_eval_writes_null_and_the_reason_for_an_undefined_correlation(demo_run, tmp_path, capsys, scores, reason):
+    """Bug: eval.json got a bare NaN (not JSON) for Pearson on constant gold scores, and Spearman 0.0 for them and for
+    a single row: an undefined correlation reported as "no correlation"."""
+    assert eval_csv(demo_run, sts_csv(tmp_path / "rows.csv", scores), tmp_path / "eval.json") == 0
+    entry = strict_json(tmp_path / "eval.json")["csv"]
+    assert entry["metrics"]["val/spearman"] is None and entry["metrics"]["val/pearson"] is None
+    assert reason in entry["undefined"]["val/spearman"] and reason in entry["undefined"]["val/pearson"]
+    assert entry["metrics"]["val/mse"] is not None, "a defined metric stays a number"
+    assert f"spearman undefined: {reason}" in capsys.readouterr().out
+
+
+def test_two_evals_into_one_folder_with_other_outputs_keep_both_prediction_files(demo_run, tmp_path):
+    """Bug: both wrote <folder>/eval_csv.csv: the second eval's predictions replaced the first one's."""
+    files = {"a": sts_csv(tmp_path / "a.csv", [0.5, 1.5, 4.0]), "b": sts_csv(tmp_path / "b.csv", [1.0, 2.0, 3.0, 5.0])}
+    for name, data in files.items():
+        assert eval_csv(demo_run, data, tmp_path / f"{name}.json") == 0
+    for name, data in files.items():
+        predictions = Path(strict_json(tmp_path / f"{name}.json")["csv"]["predictions"])
+        assert pd.read_csv(predictions)["gold"].tolist() == pd.read_csv(data)["score"].tolist(), name

@@ -16,8 +16,9 @@ from typing import Any
 
 from poolhead.run.checkpoint import checkpoint_file
 from poolhead.run.checks import CONF_DIR
-from poolhead.run.record import atomic_write
+from poolhead.run.record import atomic_write, json_text
 from poolhead.speed.cache import FeatureCache, folder_size
+from poolhead.use.files import predictions_path
 
 FORMAT_CHOICES = ("auto", "sentence-transformers", "cross-encoder", "transformers")
 
@@ -191,6 +192,7 @@ def _plain(value: Any) -> Any:
 # --- eval -------------------------------------------------------------------------------------------------------
 def eval_command(args: argparse.Namespace) -> int:
     from poolhead.run.evaluate import evaluate
+    from poolhead.run.train import shown
     from poolhead.use.predict import data_for
 
     data = compose_data(args.overrides, args.config_dir)
@@ -207,13 +209,15 @@ def eval_command(args: argparse.Namespace) -> int:
     precision = args.precision or model.description.precision
     entry: dict[str, Any] = {"data": data, "checkpoint": str(checkpoint_file(args.run)), "metrics": {}, "rows": {},
                              "seconds": {}, "precision": precision,
-                             "predictions": str(path.parent / f"eval_{name}.csv")}
-    frames = []
+                             "predictions": str(predictions_path(path, name, results))}
+    frames, undefined = [], {}
     for split in splits:
         frame, metrics, seconds = evaluate(model, datamodule, split, args.precision)
         frames.append(frame)
-        entry["metrics"] |= metrics
+        entry["metrics"], undefined = entry["metrics"] | metrics, undefined | metrics.undefined
         entry["rows"][split], entry["seconds"][split] = len(frame), round(seconds, 3)
+    if undefined:
+        entry["undefined"] = undefined
     if args.mteb:
         from poolhead.use.mteb_eval import mteb_scores
 
@@ -221,13 +225,15 @@ def eval_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
     pd.concat(frames, ignore_index=True).to_csv(entry["predictions"], index=False)
-    atomic_write(path, json.dumps(results | {name: entry}, indent=2, default=str) + "\n")
+    atomic_write(path, json_text(results | {name: entry}) + "\n")
     main_metric = model.task.monitor
     for split in splits:
-        value = entry["metrics"][f"{split}/{main_metric}"]
+        key = f"{split}/{main_metric}"
+        value = entry["metrics"][key]
         mteb = entry.get("mteb", {}).get(split)
         also = f"; MTEB cosine_spearman {mteb['cosine_spearman']:.4f}" if mteb else ""
-        print(f"{name} {split}: {main_metric} {value:.4f} ({entry['rows'][split]} rows){also}")
+        why = f": {undefined[key]}" if key in undefined else ""
+        print(f"{name} {split}: {main_metric} {shown(value)}{why} ({entry['rows'][split]} rows){also}")
     print(f"wrote {path} (entry {name!r}) and {entry['predictions']}")
     return 0
 

@@ -1,0 +1,32 @@
+"""What the `poolhead` commands may write or delete, checked before any work: predict's output file, eval's
+prediction files, the cache entries `cache clear` removes, and the runs `export` takes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".json")
+
+
+def check_output(output: Path, source: Path, default: Path) -> None:
+    """predict's --output, before the model loads: a table suffix it writes, and never the input file itself (the
+    same path, a hard link or a symlink to it: writing there would rewrite the input)."""
+    if output.suffix.lower() not in TABLE_SUFFIXES:
+        raise ValueError(f"--output {output}: unknown output type {output.suffix.lower()!r}; use "
+                         f"{', '.join(TABLE_SUFFIXES[:2] + TABLE_SUFFIXES[3:])}")
+    if output.exists() and source.exists() and os.path.samefile(output, source):
+        raise ValueError(f"--output {output} is the input file (the same file, or a link to it): predictions go to "
+                         f"another file (default: {default}), the input is never overwritten")
+
+
+def predictions_path(output: Path, name: str, results: dict[str, Any]) -> Path:
+    """Where eval writes entry `name`'s predictions: beside its json, named after both (eval.json ->
+    eval_<name>.csv, other.json -> other_<name>.csv), never over a file that this entry did not write (-2, -3...)."""
+    own = (results.get(name) or {}).get("predictions")
+    base = output.parent / f"{output.stem}_{name}.csv"
+    path, n = base, 2
+    while path.exists() and str(path) != own:
+        path, n = base.with_name(f"{base.stem}-{n}.csv"), n + 1
+    return path
