@@ -532,3 +532,23 @@ def test_two_evals_into_one_folder_with_other_outputs_keep_both_prediction_files
     for name, data in files.items():
         predictions = Path(strict_json(tmp_path / f"{name}.json")["csv"]["predictions"])
         assert pd.read_csv(predictions)["gold"].tolist() == pd.read_csv(data)["score"].tolist(), name
+
+
+def test_cache_clear_deletes_only_what_the_caches_made(tmp_path, capsys):
+    """Bug: `poolhead cache clear --cache-dir D` deleted D/features and D/tokens whatever they held (a user's file
+    there was listed as a PARTIAL entry, then deleted)."""
+    root, key = tmp_path / "cache", "ab" * 32
+    made = {f"features/{key}/meta.json": "{}", f"features/{key}/hidden.npy": "x", f"features/{'cd' * 32}/lengths.npy":
+            "x", "features/.tmp-k2j4/hidden.npy": "x", f"tokens/{key}.npz": "x", "tokens/.tmp-q1w2.npz": "x"}
+    mine = {"features/notes.txt": "mine", "features/study/scores.csv": "mine", "tokens/mine.npz": "mine",
+            f"features/{'ef' * 32}/hidden.npy": "x", f"features/{'ef' * 32}/my_results.csv": "mine"}
+    for name, text in (made | mine).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    assert cli(["cache", "info", "--cache-dir", str(root)]) == 0
+    assert "notes.txt" in capsys.readouterr().out
+    assert cli(["cache", "clear", "--cache-dir", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} == set(mine)
+    for name in ("notes.txt", "study", "mine.npz", "ef" * 32):
+        assert name in err, err

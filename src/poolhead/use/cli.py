@@ -9,7 +9,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from poolhead.run.checkpoint import checkpoint_file
 from poolhead.run.checks import CONF_DIR
 from poolhead.run.record import atomic_write, json_text
 from poolhead.speed.cache import FeatureCache, folder_size
-from poolhead.use.files import predictions_path
+from poolhead.use.files import cache_made, clear_caches, predictions_path
 
 FORMAT_CHOICES = ("auto", "sentence-transformers", "cross-encoder", "transformers")
 
@@ -319,10 +318,11 @@ def best_checkpoint(sweep_dir: str | Path) -> Path:
 def cache_command(args: argparse.Namespace) -> int:
     root: Path = args.cache_dir.expanduser()
     if args.action == "clear":
-        freed = folder_size(root)
-        for part in ("features", "tokens"):
-            shutil.rmtree(root / part, ignore_errors=True)
+        freed, left = clear_caches(root)
         print(f"cleared {root} ({freed / 2**20:.1f} MiB)")
+        if left:
+            print(f"left {len(left)} entries the caches did not make (not deleted):\n" +
+                  "\n".join(f"  {path}" for path in left), file=sys.stderr)
         return 0
     features = FeatureCache(root)
     print(f"cache: {root}")
@@ -331,7 +331,8 @@ def cache_command(args: argparse.Namespace) -> int:
     entries = list(features.entries())
     print(f"features: {len(entries)} entries, {folder_size(features.root) / 2**20:.1f} MiB")
     for folder, meta in entries:
-        state = f"{meta['rows']} rows x {meta['hidden_size']} ({meta['dtype']})" if meta else "PARTIAL (rebuilt on use)"
+        state = f"{meta['rows']} rows x {meta['hidden_size']} ({meta['dtype']})" if meta else \
+            "PARTIAL (rebuilt on use)" if cache_made(folder) else "not the cache's (clear leaves it)"
         print(f"  {folder.name[:16]}  {folder_size(folder) / 2**20:8.1f} MiB  {state}")
     return 0
 
