@@ -552,3 +552,68 @@ def test_cache_clear_deletes_only_what_the_caches_made(tmp_path, capsys):
     assert {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} == set(mine)
     for name in ("notes.txt", "study", "mine.npz", "ef" * 32):
         assert name in err, err
+
+
+def test_predict_refuses_an_output_it_cannot_write_before_the_model_loads(demo_run, tmp_path, capsys, monkeypatch):
+    """Bugs: `--output` a hard link of the input rewrote the input (only an equal path was refused); `--output x.txt`
+    was refused only after every row was predicted."""
+    import poolhead.use.cli
+
+    source = demo_pairs(tmp_path)
+    os.link(source, tmp_path / "link.csv")
+    before = source.read_bytes()
+    monkeypatch.setattr(poolhead.use.cli, "_load", lambda *a, **k: pytest.fail("the model was loaded"))
+    for output, said in (("link.csv", "is the input file (the same file, or a link to it)"),
+                         ("pairs.txt", "unknown output type '.txt'")):
+        assert cli(["predict", str(demo_run), "--input", str(source), "--output", str(tmp_path / output)]) == 1
+        assert said in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the check is for a machine without CUDA")
+def test_predict_on_cuda_without_a_gpu_says_so(demo_run, tmp_path, capsys):
+    """Bug: `--device cuda` on a CPU machine blamed a "truncated" checkpoint."""
+    assert cli(["predict", str(demo_run), "--input", str(demo_pairs(tmp_path)), "--device", "cuda"]) == 1
+    err = capsys.readouterr().err
+    assert "--device cuda: this machine has no CUDA device" in err and "truncated" not in err, err
+
+
+@pytest.mark.parametrize("value", ["-1", "5", "nan"])
+def test_export_max_loss_is_range_checked_before_anything_runs(demo_run, tmp_path, capsys, value):
+    """Bug: --max-loss -1 or 5 was taken as given (every int8 file refused, or any loss accepted)."""
+    with pytest.raises(SystemExit) as stop:
+        cli(["export", str(demo_run), "--to", str(tmp_path / "out"), "--max-loss", value])
+    assert stop.value.code == 2 and "--max-loss" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("record, said", [
+    ({"status": "failed", "error": "interrupted (SystemExit); run the same command again to resume"},
+     "status 'failed' (interrupted (SystemExit)"),
+    ({"status": "paused", "rung": {"step": 3}}, "status 'paused' (step 3 of a halving sweep)"),
+])
+def test_export_of_a_run_that_did_not_finish_is_refused_unless_forced(demo_run, tmp_path, capsys, record, said):
+    """Bug: an interrupted run, or a job paused at a halving rung, exported without a word."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(demo_run, run_dir)
+    (run_dir / "results.json").write_text(json.dumps(record))
+    assert cli(["export", str(run_dir), "--to", str(tmp_path / "out")]) == 1
+    assert said in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert cli(["export", str(run_dir), "--to", str(tmp_path / "out"), "--force"]) == 0
+    assert f"warning: {run_dir / 'results.json'} says {said}" in capsys.readouterr().err
+
+
+def test_export_best_of_a_sweep_without_a_finished_job_leaves_its_files(tmp_path, capsys):
+    """Bug: `export --best` on a sweep whose jobs all failed rewrote its summary files before refusing."""
+    sweep = tmp_path / "sweep"
+    for pooling in ("mean", "cls"):
+        (sweep / pooling / ".hydra").mkdir(parents=True)
+        (sweep / pooling / ".hydra" / "overrides.yaml").write_text(f"- pooling={pooling}\n")
+        (sweep / pooling / "results.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
+    (sweep / "summary.md").write_text("the report as the sweep left it\n")
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    assert cli(["export", str(sweep), "--best", "--to", str(tmp_path / "out")]) == 1
+    assert "no job finished ok" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before

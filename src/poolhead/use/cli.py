@@ -17,7 +17,15 @@ from poolhead.run.checkpoint import checkpoint_file
 from poolhead.run.checks import CONF_DIR
 from poolhead.run.record import atomic_write, json_text
 from poolhead.speed.cache import FeatureCache, folder_size
-from poolhead.use.files import cache_made, clear_caches, predictions_path
+from poolhead.use.guards import (
+    cache_made,
+    check_device,
+    check_finished,
+    check_output,
+    clear_caches,
+    loss_share,
+    predictions_path,
+)
 
 FORMAT_CHOICES = ("auto", "sentence-transformers", "cross-encoder", "transformers")
 
@@ -97,13 +105,15 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     x.add_argument("--best", action="store_true", help="RUN is a sweep folder: export the report's best job")
     x.add_argument("--trust-remote-code", **trust)
+    x.add_argument("--force", action="store_true", help="export a run that did not finish (failed, interrupted, "
+                                                         "paused at a rung): refused without it")
     x.add_argument("--backend", default="torch", choices=("torch", "onnx", "openvino"),
                    help="also write sentence-transformers' ONNX / OpenVINO file (sentence-transformers and "
                         "cross-encoder formats), checked against torch on probe pairs; needs poolhead[onnx] / "
                         "poolhead[openvino]")
     x.add_argument("--quantize", choices=("int8",), help="also write the backend's int8 file (ONNX: dynamic; "
                    "OpenVINO: static, calibrated on the run's training texts), kept only within --max-loss")
-    x.add_argument("--max-loss", type=float, default=0.005,
+    x.add_argument("--max-loss", type=loss_share, default=0.005,
                    help="the dev Spearman an int8 file may lose against torch fp32 (default 0.005 = 0.5 points)")
     x.set_defaults(run_command=export_command)
 
@@ -123,13 +133,12 @@ def predict_command(args: argparse.Namespace) -> int:
     from poolhead.run.evaluate import prediction_frame
     from poolhead.use.predict import predict_texts
 
+    path: Path = args.input
+    default = path.with_name(f"{path.stem}.pred{path.suffix}")
+    output = args.output or default
+    check_output(output, path, default)  # before the model loads
     model = _load(args.run, args.device, args.trust_remote_code)
     columns = column_names(model, args)
-    path: Path = args.input
-    output = args.output or path.with_name(f"{path.stem}.pred{path.suffix}")
-    if output.resolve() == path.resolve():
-        raise ValueError(f"--output {output} is the input file: predictions go to another file (default: "
-                         f"{path.with_name(f'{path.stem}.pred{path.suffix}')}), the input is never overwritten")
     rows, unit = read_table(path, columns, optional=("label",), keep_record=True, setting="--{flag} COLUMN")
     labelled = [where for where, row in rows if "label" in row]
     if labelled and len(labelled) < len(rows):
@@ -277,6 +286,9 @@ def export_command(args: argparse.Namespace) -> int:
     from poolhead.use.export import ExportRefused, backend_refusal, choose, describe, export
 
     checkpoint = best_checkpoint(args.run) if args.best else checkpoint_file(args.run)
+    warning = check_finished(run_folder(checkpoint), args.force)
+    if warning:
+        print(warning, file=sys.stderr)
     model = _load(checkpoint, "cpu", args.trust_remote_code)
     fmt = choose(model, args.format)  # refuses before anything is written
     why = backend_refusal(model, fmt, args.backend, args.quantize)
@@ -302,6 +314,9 @@ def best_checkpoint(sweep_dir: str | Path) -> Path:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: no such sweep folder")
+    if not any(job.get("status") == "ok" for job in load_jobs(sweep_dir)):  # before the report is rewritten
+        raise ValueError(f"{sweep_dir}: no job finished ok; nothing to export (the sweep's files are left as they "
+                         "are)")
     report = write_report(sweep_dir)
     if report["best"] is None:
         raise ValueError(f"{sweep_dir}: no finished job with {report['monitor']}; nothing to export")
@@ -352,6 +367,7 @@ def _load(run: str | Path, device: str | None, trust_remote_code: bool = False) 
 
     from poolhead.run.build import load
 
+    check_device(device)
     hf_logging.disable_progress_bar()  # "Loading weights" bars: the commands print their own progress
     return load(run, map_location=device or ("cuda" if torch.cuda.is_available() else "cpu"),
                 trust_remote_code=trust_remote_code)

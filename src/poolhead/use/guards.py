@@ -1,8 +1,10 @@
-"""What the `poolhead` commands may write or delete, checked before any work: predict's output file, eval's
-prediction files, the cache entries `cache clear` removes, and the runs `export` takes."""
+"""What the `poolhead` commands check before any work: predict's output file, eval's prediction files, the cache
+entries `cache clear` may remove, the device, --max-loss, and the runs `export` takes."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,48 @@ def check_output(output: Path, source: Path, default: Path) -> None:
     if output.exists() and source.exists() and os.path.samefile(output, source):
         raise ValueError(f"--output {output} is the input file (the same file, or a link to it): predictions go to "
                          f"another file (default: {default}), the input is never overwritten")
+
+
+def check_device(device: str | None) -> None:
+    """--device names a device this machine has (else loading the checkpoint fails with a misleading error)."""
+    import torch
+
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise ValueError(f"--device {device}: not a device name ({err}); use cpu, cuda or cuda:N") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no CUDA device torch can use "
+                         "(torch.cuda.is_available() is False); use --device cpu, or leave it out")
+
+
+def loss_share(text: str) -> float:
+    """argparse type of --max-loss: the Spearman an int8 file may lose, as a share in [0, 1] (0.005 = 0.5 points)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected a share of Spearman in [0, 1] (0.005 = 0.5 points)")
+    return value
+
+
+def check_finished(run_dir: Path, force: bool) -> str | None:
+    """A run whose results.json is not `ok` (failed, interrupted, paused at a halving rung) is refused for export,
+    naming its status; with `force` it goes on, and the returned warning says what was exported."""
+    results = run_dir / "results.json"
+    record = json.loads(results.read_text()) if results.is_file() else {"status": "ok"}
+    status = record.get("status")
+    if status == "ok":
+        return None
+    why = f"step {record.get('rung', {}).get('step')} of a halving sweep" if status == "paused" else \
+        record.get("error") or "no reason recorded"
+    said = f"{results} says status {status!r} ({why}): its checkpoint is from a run that did not finish"
+    if not force:
+        raise ValueError(f"{said}; export a finished run, or pass --force to export this checkpoint anyway")
+    return f"warning: {said}; exported anyway (--force)"
 
 
 def predictions_path(output: Path, name: str, results: dict[str, Any]) -> Path:
