@@ -617,3 +617,13 @@ def test_export_best_of_a_sweep_without_a_finished_job_leaves_its_files(tmp_path
     assert cli(["export", str(sweep), "--best", "--to", str(tmp_path / "out")]) == 1
     assert "no job finished ok" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+
+
+def test_predict_refuses_an_input_column_named_as_its_own_output(demo_run, tmp_path, capsys):
+    """Bug: an input column named `pred` was dropped from the output (replaced by the predictions) with a note:
+    predict's output must hold every input column as it was."""
+    path = tmp_path / "rows.csv"
+    path.write_text("sentence1,sentence2,pred\nA cat.,A dog.,my own score\n")
+    assert cli(["predict", str(demo_run), "--input", str(path), "--quiet"]) == 1
+    assert f"{path}: column(s) ['pred'] have the names of the columns predict adds" in capsys.readouterr().err
+    assert not (tmp_path / "rows.pred.csv").exists()

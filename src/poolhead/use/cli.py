@@ -19,6 +19,7 @@ from poolhead.run.record import atomic_write, json_text
 from poolhead.speed.cache import FeatureCache, folder_size
 from poolhead.use.guards import (
     cache_made,
+    check_columns_kept,
     check_device,
     check_finished,
     check_output,
@@ -131,7 +132,7 @@ def predict_command(args: argparse.Namespace) -> int:
 
     from poolhead.data.read import DataError, build_split, read_table
     from poolhead.run.evaluate import prediction_frame
-    from poolhead.use.predict import predict_texts
+    from poolhead.use.predict import predict_texts, prediction_columns
 
     path: Path = args.input
     default = path.with_name(f"{path.stem}.pred{path.suffix}")
@@ -147,16 +148,14 @@ def predict_command(args: argparse.Namespace) -> int:
                         "one; label every row or none")
     split = build_split(rows, str(path), unit, pair=model.mode.pair, task=model.task.kind if labelled else None,
                         score_range=model.task.score_range, names=columns)
+    check_columns_kept([row["record"] for _, row in rows], prediction_columns(model), path)  # before predicting
     scores = predict_texts(model, split.text, split.text_pair, args.precision, args.batch_size, not args.quiet)
     frame = prediction_frame(model, split.frame(), scores).drop(columns=["index", "gold"], errors="ignore")
     position = {where: i for i, (where, _) in enumerate(rows)}
     frame.index = [position[where] for where in split.where]  # skipped rows keep their place, without a prediction
     records = pd.DataFrame([row["record"] for _, row in rows], dtype=object)  # values as read: an id column with a
     # missing value stays whole numbers (pandas would make them floats, and two large ids equal)
-    clash = [c for c in frame.columns if c in records.columns]
-    if clash:
-        print(f"note: the input's column(s) {clash} are replaced by the predictions", file=sys.stderr)
-    write_table(records.drop(columns=clash).join(frame), output)
+    write_table(records.join(frame), output)
     skipped = f" ({split.skipped} rows with an empty text left without a prediction)" if split.skipped else ""
     print(f"wrote {len(split)} predictions{skipped} to {output}")
     return 0

@@ -23,6 +23,15 @@ def check_output(output: Path, source: Path, default: Path) -> None:
                          f"another file (default: {default}), the input is never overwritten")
 
 
+def check_columns_kept(records: list[dict[str, Any]], added: list[str], path: Path) -> None:
+    """predict writes every input column as it was: an input column named as one predict adds is refused, not
+    replaced (re-predicting a .pred file: drop its prediction columns first)."""
+    clash = [name for name in added if any(name in record for record in records)]
+    if clash:
+        raise ValueError(f"{path}: column(s) {clash} have the names of the columns predict adds, which would replace "
+                         "them; rename them in the input (or drop them: the output of an earlier predict)")
+
+
 def check_device(device: str | None) -> None:
     """--device names a device this machine has (else loading the checkpoint fails with a misleading error)."""
     import torch
