@@ -262,7 +262,8 @@ def test_the_bundled_example_pairs_predict(demo_run, tmp_path):
     (".jsonl", '{"sentence1": "A cat.", "sentence2": "A dog.", "score": 1}\n{"sentence1": "A", "sentence2": "B"}\n',
      "line 2, field score: missing, but line 1 has one"),
     (".csv", "text,other\nA cat.,A dog.\n", "line 1, field sentence1: no such column"),
-    (".csv", "id,sentence1,sentence2,id\n1,A cat.,A dog.,2\n", "line 1, field id: the column name 'id' is repeated"),
+    (".csv", "id,sentence1,sentence2,id\n1,A cat.,A dog.,2\n",
+     "line 1, field id: the column name 'id' is repeated"),
 ])
 def test_predict_stops_at_a_bad_row_naming_file_and_line(demo_run, tmp_path, capsys, suffix, content, where):
     path = tmp_path / f"rows{suffix}"
@@ -492,7 +493,8 @@ def test_predict_missing_column_names_the_predict_flag_not_a_train_key(demo_run,
 
 
 def strict_json(path: Path) -> dict:
-    """The file parsed as JSON proper: Python's json reads NaN and Infinity, which JSON (and most readers) reject."""
+    """The file parsed as JSON proper: Python's json reads NaN and Infinity, which JSON (and most readers)
+    reject."""
     def refuse(constant: str) -> None:
         raise ValueError(f"{path}: {constant} is not JSON")
 
@@ -506,16 +508,17 @@ def sts_csv(path: Path, scores: list[float]) -> Path:
 
 
 def eval_csv(run_dir: Path, data: Path, output: Path) -> int:
-    return cli(["eval", str(run_dir), "data=csv", f"data.train={data}", f"data.val={data}", "data.text=sentence1",
-                "data.text_pair=sentence2", "data.label=score", "data.score_range=[0,5]", "--split", "val",
-                "--output", str(output)])
+    return cli(["eval", str(run_dir), "data=csv", f"data.train={data}", f"data.val={data}",
+                "data.text=sentence1", "data.text_pair=sentence2", "data.label=score",
+                "data.score_range=[0,5]", "--split", "val", "--output", str(output)])
 
 
 @pytest.mark.parametrize("scores, reason", [([3.0, 3.0, 3.0], "the gold scores are constant (all 3)"),
                                             ([2.0], "1 row: a correlation needs at least 2")])
-def test_eval_writes_null_and_the_reason_for_an_undefined_correlation(demo_run, tmp_path, capsys, scores, reason):
-    """Bug: eval.json got a bare NaN (not JSON) for Pearson on constant gold scores, and Spearman 0.0 for them and for
-    a single row: an undefined correlation reported as "no correlation"."""
+def test_eval_writes_null_and_the_reason_for_an_undefined_correlation(demo_run, tmp_path, capsys, scores,
+                                                                      reason):
+    """Bug: eval.json got a bare NaN (not JSON) for Pearson on constant gold scores, and Spearman 0.0 for them
+    and for a single row: an undefined correlation reported as "no correlation"."""
     assert eval_csv(demo_run, sts_csv(tmp_path / "rows.csv", scores), tmp_path / "eval.json") == 0
     entry = strict_json(tmp_path / "eval.json")["csv"]
     assert entry["metrics"]["val/spearman"] is None and entry["metrics"]["val/pearson"] is None
@@ -526,7 +529,8 @@ def test_eval_writes_null_and_the_reason_for_an_undefined_correlation(demo_run, 
 
 def test_two_evals_into_one_folder_with_other_outputs_keep_both_prediction_files(demo_run, tmp_path):
     """Bug: both wrote <folder>/eval_csv.csv: the second eval's predictions replaced the first one's."""
-    files = {"a": sts_csv(tmp_path / "a.csv", [0.5, 1.5, 4.0]), "b": sts_csv(tmp_path / "b.csv", [1.0, 2.0, 3.0, 5.0])}
+    files = {"a": sts_csv(tmp_path / "a.csv", [0.5, 1.5, 4.0]),
+             "b": sts_csv(tmp_path / "b.csv", [1.0, 2.0, 3.0, 5.0])}
     for name, data in files.items():
         assert eval_csv(demo_run, data, tmp_path / f"{name}.json") == 0
     for name, data in files.items():
@@ -535,11 +539,12 @@ def test_two_evals_into_one_folder_with_other_outputs_keep_both_prediction_files
 
 
 def test_cache_clear_deletes_only_what_the_caches_made(tmp_path, capsys):
-    """Bug: `poolhead cache clear --cache-dir D` deleted D/features and D/tokens whatever they held (a user's file
-    there was listed as a PARTIAL entry, then deleted)."""
+    """Bug: `poolhead cache clear --cache-dir D` deleted D/features and D/tokens whatever they held (a user's
+    file there was listed as a PARTIAL entry, then deleted)."""
     root, key = tmp_path / "cache", "ab" * 32
-    made = {f"features/{key}/meta.json": "{}", f"features/{key}/hidden.npy": "x", f"features/{'cd' * 32}/lengths.npy":
-            "x", "features/.tmp-k2j4/hidden.npy": "x", f"tokens/{key}.npz": "x", "tokens/.tmp-q1w2.npz": "x"}
+    made = {f"features/{key}/meta.json": "{}", f"features/{key}/hidden.npy": "x",
+            f"features/{'cd' * 32}/lengths.npy": "x", "features/.tmp-k2j4/hidden.npy": "x",
+            f"tokens/{key}.npz": "x", "tokens/.tmp-q1w2.npz": "x"}
     mine = {"features/notes.txt": "mine", "features/study/scores.csv": "mine", "tokens/mine.npz": "mine",
             f"features/{'ef' * 32}/hidden.npy": "x", f"features/{'ef' * 32}/my_results.csv": "mine"}
     for name, text in (made | mine).items():
@@ -554,9 +559,10 @@ def test_cache_clear_deletes_only_what_the_caches_made(tmp_path, capsys):
         assert name in err, err
 
 
-def test_predict_refuses_an_output_it_cannot_write_before_the_model_loads(demo_run, tmp_path, capsys, monkeypatch):
-    """Bugs: `--output` a hard link of the input rewrote the input (only an equal path was refused); `--output x.txt`
-    was refused only after every row was predicted."""
+def test_predict_refuses_an_output_it_cannot_write_before_the_model_loads(demo_run, tmp_path, capsys,
+                                                                         monkeypatch):
+    """Bugs: `--output` a hard link of the input rewrote the input (only an equal path was refused); `--output
+    x.txt` was refused only after every row was predicted."""
     import poolhead.use.cli
 
     source = demo_pairs(tmp_path)
@@ -565,7 +571,8 @@ def test_predict_refuses_an_output_it_cannot_write_before_the_model_loads(demo_r
     monkeypatch.setattr(poolhead.use.cli, "_load", lambda *a, **k: pytest.fail("the model was loaded"))
     for output, said in (("link.csv", "is the input file (the same file, or a link to it)"),
                          ("pairs.txt", "unknown output type '.txt'")):
-        assert cli(["predict", str(demo_run), "--input", str(source), "--output", str(tmp_path / output)]) == 1
+        command = ["predict", str(demo_run), "--input", str(source), "--output", str(tmp_path / output)]
+        assert cli(command) == 1
         assert said in capsys.readouterr().err
     assert source.read_bytes() == before
 
@@ -592,7 +599,8 @@ def test_export_max_loss_is_range_checked_before_anything_runs(demo_run, tmp_pat
      "status 'failed' (interrupted (SystemExit)"),
     ({"status": "paused", "rung": {"step": 3}}, "status 'paused' (step 3 of a halving sweep)"),
 ])
-def test_export_of_a_run_that_did_not_finish_is_refused_unless_forced(demo_run, tmp_path, capsys, record, said):
+def test_export_of_a_run_that_did_not_finish_is_refused_unless_forced(demo_run, tmp_path, capsys, record,
+                                                                      said):
     """Bug: an interrupted run, or a job paused at a halving rung, exported without a word."""
     import shutil
 
@@ -620,8 +628,8 @@ def test_export_best_of_a_sweep_without_a_finished_job_leaves_its_files(tmp_path
 
 
 def test_predict_refuses_an_input_column_named_as_its_own_output(demo_run, tmp_path, capsys):
-    """Bug: an input column named `pred` was dropped from the output (replaced by the predictions) with a note:
-    predict's output must hold every input column as it was."""
+    """Bug: an input column named `pred` was dropped from the output (replaced by the predictions) with a
+    note: predict's output must hold every input column as it was."""
     path = tmp_path / "rows.csv"
     path.write_text("sentence1,sentence2,pred\nA cat.,A dog.,my own score\n")
     assert cli(["predict", str(demo_run), "--input", str(path), "--quiet"]) == 1

@@ -301,12 +301,13 @@ def _delimited_lines(path: Path, text: str, columns: dict[str, str], delimiter: 
 
 
 def _no_repeated_names(path: Path, header: list[str]) -> None:
-    """A header naming a column twice stops the run: a row read as {name: value} would keep only the last one."""
+    """A header naming a column twice stops the run: a row read as {name: value} would keep only the last
+    one."""
     seen: dict[str, int] = {}
     for i, name in enumerate(header, 1):
         if name in seen:
-            raise DataError(f"{path} line 1, field {name}: the column name {name!r} is repeated (columns {seen[name]} "
-                            f"and {i}); a row would keep only one of them. Rename one")
+            raise DataError(f"{path} line 1, field {name}: the column name {name!r} is repeated (columns "
+                            f"{seen[name]} and {i}); a row would keep only one of them. Rename one")
         seen[name] = i
 
 
@@ -325,8 +326,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _repeated(path: Path, where: str, key: str) -> DataError:
-    return DataError(f"{path} {where}, field {key}: the key {key!r} is repeated in one object; a row would keep "
-                     "only the last one. Rename one")
+    return DataError(f"{path} {where}, field {key}: the key {key!r} is repeated in one object; a row would "
+                     "keep only the last one. Rename one")
 
 
 def _jsonl_lines(path: Path, text: str) -> list[tuple[int, dict]]:
@@ -360,7 +361,8 @@ def _json_items(path: Path, text: str) -> list[tuple[int, dict]]:
 
 
 def _item_with_repeat(text: str) -> str:
-    """Which item of a valid JSON list holds an object with a repeated key: `item N (line L)`, decoded one by one."""
+    """Which item of a valid JSON list holds an object with a repeated key: `item N (line L)`, decoded one by
+    one."""
     decoder, pos, item = json.JSONDecoder(object_pairs_hook=_unique_keys), text.index("[") + 1, 0
     while True:
         pos = len(text) - len(text[pos:].lstrip())

@@ -48,8 +48,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [  # key, allowed(value), 
      "a whole number >= 1 (or -1 with max_steps)"),
     ("trainer.max_steps", lambda v: v is None or _whole(v) and (v == -1 or v >= 1), "a whole number >= 1, or -1"),
     ("trainer.gradient_clip_val", lambda v: v is None or v >= 0, "null or a number >= 0"),
-    ("trainer.limit_train_batches", _batches, "null, a whole number of batches >= 1 or a share of "
-     "them in (0, 1] (0 trains nothing: a run that trains no step is refused, it would report an untrained model)"),
+    ("trainer.limit_train_batches", _batches, "null, a whole number of batches >= 1 or a share of them in "
+     "(0, 1] (0 trains nothing: a run that trains no step is refused, it would report an untrained model)"),
     ("trainer.limit_val_batches", _batches, "null, a whole number of batches >= 1 or a share of them "
      "in (0, 1] (the best checkpoint is chosen on val: without it there is none)"),
     ("trainer.val_check_interval", _batches, "null (once an epoch), a whole number of training "
@@ -95,11 +95,11 @@ def _warn_zero_learning_rates(cfg: DictConfig) -> None:
     head_lr = lr if head_lr is None else head_lr
     if lr == 0 and head_lr == 0:
         shown = "null" if OmegaConf.select(cfg, "optim.head_lr") is None else "0"
-        log.warning("optim.lr=0 and optim.head_lr=%s: no weight changes, so the run scores the model as it was "
-                    "built (set a learning rate > 0 to train)", shown)
+        log.warning("optim.lr=0 and optim.head_lr=%s: no weight changes, so the run scores the model as it "
+                    "was built (set a learning rate > 0 to train)", shown)
     elif lr == 0 and not OmegaConf.select(cfg, "encoder.freeze", default=False):
-        log.warning("optim.lr=0: the encoder's weights never change, yet their gradients are computed every step; "
-                    "encoder.freeze=true keeps them fixed without that cost")
+        log.warning("optim.lr=0: the encoder's weights never change, yet their gradients are computed every "
+                    "step; encoder.freeze=true keeps them fixed without that cost")
 
 
 def _check_precision(precision: str, accelerator: str) -> None:
@@ -163,9 +163,10 @@ def check_appended_keys(cfg: DictConfig, overrides: list[str] | None = None, gro
         candidates = {k for k in known | _leaf_keys(cfg) | _parameter_keys(cfg) if not k.endswith("_")} - {key}
         close = difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else ""
-        raise SettingsError(f"{sign}{key}={override.get_value_element_as_str()}: poolhead reads no such key, so it "
-                            f"would be ignored{hint} (a `{sign}` key must be one a conf/ option sets, or a parameter "
-                            "of the component it configures)")
+        value = override.get_value_element_as_str()
+        raise SettingsError(f"{sign}{key}={value}: poolhead reads no such key, so it would be ignored{hint} "
+                            f"(a `{sign}` key must be one a conf/ option sets or a parameter of the "
+                            "component it configures)")
 
 
 def _check_encoder_config_key(cfg: DictConfig, key: str, override: str) -> None:
@@ -173,7 +174,8 @@ def _check_encoder_config_key(cfg: DictConfig, key: str, override: str) -> None:
     setting of that model type's config (transformers' configs take any key and ignore the unknown ones)."""
     if OmegaConf.select(cfg, "encoder.name_or_path") is not None:
         raise SettingsError(f"{override}: encoder.config builds a random model and is read only with "
-                            "encoder.name_or_path=null; a pretrained encoder's settings come from its own config.json")
+                            "encoder.name_or_path=null; a pretrained encoder's settings come from its own "
+                            "config.json")
     from transformers import AutoConfig
 
     name = key.split(".")[2]
@@ -186,7 +188,8 @@ def _check_encoder_config_key(cfg: DictConfig, key: str, override: str) -> None:
     if name not in settings:
         close = difflib.get_close_matches(name, sorted(settings), n=1, cutoff=0.6)
         hint = f"; did you mean encoder.config.{close[0]}?" if close else ""
-        raise SettingsError(f"{override}: {model_type} models have no setting {name!r}, so it would be ignored{hint}")
+        raise SettingsError(f"{override}: {model_type} models have no setting {name!r}, so it would be "
+                            f"ignored{hint}")
 
 
 def _conf_groups() -> set[str]:

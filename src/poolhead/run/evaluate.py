@@ -39,8 +39,8 @@ def outputs(model: PoolheadModel, loader: DataLoader, precision: str | None = No
 
 def evaluate(model: PoolheadModel, datamodule: Any, split: str,
              precision: str | None = None) -> tuple[pd.DataFrame, Metrics, float]:
-    """(predictions in input order, metrics `<split>/<name>` incl. loss, seconds) for one split of `datamodule`;
-    an undefined metric is None, with its reason in `Metrics.undefined`."""
+    """(predictions in input order, metrics `<split>/<name>` incl. loss, seconds) for one split of
+    `datamodule`; an undefined metric is None, with its reason in `Metrics.undefined`."""
     start = time.perf_counter()
     result = outputs(model, datamodule.predict_dataloader(split), precision)
     seconds = time.perf_counter() - start
@@ -60,8 +60,8 @@ def evaluate(model: PoolheadModel, datamodule: Any, split: str,
 
 
 class Metrics(dict):
-    """Metric values by name; a metric the rows cannot define is None, and `undefined` says why (a correlation of
-    constant scores is not 0, and NaN is not JSON)."""
+    """Metric values by name; a metric the rows cannot define is None, and `undefined` says why (a correlation
+    of constant scores is not 0, and NaN is not JSON)."""
 
     def __init__(self, values: dict[str, float | None], undefined: dict[str, str] | None = None) -> None:
         super().__init__(values)
@@ -73,8 +73,9 @@ CORRELATIONS = ("pearson", "spearman")
 
 def defined(values: dict[str, float], gold: torch.Tensor | None = None,
             pred: torch.Tensor | None = None) -> Metrics:
-    """`values` with every undefined metric as None plus the reason: correlations over fewer than 2 rows or over
-    constant gold scores or predictions (torchmetrics gives 0 or NaN there), and any value that is not finite."""
+    """`values` with every undefined metric as None plus the reason: correlations over fewer than 2 rows or
+    over constant gold scores or predictions (torchmetrics gives 0 or NaN there), and any value that is not
+    finite."""
     undefined = {}
     for key in values:
         why = _undefined_correlation(gold, pred) if key.rsplit("/", 1)[-1] in CORRELATIONS else None

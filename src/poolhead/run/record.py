@@ -55,9 +55,9 @@ def atomic_write(path: str | Path, data: bytes | bytearray | memoryview | str) -
 
 
 def json_text(data: Any, indent: int | None = 2) -> str:
-    """`data` as strict JSON (never a bare NaN or Infinity, which JSON readers reject): a non-finite float that
-    reached a writer is written as null and logged, naming its key; metrics say why they are null themselves
-    (`run.evaluate.defined`)."""
+    """`data` as strict JSON (never a bare NaN or Infinity, which JSON readers reject): a non-finite float
+    that reached a writer is written as null and logged, naming its key; metrics say why they are null
+    themselves (`run.evaluate.defined`)."""
     return json.dumps(_finite(data), indent=indent, default=str, allow_nan=False)
 
 

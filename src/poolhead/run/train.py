@@ -145,7 +145,8 @@ def pause_at_rung(model: Any, trainer: L.Trainer, datamodule: Any, out_dir: Path
                                                                       if metrics.undefined else {})
     atomic_write(folder / "metrics.json", json_text(rung) + "\n")
     log.info("Paused at step %d (a rung): %s; the sweep continues this run from %s", step,
-             ", ".join(f"{k} {shown(v)}" for k, v in rung["metrics"].items()), out_dir / "checkpoints" / "last.ckpt")
+             ", ".join(f"{k} {shown(v)}" for k, v in rung["metrics"].items()),
+             out_dir / "checkpoints" / "last.ckpt")
     return {"status": "paused", "rung": rung, "metrics": rung["metrics"],
             "checkpoints": {"best": None, "last": _existing(out_dir / "checkpoints" / "last.ckpt")}}
 
@@ -157,8 +158,9 @@ def fit_or_evaluate_as_is(trainer: L.Trainer, model: Any, datamodule: Any, ckpt_
     if model.trainable:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         if trainer.global_step == 0:
-            raise RuntimeError("no training step was taken (the training split gave no batch under the trainer's "
-                               "limits), so the model is untrained: nothing is reported as its result")
+            raise RuntimeError("no training step was taken (the training split gave no batch under the "
+                               "trainer's limits), so the model is untrained: nothing is reported as its "
+                               "result")
         callback = trainer.checkpoint_callback
         return (callback.best_model_path or None) if callback else None
     log.info("Nothing to train in this configuration (frozen encoder, %s pooling, %s head): evaluated as it is, "
@@ -250,7 +252,8 @@ def closing_summary(results: dict[str, Any], out_dir: str | Path) -> str:
     out = _shown(Path(out_dir))
     metrics, monitor = results["metrics"], results["monitor"]
     test = f"test/{monitor.split('/', 1)[1]}"
-    headline = f"{monitor} {shown(metrics[monitor])}" + (f", {test} {shown(metrics[test])}" if test in metrics else "")
+    headline = f"{monitor} {shown(metrics[monitor])}" + (f", {test} {shown(metrics[test])}" if test in metrics
+                                                          else "")
     best = results["checkpoints"].get("best")
     lines = [
         f"Done: {headline} (best checkpoint; {results['timing'].get('train_seconds', 0):.0f} s of training)",

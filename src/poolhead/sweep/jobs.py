@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from poolhead.core.direction import monitor_mode
-from poolhead.run.claim import (  # noqa: F401 - claimed_elsewhere, release_job: imported from here by sweepers
+from poolhead.run.claim import (  # noqa: F401 - claimed_elsewhere, release_job: sweepers import them here
     claim_job,
     claimed_elsewhere,
     claim_run,
@@ -74,16 +74,17 @@ class Prepared(NamedTuple):
 
 
 def prepare_job(cfg: DictConfig) -> Prepared:
-    """A job about to run, claimed first (`claim_job`; a single run was claimed, and an earlier run's outputs moved
-    aside, before Hydra wrote its `.hydra/`: `run.claim.ClaimCallback`). A multirun job skips a folder claimed
-    elsewhere, returns the results of the same config when `ok`, else the checkpoint to resume from (its own
-    last.ckpt of this config; another config's outputs are moved aside), and claims a free GPU when jobs run in
-    parallel."""
+    """A job about to run, claimed first (`claim_job`; a single run was claimed, and an earlier run's outputs
+    moved aside, before Hydra wrote its `.hydra/`: `run.claim.ClaimCallback`). A multirun job skips a folder
+    claimed elsewhere, returns the results of the same config when `ok`, else the checkpoint to resume from
+    (its own last.ckpt of this config; another config's outputs are moved aside), and claims a free GPU when
+    jobs run in parallel."""
     if not HydraConfig.initialized():
         return Prepared()
     out_dir = Path(cfg.paths.output_dir)
-    if HydraConfig.get().mode != RunMode.MULTIRUN:  # claimed already by ClaimCallback, before Hydra wrote .hydra/
-        why = claim_run(out_dir, bool(cfg.get("ckpt_path")) or not read_json(out_dir / "results.json"), KEEP_IN_PLACE)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:  # claimed by ClaimCallback already, before .hydra/
+        resuming = bool(cfg.get("ckpt_path")) or not read_json(out_dir / "results.json")
+        why = claim_run(out_dir, resuming, KEEP_IN_PLACE)
         return Prepared() if why is None else Prepared({"status": "failed", "resumable": False, "error": why})
     holder = claim_job(out_dir)
     if holder is not None:
@@ -153,7 +154,8 @@ def _set_aside(out_dir: Path, config: dict[str, Any], reason: str | None) -> Non
     resume=false: its checkpoints, results, predictions and logs move to `superseded/<time>/`, never deleted, and
     the log names the keys that changed. Hydra's own `.hydra/` (already rewritten) and train.log stay."""
     if reason is None:
-        record = read_json(out_dir / JOB_FILE).get("config") or read_json(out_dir / "results.json").get("config")
+        record = (read_json(out_dir / JOB_FILE).get("config")
+                  or read_json(out_dir / "results.json").get("config"))
         before = portable(record)
         changed = _changed_keys(before, config) if before else []
         reason = ("config changed: " + "; ".join(changed[:10]) + (f"; ... ({len(changed)} keys)" if len(changed) > 10

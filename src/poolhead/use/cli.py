@@ -106,8 +106,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     x.add_argument("--best", action="store_true", help="RUN is a sweep folder: export the report's best job")
     x.add_argument("--trust-remote-code", **trust)
-    x.add_argument("--force", action="store_true", help="export a run that did not finish (failed, interrupted, "
-                                                         "paused at a rung): refused without it")
+    x.add_argument("--force", action="store_true", help="export a run that did not finish (failed, "
+                                                         "interrupted, paused at a rung): refused without it")
     x.add_argument("--backend", default="torch", choices=("torch", "onnx", "openvino"),
                    help="also write sentence-transformers' ONNX / OpenVINO file (sentence-transformers and "
                         "cross-encoder formats), checked against torch on probe pairs; needs poolhead[onnx] / "
@@ -148,7 +148,7 @@ def predict_command(args: argparse.Namespace) -> int:
                         "one; label every row or none")
     split = build_split(rows, str(path), unit, pair=model.mode.pair, task=model.task.kind if labelled else None,
                         score_range=model.task.score_range, names=columns)
-    check_columns_kept([row["record"] for _, row in rows], prediction_columns(model), path)  # before predicting
+    check_columns_kept([row["record"] for _, row in rows], prediction_columns(model), path)  # before any work
     scores = predict_texts(model, split.text, split.text_pair, args.precision, args.batch_size, not args.quiet)
     frame = prediction_frame(model, split.frame(), scores).drop(columns=["index", "gold"], errors="ignore")
     position = {where: i for i, (where, _) in enumerate(rows)}
@@ -314,8 +314,8 @@ def best_checkpoint(sweep_dir: str | Path) -> Path:
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: no such sweep folder")
     if not any(job.get("status") == "ok" for job in load_jobs(sweep_dir)):  # before the report is rewritten
-        raise ValueError(f"{sweep_dir}: no job finished ok; nothing to export (the sweep's files are left as they "
-                         "are)")
+        raise ValueError(f"{sweep_dir}: no job finished ok; nothing to export (the sweep's files are left as "
+                         "they are)")
     report = write_report(sweep_dir)
     if report["best"] is None:
         raise ValueError(f"{sweep_dir}: no finished job with {report['monitor']}; nothing to export")

@@ -1,5 +1,5 @@
-"""What the `poolhead` commands check before any work: predict's output file, eval's prediction files, the cache
-entries `cache clear` may remove, the device, --max-loss, and the runs `export` takes."""
+"""What the `poolhead` commands check before any work: predict's output file, eval's prediction files, the
+cache entries `cache clear` may remove, the device, --max-loss, and the runs `export` takes."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".json")
 
 
 def check_output(output: Path, source: Path, default: Path) -> None:
-    """predict's --output, before the model loads: a table suffix it writes, and never the input file itself (the
-    same path, a hard link or a symlink to it: writing there would rewrite the input)."""
+    """predict's --output, before the model loads: a table suffix it writes, and never the input file itself
+    (the same path, a hard link or a symlink to it: writing there would rewrite the input)."""
     if output.suffix.lower() not in TABLE_SUFFIXES:
         raise ValueError(f"--output {output}: unknown output type {output.suffix.lower()!r}; use "
                          f"{', '.join(TABLE_SUFFIXES[:2] + TABLE_SUFFIXES[3:])}")
     if output.exists() and source.exists() and os.path.samefile(output, source):
-        raise ValueError(f"--output {output} is the input file (the same file, or a link to it): predictions go to "
-                         f"another file (default: {default}), the input is never overwritten")
+        raise ValueError(f"--output {output} is the input file (the same file, or a link to it): predictions "
+                         f"go to another file (default: {default}), the input is never overwritten")
 
 
 def check_columns_kept(records: list[dict[str, Any]], added: list[str], path: Path) -> None:
@@ -28,12 +28,13 @@ def check_columns_kept(records: list[dict[str, Any]], added: list[str], path: Pa
     replaced (re-predicting a .pred file: drop its prediction columns first)."""
     clash = [name for name in added if any(name in record for record in records)]
     if clash:
-        raise ValueError(f"{path}: column(s) {clash} have the names of the columns predict adds, which would replace "
-                         "them; rename them in the input (or drop them: the output of an earlier predict)")
+        raise ValueError(f"{path}: column(s) {clash} have the names of the columns predict adds, which would "
+                         "replace them; rename them in the input (or drop them: an earlier predict's output)")
 
 
 def check_device(device: str | None) -> None:
-    """--device names a device this machine has (else loading the checkpoint fails with a misleading error)."""
+    """--device names a device this machine has (else loading the checkpoint fails with a misleading
+    error)."""
     import torch
 
     if device is None:
@@ -48,19 +49,21 @@ def check_device(device: str | None) -> None:
 
 
 def loss_share(text: str) -> float:
-    """argparse type of --max-loss: the Spearman an int8 file may lose, as a share in [0, 1] (0.005 = 0.5 points)."""
+    """argparse type of --max-loss: the Spearman an int8 file may lose, as a share in [0, 1] (0.005 = 0.5
+    points)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text}: expected a share of Spearman in [0, 1] (0.005 = 0.5 points)")
+        raise argparse.ArgumentTypeError(f"{text}: expected a share of Spearman in [0, 1] (0.005 = 0.5 "
+                                         "points)")
     return value
 
 
 def check_finished(run_dir: Path, force: bool) -> str | None:
-    """A run whose results.json is not `ok` (failed, interrupted, paused at a halving rung) is refused for export,
-    naming its status; with `force` it goes on, and the returned warning says what was exported."""
+    """A run whose results.json is not `ok` (failed, interrupted, paused at a halving rung) is refused for
+    export, naming its status; with `force` it goes on, and the returned warning says what was exported."""
     results = run_dir / "results.json"
     record = json.loads(results.read_text()) if results.is_file() else {"status": "ok"}
     status = record.get("status")
@@ -76,7 +79,8 @@ def check_finished(run_dir: Path, force: bool) -> str | None:
 
 def predictions_path(output: Path, name: str, results: dict[str, Any]) -> Path:
     """Where eval writes entry `name`'s predictions: beside its json, named after both (eval.json ->
-    eval_<name>.csv, other.json -> other_<name>.csv), never over a file that this entry did not write (-2, -3...)."""
+    eval_<name>.csv, other.json -> other_<name>.csv), never over a file that this entry did not write (-2,
+    -3...)."""
     own = (results.get(name) or {}).get("predictions")
     base = output.parent / f"{output.stem}_{name}.csv"
     path, n = base, 2
@@ -85,12 +89,13 @@ def predictions_path(output: Path, name: str, results: dict[str, Any]) -> Path:
     return path
 
 
-FEATURE_FILES = {"hidden.npy", "lengths.npy", "pooler.npy", "meta.json"}  # what speed.cache writes in an entry
+FEATURE_FILES = {"hidden.npy", "lengths.npy", "pooler.npy", "meta.json"}  # what speed.cache writes there
 
 
 def cache_made(path: Path) -> bool:
-    """`path` (under cache_dir/features or cache_dir/tokens) is an entry the caches wrote, told by the names they
-    give (a sha256 key, or `.tmp-` while being built) and, for feature entries, by the files inside them."""
+    """`path` (under cache_dir/features or cache_dir/tokens) is an entry the caches wrote, told by the names
+    they give (a sha256 key, or `.tmp-` while being built) and, for feature entries, by the files inside
+    them."""
     import re
 
     key = re.fullmatch(r"[0-9a-f]{64}|\.tmp-.+", path.name.removesuffix(".npz"))
@@ -101,8 +106,9 @@ def cache_made(path: Path) -> bool:
 
 
 def clear_caches(root: Path) -> tuple[int, list[Path]]:
-    """Delete the entries the feature and token caches made under `root` (and their folders, once empty); returns
-    (bytes freed, what was left there because the caches did not make it: a user's files are never deleted)."""
+    """Delete the entries the feature and token caches made under `root` (and their folders, once empty);
+    returns (bytes freed, what was left there because the caches did not make it: a user's files are never
+    deleted)."""
     import shutil
 
     from poolhead.speed.cache import folder_size
