@@ -10,8 +10,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import poolhead  # noqa: F401  (registers the config resolvers)
+from poolhead.run.claim import release_job
 from poolhead.run.record import SIGTERM_EXIT
-from poolhead.sweep.jobs import prepare_job, release_job
+from poolhead.sweep.jobs import prepare_job
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -421,3 +421,23 @@ def test_data_readme_states_the_bad_input_count_the_tests_try():
     assert count > 30, proc.stdout[-2000:]  # the collection itself worked
     readme = (Path(poolhead.__file__).parent / "data" / "README.md").read_text()
     assert f"{count} bad-input test cases" in readme, f"{count}: run make data-readme"
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("name, content, where", [
+    ("t.csv", "text,label,text\na,1,b\n",
+     "line 1, field text: the column name 'text' is repeated (columns 1 and 3)"),
+    ("t.tsv", "label\ttext\tlabel\n1\ta\t2\n", "line 1, field label: the column name 'label' is repeated"),
+    ("t.jsonl", '{"text": "a", "label": 1}\n{"text": "a", "label": 1, "text": "b"}\n',
+     "line 2, field text: the key 'text' is repeated in one object"),
+    ("t.json", '[{"text": "a", "label": 1},\n {"text": "b", "label": 2, "label": 3}]',
+     "item 1 (line 2), field label: the key 'label' is repeated in one object"),
+])
+def test_a_repeated_column_name_stops_the_run_naming_file_and_column(tmp_path: Path, name: str, content: str,
+                                                                     where: str) -> None:
+    """Bug: rows were built with dict(zip(header, fields)) (and json keeps the last key), so training silently
+    read the last of two same-named columns and `poolhead predict` dropped the first from its output."""
+    path = write(tmp_path / name, content)
+    with pytest.raises(DataError) as info:
+        table(tmp_path, train=path)
+    assert f"{path} {where}" in str(info.value)

@@ -346,7 +346,7 @@ def test_two_processes_on_one_sweep_train_each_job_once(tmp_path):
 def test_claiming_a_job_removes_the_temp_files_a_killed_writer_left(tmp_path):
     """kill -9 during atomic_write leaves `.best.ckpt.<random>.tmp` beside the checkpoint; the next process to claim
     the job (the only writer there from then on) removes it, and nothing else."""
-    from poolhead.sweep.jobs import claim_job, release_job
+    from poolhead.run.claim import claim_job, release_job
 
     (tmp_path / "checkpoints").mkdir()
     stale = [tmp_path / "checkpoints" / ".best.ckpt.q8s5g7pz.tmp", tmp_path / ".results.json.x1y2.tmp"]

@@ -259,6 +259,8 @@ def test_the_bundled_example_pairs_predict(demo_run, tmp_path):
     (".jsonl", '{"sentence1": "A cat.", "sentence2": "A dog.", "score": 1}\n{"sentence1": "A", "sentence2": "B"}\n',
      "line 2, field score: missing, but line 1 has one"),
     (".csv", "text,other\nA cat.,A dog.\n", "line 1, field sentence1: no such column"),
+    (".csv", "id,sentence1,sentence2,id\n1,A cat.,A dog.,2\n",
+     "line 1, field id: the column name 'id' is repeated"),
 ])
 def test_predict_stops_at_a_bad_row_naming_file_and_line(demo_run, tmp_path, capsys, suffix, content, where):
     path = tmp_path / f"rows{suffix}"
@@ -485,3 +487,148 @@ def test_predict_missing_column_names_the_predict_flag_not_a_train_key(demo_run,
     assert cli(["predict", str(demo_run), "--input", str(path), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert flag in err and "data." not in err, err
+
+
+def strict_json(path: Path) -> dict:
+    """The file parsed as JSON proper: Python's json reads NaN and Infinity, which JSON (and most readers)
+    reject."""
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{path}: {constant} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def sts_csv(path: Path, scores: list[float]) -> Path:
+    rows = [f"A cat number {i} sleeps.,A dog number {i} runs.,{s}" for i, s in enumerate(scores)]
+    path.write_text("sentence1,sentence2,score\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def eval_csv(run_dir: Path, data: Path, output: Path) -> int:
+    return cli(["eval", str(run_dir), "data=csv", f"data.train={data}", f"data.val={data}",
+                "data.text=sentence1", "data.text_pair=sentence2", "data.label=score",
+                "data.score_range=[0,5]", "--split", "val", "--output", str(output)])
+
+
+@pytest.mark.parametrize("scores, reason", [([3.0, 3.0, 3.0], "the gold scores are constant (all 3)"),
+                                            ([2.0], "1 row: a correlation needs at least 2")])
+def test_eval_writes_null_and_the_reason_for_an_undefined_correlation(demo_run, tmp_path, capsys, scores,
+                                                                      reason):
+    """Bug: eval.json got a bare NaN (not JSON) for Pearson on constant gold scores, and Spearman 0.0 for them
+    and for a single row: an undefined correlation reported as "no correlation"."""
+    assert eval_csv(demo_run, sts_csv(tmp_path / "rows.csv", scores), tmp_path / "eval.json") == 0
+    entry = strict_json(tmp_path / "eval.json")["csv"]
+    assert entry["metrics"]["val/spearman"] is None and entry["metrics"]["val/pearson"] is None
+    assert reason in entry["undefined"]["val/spearman"] and reason in entry["undefined"]["val/pearson"]
+    assert entry["metrics"]["val/mse"] is not None, "a defined metric stays a number"
+    assert f"spearman undefined: {reason}" in capsys.readouterr().out
+
+
+def test_two_evals_into_one_folder_with_other_outputs_keep_both_prediction_files(demo_run, tmp_path):
+    """Bug: both wrote <folder>/eval_csv.csv: the second eval's predictions replaced the first one's."""
+    files = {"a": sts_csv(tmp_path / "a.csv", [0.5, 1.5, 4.0]),
+             "b": sts_csv(tmp_path / "b.csv", [1.0, 2.0, 3.0, 5.0])}
+    for name, data in files.items():
+        assert eval_csv(demo_run, data, tmp_path / f"{name}.json") == 0
+    for name, data in files.items():
+        predictions = Path(strict_json(tmp_path / f"{name}.json")["csv"]["predictions"])
+        assert pd.read_csv(predictions)["gold"].tolist() == pd.read_csv(data)["score"].tolist(), name
+
+
+def test_cache_clear_deletes_only_what_the_caches_made(tmp_path, capsys):
+    """Bug: `poolhead cache clear --cache-dir D` deleted D/features and D/tokens whatever they held (a user's
+    file there was listed as a PARTIAL entry, then deleted)."""
+    root, key = tmp_path / "cache", "ab" * 32
+    made = {f"features/{key}/meta.json": "{}", f"features/{key}/hidden.npy": "x",
+            f"features/{'cd' * 32}/lengths.npy": "x", "features/.tmp-k2j4/hidden.npy": "x",
+            f"tokens/{key}.npz": "x", "tokens/.tmp-q1w2.npz": "x"}
+    mine = {"features/notes.txt": "mine", "features/study/scores.csv": "mine", "tokens/mine.npz": "mine",
+            f"features/{'ef' * 32}/hidden.npy": "x", f"features/{'ef' * 32}/my_results.csv": "mine"}
+    for name, text in (made | mine).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    assert cli(["cache", "info", "--cache-dir", str(root)]) == 0
+    assert "notes.txt" in capsys.readouterr().out
+    assert cli(["cache", "clear", "--cache-dir", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()} == set(mine)
+    for name in ("notes.txt", "study", "mine.npz", "ef" * 32):
+        assert name in err, err
+
+
+def test_predict_refuses_an_output_it_cannot_write_before_the_model_loads(demo_run, tmp_path, capsys,
+                                                                         monkeypatch):
+    """Bugs: `--output` a hard link of the input rewrote the input (only an equal path was refused); `--output
+    x.txt` was refused only after every row was predicted."""
+    import poolhead.use.cli
+
+    source = demo_pairs(tmp_path)
+    os.link(source, tmp_path / "link.csv")
+    before = source.read_bytes()
+    monkeypatch.setattr(poolhead.use.cli, "_load", lambda *a, **k: pytest.fail("the model was loaded"))
+    for output, said in (("link.csv", "is the input file (the same file, or a link to it)"),
+                         ("pairs.txt", "unknown output type '.txt'")):
+        command = ["predict", str(demo_run), "--input", str(source), "--output", str(tmp_path / output)]
+        assert cli(command) == 1
+        assert said in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the check is for a machine without CUDA")
+def test_predict_on_cuda_without_a_gpu_says_so(demo_run, tmp_path, capsys):
+    """Bug: `--device cuda` on a CPU machine blamed a "truncated" checkpoint."""
+    assert cli(["predict", str(demo_run), "--input", str(demo_pairs(tmp_path)), "--device", "cuda"]) == 1
+    err = capsys.readouterr().err
+    assert "--device cuda: this machine has no CUDA device" in err and "truncated" not in err, err
+
+
+@pytest.mark.parametrize("value", ["-1", "5", "nan"])
+def test_export_max_loss_is_range_checked_before_anything_runs(demo_run, tmp_path, capsys, value):
+    """Bug: --max-loss -1 or 5 was taken as given (every int8 file refused, or any loss accepted)."""
+    with pytest.raises(SystemExit) as stop:
+        cli(["export", str(demo_run), "--to", str(tmp_path / "out"), "--max-loss", value])
+    assert stop.value.code == 2 and "--max-loss" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("record, said", [
+    ({"status": "failed", "error": "interrupted (SystemExit); run the same command again to resume"},
+     "status 'failed' (interrupted (SystemExit)"),
+    ({"status": "paused", "rung": {"step": 3}}, "status 'paused' (step 3 of a halving sweep)"),
+])
+def test_export_of_a_run_that_did_not_finish_is_refused_unless_forced(demo_run, tmp_path, capsys, record,
+                                                                      said):
+    """Bug: an interrupted run, or a job paused at a halving rung, exported without a word."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(demo_run, run_dir)
+    (run_dir / "results.json").write_text(json.dumps(record))
+    assert cli(["export", str(run_dir), "--to", str(tmp_path / "out")]) == 1
+    assert said in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert cli(["export", str(run_dir), "--to", str(tmp_path / "out"), "--force"]) == 0
+    assert f"warning: {run_dir / 'results.json'} says {said}" in capsys.readouterr().err
+
+
+def test_export_best_of_a_sweep_without_a_finished_job_leaves_its_files(tmp_path, capsys):
+    """Bug: `export --best` on a sweep whose jobs all failed rewrote its summary files before refusing."""
+    sweep = tmp_path / "sweep"
+    for pooling in ("mean", "cls"):
+        (sweep / pooling / ".hydra").mkdir(parents=True)
+        (sweep / pooling / ".hydra" / "overrides.yaml").write_text(f"- pooling={pooling}\n")
+        (sweep / pooling / "results.json").write_text(json.dumps({"status": "failed", "error": "boom"}))
+    (sweep / "summary.md").write_text("the report as the sweep left it\n")
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    assert cli(["export", str(sweep), "--best", "--to", str(tmp_path / "out")]) == 1
+    assert "no job finished ok" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before
+
+
+def test_predict_refuses_an_input_column_named_as_its_own_output(demo_run, tmp_path, capsys):
+    """Bug: an input column named `pred` was dropped from the output (replaced by the predictions) with a
+    note: predict's output must hold every input column as it was."""
+    path = tmp_path / "rows.csv"
+    path.write_text("sentence1,sentence2,pred\nA cat.,A dog.,my own score\n")
+    assert cli(["predict", str(demo_run), "--input", str(path), "--quiet"]) == 1
+    assert f"{path}: column(s) ['pred'] have the names of the columns predict adds" in capsys.readouterr().err
+    assert not (tmp_path / "rows.pred.csv").exists()

@@ -280,6 +280,7 @@ def _delimited_lines(path: Path, text: str, columns: dict[str, str], delimiter: 
     records = []
     try:
         header = next(reader)
+        _no_repeated_names(path, header)
         for key, column in columns.items():
             if column not in header:
                 raise DataError(f"{path} line 1, field {column}: no such column (columns: {header}); "
@@ -299,13 +300,45 @@ def _delimited_lines(path: Path, text: str, columns: dict[str, str], delimiter: 
     return records
 
 
+def _no_repeated_names(path: Path, header: list[str]) -> None:
+    """A header naming a column twice stops the run: a row read as {name: value} would keep only the last
+    one."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, 1):
+        if name in seen:
+            raise DataError(f"{path} line 1, field {name}: the column name {name!r} is repeated (columns "
+                            f"{seen[name]} and {i}); a row would keep only one of them. Rename one")
+        seen[name] = i
+
+
+class _RepeatedKey(ValueError):
+    """An object of a JSON file names a key twice (Python's json keeps the last one silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object_pairs_hook: the object as a dict, or _RepeatedKey naming the repeated key."""
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:
+            raise _RepeatedKey(key)
+        record[key] = value
+    return record
+
+
+def _repeated(path: Path, where: str, key: str) -> DataError:
+    return DataError(f"{path} {where}, field {key}: the key {key!r} is repeated in one object; a row would "
+                     "keep only the last one. Rename one")
+
+
 def _jsonl_lines(path: Path, text: str) -> list[tuple[int, dict]]:
     records = []
     for no, line in enumerate(text.split("\n"), 1):
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as err:
             raise DataError(f"{path} line {no}: not a JSON object ({err.msg})") from None
+        except _RepeatedKey as key:
+            raise _repeated(path, f"line {no}", str(key)) from None
         if not isinstance(record, dict):
             raise DataError(f"{path} line {no}: not a JSON object")
         records.append((no, record))
@@ -314,12 +347,30 @@ def _jsonl_lines(path: Path, text: str) -> list[tuple[int, dict]]:
 
 def _json_items(path: Path, text: str) -> list[tuple[int, dict]]:
     try:
-        items = json.loads(text)
+        items = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise DataError(f"{path} line {err.lineno}: not valid JSON ({err.msg})") from None
+    except _RepeatedKey as key:
+        raise _repeated(path, _item_with_repeat(text), str(key)) from None
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON list of objects, got {type(items).__name__}")
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise DataError(f"{path} item {i}: not a JSON object")
     return list(enumerate(items))
+
+
+def _item_with_repeat(text: str) -> str:
+    """Which item of a valid JSON list holds an object with a repeated key: `item N (line L)`, decoded one by
+    one."""
+    decoder, pos, item = json.JSONDecoder(object_pairs_hook=_unique_keys), text.index("[") + 1, 0
+    while True:
+        pos = len(text) - len(text[pos:].lstrip())
+        if text[pos] == "]":
+            return "an item"
+        try:
+            _, pos = decoder.raw_decode(text, pos)
+        except _RepeatedKey:
+            return f"item {item} (line {text[:pos].count(chr(10)) + 1})"
+        pos = len(text) - len(text[pos:].lstrip())
+        pos, item = pos + (text[pos] == ","), item + 1

@@ -5,12 +5,16 @@ what is allowed."""
 from __future__ import annotations
 
 import difflib
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
 from poolhead.core.task import TaskSpec
+
+
+log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -20,6 +24,11 @@ class SettingsError(ValueError):
 def _whole(v: Any) -> bool:
     """A whole number: int, not bool (`true` is not a batch size) nor float (`1.5` epochs is not a count)."""
     return type(v) is int
+
+
+def _batches(v: Any) -> bool:
+    """Lightning's batch limits: null, a count >= 1 (int) or a share of the batches in (0, 1] (float)."""
+    return v is None or (_whole(v) and v >= 1) or (type(v) is float and 0 < v <= 1)
 
 
 RULES: list[tuple[str, Callable[[Any], bool], str]] = [  # key, allowed(value), what is allowed
@@ -39,6 +48,12 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [  # key, allowed(value), 
      "a whole number >= 1 (or -1 with max_steps)"),
     ("trainer.max_steps", lambda v: v is None or _whole(v) and (v == -1 or v >= 1), "a whole number >= 1, or -1"),
     ("trainer.gradient_clip_val", lambda v: v is None or v >= 0, "null or a number >= 0"),
+    ("trainer.limit_train_batches", _batches, "null, a whole number of batches >= 1 or a share of them in "
+     "(0, 1] (0 trains nothing: a run that trains no step is refused, it would report an untrained model)"),
+    ("trainer.limit_val_batches", _batches, "null, a whole number of batches >= 1 or a share of them "
+     "in (0, 1] (the best checkpoint is chosen on val: without it there is none)"),
+    ("trainer.val_check_interval", _batches, "null (once an epoch), a whole number of training "
+     "batches >= 1 or a share of an epoch in (0, 1]"),
     ("trainer.accumulate_grad_batches", lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
 ]
 
@@ -57,6 +72,7 @@ def check_settings(cfg: DictConfig) -> None:
             ok = False
         if not ok:
             raise SettingsError(f"{key}={_show(value)}: expected {what}")
+    _warn_zero_learning_rates(cfg)
     _check_precision(str(OmegaConf.select(cfg, "trainer.precision", default="auto")),
                      str(OmegaConf.select(cfg, "trainer.accelerator", default="auto")))
     config = _encoder_config(cfg.encoder)
@@ -71,6 +87,19 @@ def check_settings(cfg: DictConfig) -> None:
             raise SettingsError(f"encoder.layers={_show(cfg.encoder.layers)}: {_show(wrong)} not among the encoder's "
                                 f"hidden_states: it has {layers} layers, so indices {-(layers + 1)} to {layers} (0 "
                                 f"= embeddings, {layers} or -1 = the last layer)")
+
+
+def _warn_zero_learning_rates(cfg: DictConfig) -> None:
+    """A learning rate of 0 is allowed (an ablation), but said: the weights it covers never change."""
+    lr, head_lr = OmegaConf.select(cfg, "optim.lr"), OmegaConf.select(cfg, "optim.head_lr")
+    head_lr = lr if head_lr is None else head_lr
+    if lr == 0 and head_lr == 0:
+        shown = "null" if OmegaConf.select(cfg, "optim.head_lr") is None else "0"
+        log.warning("optim.lr=0 and optim.head_lr=%s: no weight changes, so the run scores the model as it "
+                    "was built (set a learning rate > 0 to train)", shown)
+    elif lr == 0 and not OmegaConf.select(cfg, "encoder.freeze", default=False):
+        log.warning("optim.lr=0: the encoder's weights never change, yet their gradients are computed every "
+                    "step; encoder.freeze=true keeps them fixed without that cost")
 
 
 def _check_precision(precision: str, accelerator: str) -> None:
@@ -121,17 +150,46 @@ def check_appended_keys(cfg: DictConfig, overrides: list[str] | None = None, gro
     known = None
     for override in OverridesParser.create().parse_overrides(overrides):
         key = override.key_or_group
-        if not override.is_add() or override.package is not None or key in groups or key.split(".")[0] == "hydra":
-            continue  # `++` forces a value (the key may exist); `+group=option` and `+hydra.*` are Hydra's
+        appended = override.is_add() or override.is_force_add()  # `++` adds a key as `+` does when it is new
+        if not appended or override.package is not None or key in groups or key.split(".")[0] == "hydra":
+            continue  # `+group=option` and `+hydra.*` are Hydra's
+        sign = "++" if override.is_force_add() else "+"
+        if key.startswith("encoder.config."):
+            _check_encoder_config_key(cfg, key, f"{sign}{key}={override.get_value_element_as_str()}")
+            continue
         known = _conf_keys() if known is None else known
         if key in known or _is_parameter(cfg, key):
             continue
         candidates = {k for k in known | _leaf_keys(cfg) | _parameter_keys(cfg) if not k.endswith("_")} - {key}
         close = difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else ""
-        raise SettingsError(f"+{key}={override.get_value_element_as_str()}: poolhead reads no such key, so it would "
-                            f"be ignored{hint} (a `+` key must be one a conf/ option sets, or a parameter of the "
+        value = override.get_value_element_as_str()
+        raise SettingsError(f"{sign}{key}={value}: poolhead reads no such key, so it would be ignored{hint} "
+                            f"(a `{sign}` key must be one a conf/ option sets or a parameter of the "
                             "component it configures)")
+
+
+def _check_encoder_config_key(cfg: DictConfig, key: str, override: str) -> None:
+    """`+encoder.config.<name>`: read only for a random encoder (name_or_path null), and only when <name> is a
+    setting of that model type's config (transformers' configs take any key and ignore the unknown ones)."""
+    if OmegaConf.select(cfg, "encoder.name_or_path") is not None:
+        raise SettingsError(f"{override}: encoder.config builds a random model and is read only with "
+                            "encoder.name_or_path=null; a pretrained encoder's settings come from its own "
+                            "config.json")
+    from transformers import AutoConfig
+
+    name = key.split(".")[2]
+    model_type = OmegaConf.select(cfg, "encoder.config.model_type")
+    try:
+        config = AutoConfig.for_model(str(model_type))
+    except ValueError:
+        return  # an unknown model type: building the encoder says so
+    settings = set(config.to_dict()) | set(getattr(config, "attribute_map", {})) | {"model_type"}
+    if name not in settings:
+        close = difflib.get_close_matches(name, sorted(settings), n=1, cutoff=0.6)
+        hint = f"; did you mean encoder.config.{close[0]}?" if close else ""
+        raise SettingsError(f"{override}: {model_type} models have no setting {name!r}, so it would be "
+                            f"ignored{hint}")
 
 
 def _conf_groups() -> set[str]:
@@ -139,14 +197,16 @@ def _conf_groups() -> set[str]:
 
 
 def _conf_keys() -> set[str]:
-    """Every dotted key that conf/train.yaml or an option of a group sets (options for _global_ skipped)."""
+    """Every dotted key that conf/train.yaml or an option of a group sets (options for _global_, such as
+    experiments, at the root)."""
     keys = set()
     for path in CONF_DIR.rglob("*.yaml"):
         group = str(path.parent.relative_to(CONF_DIR))
-        if group.split("/")[0] == "hydra" or "@package" in path.read_text().split("\n", 1)[0]:
+        package = path.read_text().split("\n", 1)[0]
+        if group.split("/")[0] == "hydra" or "@package" in package and "_global_" not in package:
             continue
         node = OmegaConf.load(path)
-        prefix = "" if group == "." else group.replace("/", ".") + "."
+        prefix = "" if group == "." or "_global_" in package else group.replace("/", ".") + "."
         keys |= {prefix + k for k in _leaf_keys(node) if k.split(".")[0] != "defaults"}
     return keys
 

@@ -5,6 +5,7 @@ predictions.csv come from the same tensors), and `poolhead.load` + `evaluate` re
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Any
 
@@ -37,8 +38,9 @@ def outputs(model: PoolheadModel, loader: DataLoader, precision: str | None = No
 
 
 def evaluate(model: PoolheadModel, datamodule: Any, split: str,
-             precision: str | None = None) -> tuple[pd.DataFrame, dict[str, float], float]:
-    """(predictions in input order, metrics `<split>/<name>` incl. loss, seconds) for one split of `datamodule`."""
+             precision: str | None = None) -> tuple[pd.DataFrame, Metrics, float]:
+    """(predictions in input order, metrics `<split>/<name>` incl. loss, seconds) for one split of
+    `datamodule`; an undefined metric is None, with its reason in `Metrics.undefined`."""
     start = time.perf_counter()
     result = outputs(model, datamodule.predict_dataloader(split), precision)
     seconds = time.perf_counter() - start
@@ -51,8 +53,47 @@ def evaluate(model: PoolheadModel, datamodule: Any, split: str,
     metrics = SplitMetrics(model.task, model.head, f"{split}/")
     metrics.update(model.head, output, labels)
     values = {f"{split}/loss": float(model.head.loss(output, labels))} | metrics.compute()
+    gold = labels.double() if model.task.kind == "score" else None
+    values = defined(values, gold, model.head.predict(output).double() if gold is not None else None)
     rows = datamodule.rows(split)
     return prediction_frame(model, rows, output, split), values, seconds
+
+
+class Metrics(dict):
+    """Metric values by name; a metric the rows cannot define is None, and `undefined` says why (a correlation
+    of constant scores is not 0, and NaN is not JSON)."""
+
+    def __init__(self, values: dict[str, float | None], undefined: dict[str, str] | None = None) -> None:
+        super().__init__(values)
+        self.undefined = dict(undefined or {})
+
+
+CORRELATIONS = ("pearson", "spearman")
+
+
+def defined(values: dict[str, float], gold: torch.Tensor | None = None,
+            pred: torch.Tensor | None = None) -> Metrics:
+    """`values` with every undefined metric as None plus the reason: correlations over fewer than 2 rows or
+    over constant gold scores or predictions (torchmetrics gives 0 or NaN there), and any value that is not
+    finite."""
+    undefined = {}
+    for key in values:
+        why = _undefined_correlation(gold, pred) if key.rsplit("/", 1)[-1] in CORRELATIONS else None
+        why = why or (None if math.isfinite(values[key]) else f"not a finite number ({values[key]})")
+        if why:
+            undefined[key] = why
+    return Metrics({k: None if k in undefined else v for k, v in values.items()}, undefined)
+
+
+def _undefined_correlation(gold: torch.Tensor | None, pred: torch.Tensor | None) -> str | None:
+    if gold is None or pred is None:
+        return None
+    if len(gold) < 2:
+        return f"{len(gold)} row: a correlation needs at least 2"
+    for name, values in (("gold scores", gold), ("predictions", pred)):
+        if bool((values == values[0]).all()):
+            return f"the {name} are constant (all {float(values[0]):g}): a correlation is undefined"
+    return None
 
 
 def prediction_frame(model: PoolheadModel, rows: pd.DataFrame, output: torch.Tensor, split: str | None = None

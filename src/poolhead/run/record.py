@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import math
 import os
 import signal
 import tempfile
@@ -15,6 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+log = logging.getLogger(__name__)
 SIGTERM_EXIT = 128 + signal.SIGTERM  # what a shell reports for a process ended by SIGTERM
 
 CLAIM_FILE = ".claim.lock"  # flock'ed by the process training the job (released when it moves on or dies)
@@ -49,6 +52,24 @@ def atomic_write(path: str | Path, data: bytes | bytearray | memoryview | str) -
             os.fsync(folder)
         finally:
             os.close(folder)
+
+
+def json_text(data: Any, indent: int | None = 2) -> str:
+    """`data` as strict JSON (never a bare NaN or Infinity, which JSON readers reject): a non-finite float
+    that reached a writer is written as null and logged, naming its key; metrics say why they are null
+    themselves (`run.evaluate.defined`)."""
+    return json.dumps(_finite(data), indent=indent, default=str, allow_nan=False)
+
+
+def _finite(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, float) and not math.isfinite(value):
+        log.warning("%s: %s is not a JSON number; written as null", key or "value", value)
+        return None
+    return value
 
 
 def _write_all(fd: int, data: memoryview) -> None:

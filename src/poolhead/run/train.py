@@ -3,7 +3,6 @@ predictions.csv in the run folder (the output contract: docs/outputs.md)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
 import subprocess
@@ -36,7 +35,7 @@ from poolhead.run.checks import check_settings
 from poolhead.run.evaluate import evaluate
 from poolhead.run.loggers import prepare_metrics_file
 from poolhead.run.plan import plan_run
-from poolhead.run.record import SIGTERM_EXIT, atomic_write
+from poolhead.run.record import SIGTERM_EXIT, atomic_write, json_text
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +97,15 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_p
         evaluated = load(best, trust_remote_code=True) if best else model
         evaluated.to(trainer.strategy.root_device)  # load() maps to the CPU, and so does Lightning's teardown
         splits = ["val"] + (["test"] if cfg.test and datamodule.has_test else [])
-        frames, metrics, seconds = [], {}, {}
+        frames, metrics, seconds, undefined = [], {}, {}, {}
         for split in splits:
             frame, values, seconds[split] = evaluate(evaluated, datamodule, split)
             frames.append(frame)
-            metrics |= values
+            metrics, undefined = metrics | values, undefined | values.undefined
         pd.concat(frames, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False)
         results["metrics"] = dict(sorted(metrics.items()))
+        if undefined:  # null metrics, and why
+            results["undefined"] = undefined
         results["checkpoints"] = {"best": best, "last": _existing(out_dir / "checkpoints" / "last.ckpt")}
         results["timing"] = {"train_seconds": round(throughput.seconds, 3),
                              "train_samples_per_second": round(throughput.samples_per_second, 2),
@@ -126,7 +127,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_p
     finally:
         finish_wandb(loggers, failed=results["status"] != "ok")
         results["finished"] = _now()
-        atomic_write(out_dir / "results.json", json.dumps(results, indent=2, default=str))
+        atomic_write(out_dir / "results.json", json_text(results))
     return results
 
 
@@ -140,10 +141,12 @@ def pause_at_rung(model: Any, trainer: L.Trainer, datamodule: Any, out_dir: Path
     folder.mkdir(parents=True, exist_ok=True)
     frame.to_csv(folder / "predictions.csv", index=False)
     rung = {"step": step, "monitor": monitor, "metrics": dict(sorted(metrics.items())),
-            "train_seconds": round(seconds, 3), "finished": _now()}
-    atomic_write(folder / "metrics.json", json.dumps(rung, indent=2) + "\n")
+            "train_seconds": round(seconds, 3), "finished": _now()} | ({"undefined": metrics.undefined}
+                                                                      if metrics.undefined else {})
+    atomic_write(folder / "metrics.json", json_text(rung) + "\n")
     log.info("Paused at step %d (a rung): %s; the sweep continues this run from %s", step,
-             ", ".join(f"{k} {v:.4f}" for k, v in rung["metrics"].items()), out_dir / "checkpoints" / "last.ckpt")
+             ", ".join(f"{k} {shown(v)}" for k, v in rung["metrics"].items()),
+             out_dir / "checkpoints" / "last.ckpt")
     return {"status": "paused", "rung": rung, "metrics": rung["metrics"],
             "checkpoints": {"best": None, "last": _existing(out_dir / "checkpoints" / "last.ckpt")}}
 
@@ -154,6 +157,10 @@ def fit_or_evaluate_as_is(trainer: L.Trainer, model: Any, datamodule: Any, ckpt_
     pooling and the bi cosine head: the zero-shot baseline of that pooling) is evaluated as it is, and saved."""
     if model.trainable:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        if trainer.global_step == 0:
+            raise RuntimeError("no training step was taken (the training split gave no batch under the "
+                               "trainer's limits), so the model is untrained: nothing is reported as its "
+                               "result")
         callback = trainer.checkpoint_callback
         return (callback.best_model_path or None) if callback else None
     log.info("Nothing to train in this configuration (frozen encoder, %s pooling, %s head): evaluated as it is, "
@@ -245,7 +252,8 @@ def closing_summary(results: dict[str, Any], out_dir: str | Path) -> str:
     out = _shown(Path(out_dir))
     metrics, monitor = results["metrics"], results["monitor"]
     test = f"test/{monitor.split('/', 1)[1]}"
-    headline = f"{monitor} {metrics[monitor]:.4f}" + (f", {test} {metrics[test]:.4f}" if test in metrics else "")
+    headline = f"{monitor} {shown(metrics[monitor])}" + (f", {test} {shown(metrics[test])}" if test in metrics
+                                                          else "")
     best = results["checkpoints"].get("best")
     lines = [
         f"Done: {headline} (best checkpoint; {results['timing'].get('train_seconds', 0):.0f} s of training)",
@@ -260,6 +268,11 @@ def closing_summary(results: dict[str, Any], out_dir: str | Path) -> str:
         f"  {command('poolhead')} export {out} --to exported/   # a sentence-transformers / transformers folder",
     ]
     return "\n".join(lines)
+
+
+def shown(value: float | None) -> str:
+    """A metric for the console: 4 decimals, or `undefined` (results.json says why)."""
+    return "undefined" if value is None else f"{value:.4f}"
 
 
 def command(name: str) -> str:

@@ -11,8 +11,6 @@ import logging
 import os
 import re
 import sys
-import time
-import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,6 +20,14 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from poolhead.core.direction import monitor_mode
+from poolhead.run.claim import (  # noqa: F401 - claimed_elsewhere, release_job: sweepers import them here
+    claim_job,
+    claimed_elsewhere,
+    claim_run,
+    release_job,
+    set_aside,
+    unreadable_checkpoint,
+)
 from poolhead.run.record import (
     CLAIM_FILE,
     JOB_FILE,
@@ -39,9 +45,6 @@ MAX_DIRNAME = 200  # file systems allow 255 bytes a name
 
 
 _claimed_gpu: list[Any] = []  # the lock file this process holds while it keeps its GPU
-
-
-_claimed_job: list[Any] = []  # (folder, lock file) of the job this process trains, held until it ends
 
 
 def job_dirname(override_dirname: str) -> str:
@@ -71,21 +74,19 @@ class Prepared(NamedTuple):
 
 
 def prepare_job(cfg: DictConfig) -> Prepared:
-    """A job about to run, claimed first (`claim_job`). A single run started into a finished folder without ckpt_path
-    moves the earlier outputs aside (or refuses a claimed folder). A multirun job skips a folder claimed elsewhere,
-    returns the results of the same config when `ok`, else the checkpoint to resume from (its own last.ckpt of this
-    config; another config's outputs are moved aside), and claims a free GPU when jobs run in parallel."""
+    """A job about to run, claimed first (`claim_job`; a single run was claimed, and an earlier run's outputs
+    moved aside, before Hydra wrote its `.hydra/`: `run.claim.ClaimCallback`). A multirun job skips a folder
+    claimed elsewhere, returns the results of the same config when `ok`, else the checkpoint to resume from
+    (its own last.ckpt of this config; another config's outputs are moved aside), and claims a free GPU when
+    jobs run in parallel."""
     if not HydraConfig.initialized():
         return Prepared()
     out_dir = Path(cfg.paths.output_dir)
+    if HydraConfig.get().mode != RunMode.MULTIRUN:  # claimed by ClaimCallback already, before .hydra/
+        resuming = bool(cfg.get("ckpt_path")) or not read_json(out_dir / "results.json")
+        why = claim_run(out_dir, resuming, KEEP_IN_PLACE)
+        return Prepared() if why is None else Prepared({"status": "failed", "resumable": False, "error": why})
     holder = claim_job(out_dir)
-    if HydraConfig.get().mode != RunMode.MULTIRUN:
-        if holder is not None:
-            return Prepared({"status": "failed", "resumable": False, "error": f"{out_dir} is in use by another "
-                             f"process ({holder}); wait for it to end, or run into another folder"})
-        if not cfg.get("ckpt_path") and read_json(out_dir / "results.json"):  # a run again into a run's folder
-            _set_aside(out_dir, identity(cfg), "a new run (no ckpt_path) into the folder of an earlier run")
-        return Prepared()
     if holder is not None:
         log.info("Skipped: %s is claimed by another process (%s), which trains it", out_dir, holder)
         return Prepared({"status": "claimed", "error": f"claimed by another process ({holder})", "metrics": {},
@@ -120,53 +121,12 @@ def prepare_job(cfg: DictConfig) -> Prepared:
     return Prepared(resume_from=resume_from)
 
 
-def unreadable_checkpoint(path: Path) -> str | None:
-    """Why `path` cannot be a checkpoint to resume from (truncated or corrupt: torch writes zip files, and every
-    member's CRC is checked), or None when it reads whole. No torch import: a re-run that skips loads nothing."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-    except (OSError, zipfile.BadZipFile, EOFError, ValueError) as err:
-        return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-    return f"member {bad} is corrupt" if bad else None
 
 
-def claim_job(out_dir: Path) -> str | None:
-    """Claim `out_dir` for this process (an flock on its CLAIM_FILE, which dies with the process, so a killed run
-    leaves nothing stuck), releasing the job it claimed before. Returns None when claimed, else what holds it."""
-    release_job()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(out_dir / CLAIM_FILE, "a+")  # noqa: SIM115 - kept open: closing releases the lock
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        return f"it holds {out_dir / CLAIM_FILE}"
-    _claimed_job.append((out_dir.resolve(), handle))  # the file stays empty: a claim changes no byte of the run
-    for folder in (out_dir, out_dir / "checkpoints"):  # half-written temp files of a killed holder (`atomic_write`):
-        for stale in folder.glob(".*.tmp"):             # nobody else writes here now
-            stale.unlink(missing_ok=True)
-    return None
 
 
-def release_job() -> None:
-    """Give up this process's claim once its job ended: a parallel launcher's worker lives on, and the next rung of
-    successive halving may hand the same job to another worker."""
-    for _, handle in _claimed_job:
-        handle.close()
-    _claimed_job.clear()
 
 
-def claimed_elsewhere(out_dir: Path) -> bool:
-    """Another live process holds `out_dir`'s claim (it is training there now)."""
-    if any(folder == out_dir.resolve() for folder, _ in _claimed_job) or not (out_dir / CLAIM_FILE).exists():
-        return False
-    with open(out_dir / CLAIM_FILE) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-    return False
 
 
 def _same_config(record: dict[str, Any], digest: str, config: dict[str, Any]) -> bool:
@@ -193,21 +153,14 @@ def _set_aside(out_dir: Path, config: dict[str, Any], reason: str | None) -> Non
     """A job about to train from scratch over outputs of another config (an edited yaml, a new default) or with
     resume=false: its checkpoints, results, predictions and logs move to `superseded/<time>/`, never deleted, and
     the log names the keys that changed. Hydra's own `.hydra/` (already rewritten) and train.log stay."""
-    outputs = [p for p in out_dir.iterdir() if p.name not in KEEP_IN_PLACE] if out_dir.is_dir() else []
-    if not outputs:
-        return
-    record = read_json(out_dir / JOB_FILE).get("config") or read_json(out_dir / "results.json").get("config")
-    before = portable(record)
     if reason is None:
+        record = (read_json(out_dir / JOB_FILE).get("config")
+                  or read_json(out_dir / "results.json").get("config"))
+        before = portable(record)
         changed = _changed_keys(before, config) if before else []
         reason = ("config changed: " + "; ".join(changed[:10]) + (f"; ... ({len(changed)} keys)" if len(changed) > 10
                   else "")) if changed else "written by another config of this job"
-    target = out_dir / SUPERSEDED / time.strftime("%Y%m%d-%H%M%S")
-    target.mkdir(parents=True, exist_ok=True)
-    for path in outputs:
-        path.rename(target / path.name)
-    log.warning("%s: %s; its earlier outputs (%s) moved to %s, and the job trains from scratch", out_dir, reason,
-                ", ".join(sorted(p.name for p in outputs)), target)
+    set_aside(out_dir, reason, KEEP_IN_PLACE)
 
 
 def _changed_keys(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:

@@ -9,15 +9,24 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from poolhead.run.checkpoint import checkpoint_file
 from poolhead.run.checks import CONF_DIR
-from poolhead.run.record import atomic_write
+from poolhead.run.record import atomic_write, json_text
 from poolhead.speed.cache import FeatureCache, folder_size
+from poolhead.use.guards import (
+    cache_made,
+    check_columns_kept,
+    check_device,
+    check_finished,
+    check_output,
+    clear_caches,
+    loss_share,
+    predictions_path,
+)
 
 FORMAT_CHOICES = ("auto", "sentence-transformers", "cross-encoder", "transformers")
 
@@ -33,18 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError) as err:  # DataError, ExportRefused
         print(f"poolhead {args.command}: error: {err}", file=sys.stderr)
         return 1
-
-
-def max_loss_arg(text: str) -> float:
-    """--max-loss as argparse reads it: a Spearman difference, 0 <= x <= 1 (0.005 = 0.5 points)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a Spearman difference such as 0.005") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text}: the dev Spearman an int8 file may lose lies in 0..1 (0.005 = 0.5 "
-                                         "points)")
-    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -81,7 +78,7 @@ def parser() -> argparse.ArgumentParser:
                         "against torch on first use under <run>/backends/); pooling and head stay in torch")
     p.add_argument("--quantize", choices=("int8",), help="with --backend onnx: the dynamic int8 graph, kept only "
                    "within --max-loss of torch's dev Spearman")
-    p.add_argument("--max-loss", type=max_loss_arg, default=0.005, help="see export --max-loss")
+    p.add_argument("--max-loss", type=loss_share, default=0.005, help="see export --max-loss")
     p.set_defaults(run_command=predict_command)
 
     e = sub.add_parser("eval", help="evaluate a trained model on another dataset; writes eval.json beside the run",
@@ -115,6 +112,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--format", default="auto", choices=FORMAT_CHOICES)
     x.add_argument("--best", action="store_true", help="RUN is a sweep folder: export the report's best job")
     x.add_argument("--trust-remote-code", **trust)
+    x.add_argument("--force", action="store_true", help="export a run that did not finish (failed, "
+                                                         "interrupted, paused at a rung): refused without it")
     x.add_argument("--backend", default="torch", choices=("torch", "onnx", "openvino"),
                    help="also write the ONNX (torch.onnx.export; main venv) or OpenVINO (sentence-transformers' "
                         "exporter; .venv-openvino) file of the sentence-transformers / cross-encoder export, checked "
@@ -122,7 +121,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--quantize", choices=("int8",), help="also write the backend's int8 file (ONNX: dynamic, "
                    "by ONNX Runtime; OpenVINO: static, calibrated on the run's training texts), kept only within "
                    "--max-loss")
-    x.add_argument("--max-loss", type=max_loss_arg, default=0.005,
+    x.add_argument("--max-loss", type=loss_share, default=0.005,
                    help="the dev Spearman an int8 file may lose against torch fp32 (default 0.005 = 0.5 points)")
     x.set_defaults(run_command=export_command)
 
@@ -141,16 +140,15 @@ def predict_command(args: argparse.Namespace) -> int:
     from poolhead.data.read import DataError, build_split, read_table
     from poolhead.run.evaluate import prediction_frame
     from poolhead.use.backend import load_on
-    from poolhead.use.predict import predict_texts
+    from poolhead.use.predict import predict_texts, prediction_columns
 
+    path: Path = args.input
+    default = path.with_name(f"{path.stem}.pred{path.suffix}")
+    output = args.output or default
+    check_output(output, path, default)  # before the model loads
     model = _load(args.run, args.device, args.trust_remote_code) if args.backend == "torch" else \
         load_on(args.run, args.backend, args.quantize, args.trust_remote_code, args.max_loss)
     columns = column_names(model, args)
-    path: Path = args.input
-    output = args.output or path.with_name(f"{path.stem}.pred{path.suffix}")
-    if output.resolve() == path.resolve():
-        raise ValueError(f"--output {output} is the input file: predictions go to another file (default: "
-                         f"{path.with_name(f'{path.stem}.pred{path.suffix}')}), the input is never overwritten")
     rows, unit = read_table(path, columns, optional=("label",), keep_record=True, setting="--{flag} COLUMN")
     labelled = [where for where, row in rows if "label" in row]
     if labelled and len(labelled) < len(rows):
@@ -159,16 +157,14 @@ def predict_command(args: argparse.Namespace) -> int:
                         "one; label every row or none")
     split = build_split(rows, str(path), unit, pair=model.mode.pair, task=model.task.kind if labelled else None,
                         score_range=model.task.score_range, names=columns)
+    check_columns_kept([row["record"] for _, row in rows], prediction_columns(model), path)  # before any work
     scores = predict_texts(model, split.text, split.text_pair, args.precision, args.batch_size, not args.quiet)
     frame = prediction_frame(model, split.frame(), scores).drop(columns=["index", "gold"], errors="ignore")
     position = {where: i for i, (where, _) in enumerate(rows)}
     frame.index = [position[where] for where in split.where]  # skipped rows keep their place, without a prediction
     records = pd.DataFrame([row["record"] for _, row in rows], dtype=object)  # values as read: an id column with a
     # missing value stays whole numbers (pandas would make them floats, and two large ids equal)
-    clash = [c for c in frame.columns if c in records.columns]
-    if clash:
-        print(f"note: the input's column(s) {clash} are replaced by the predictions", file=sys.stderr)
-    write_table(records.drop(columns=clash).join(frame), output)
+    write_table(records.join(frame), output)
     skipped = f" ({split.skipped} rows with an empty text left without a prediction)" if split.skipped else ""
     print(f"wrote {len(split)} predictions{skipped} to {output}")
     return 0
@@ -212,6 +208,7 @@ def _plain(value: Any) -> Any:
 # --- eval -------------------------------------------------------------------------------------------------------
 def eval_command(args: argparse.Namespace) -> int:
     from poolhead.run.evaluate import evaluate
+    from poolhead.run.train import shown
     from poolhead.use.predict import data_for
 
     data = compose_data(args.overrides, args.config_dir)
@@ -228,13 +225,15 @@ def eval_command(args: argparse.Namespace) -> int:
     precision = args.precision or model.description.precision
     entry: dict[str, Any] = {"data": data, "checkpoint": str(checkpoint_file(args.run)), "metrics": {}, "rows": {},
                              "seconds": {}, "precision": precision,
-                             "predictions": str(path.parent / f"eval_{name}.csv")}
-    frames = []
+                             "predictions": str(predictions_path(path, name, results))}
+    frames, undefined = [], {}
     for split in splits:
         frame, metrics, seconds = evaluate(model, datamodule, split, args.precision)
         frames.append(frame)
-        entry["metrics"] |= metrics
+        entry["metrics"], undefined = entry["metrics"] | metrics, undefined | metrics.undefined
         entry["rows"][split], entry["seconds"][split] = len(frame), round(seconds, 3)
+    if undefined:
+        entry["undefined"] = undefined
     if args.mteb:
         from poolhead.use.mteb_eval import mteb_scores
 
@@ -242,13 +241,15 @@ def eval_command(args: argparse.Namespace) -> int:
     import pandas as pd
 
     pd.concat(frames, ignore_index=True).to_csv(entry["predictions"], index=False)
-    atomic_write(path, json.dumps(results | {name: entry}, indent=2, default=str) + "\n")
+    atomic_write(path, json_text(results | {name: entry}) + "\n")
     main_metric = model.task.monitor
     for split in splits:
-        value = entry["metrics"][f"{split}/{main_metric}"]
+        key = f"{split}/{main_metric}"
+        value = entry["metrics"][key]
         mteb = entry.get("mteb", {}).get(split)
         also = f"; MTEB cosine_spearman {mteb['cosine_spearman']:.4f}" if mteb else ""
-        print(f"{name} {split}: {main_metric} {value:.4f} ({entry['rows'][split]} rows){also}")
+        why = f": {undefined[key]}" if key in undefined else ""
+        print(f"{name} {split}: {main_metric} {shown(value)}{why} ({entry['rows'][split]} rows){also}")
     print(f"wrote {path} (entry {name!r}) and {entry['predictions']}")
     return 0
 
@@ -293,6 +294,9 @@ def export_command(args: argparse.Namespace) -> int:
     from poolhead.use.export import ExportRefused, backend_refusal, choose, describe, export
 
     checkpoint = best_checkpoint(args.run) if args.best else checkpoint_file(args.run)
+    warning = check_finished(run_folder(checkpoint), args.force)
+    if warning:
+        print(warning, file=sys.stderr)
     model = _load(checkpoint, "cpu", args.trust_remote_code)
     fmt = choose(model, args.format)  # refuses before anything is written
     why = backend_refusal(model, fmt, args.backend, args.quantize)
@@ -318,6 +322,9 @@ def best_checkpoint(sweep_dir: str | Path) -> Path:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: no such sweep folder")
+    if not any(job.get("status") == "ok" for job in load_jobs(sweep_dir)):  # before the report is rewritten
+        raise ValueError(f"{sweep_dir}: no job finished ok; nothing to export (the sweep's files are left as "
+                         "they are)")
     report = write_report(sweep_dir)
     if report["best"] is None:
         raise ValueError(f"{sweep_dir}: no finished job with {report['monitor']}; nothing to export")
@@ -334,10 +341,11 @@ def best_checkpoint(sweep_dir: str | Path) -> Path:
 def cache_command(args: argparse.Namespace) -> int:
     root: Path = args.cache_dir.expanduser()
     if args.action == "clear":
-        freed = folder_size(root)
-        for part in ("features", "tokens"):
-            shutil.rmtree(root / part, ignore_errors=True)
+        freed, left = clear_caches(root)
         print(f"cleared {root} ({freed / 2**20:.1f} MiB)")
+        if left:
+            print(f"left {len(left)} entries the caches did not make (not deleted):\n" +
+                  "\n".join(f"  {path}" for path in left), file=sys.stderr)
         return 0
     features = FeatureCache(root)
     print(f"cache: {root}")
@@ -346,7 +354,8 @@ def cache_command(args: argparse.Namespace) -> int:
     entries = list(features.entries())
     print(f"features: {len(entries)} entries, {folder_size(features.root) / 2**20:.1f} MiB")
     for folder, meta in entries:
-        state = f"{meta['rows']} rows x {meta['hidden_size']} ({meta['dtype']})" if meta else "PARTIAL (rebuilt on use)"
+        state = f"{meta['rows']} rows x {meta['hidden_size']} ({meta['dtype']})" if meta else \
+            "PARTIAL (rebuilt on use)" if cache_made(folder) else "not the cache's (clear leaves it)"
         print(f"  {folder.name[:16]}  {folder_size(folder) / 2**20:8.1f} MiB  {state}")
     return 0
 
@@ -366,6 +375,7 @@ def _load(run: str | Path, device: str | None, trust_remote_code: bool = False) 
 
     from poolhead.run.build import load
 
+    check_device(device)
     hf_logging.disable_progress_bar()  # "Loading weights" bars: the commands print their own progress
     return load(run, map_location=device or ("cuda" if torch.cuda.is_available() else "cpu"),
                 trust_remote_code=trust_remote_code)

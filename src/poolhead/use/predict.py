@@ -42,3 +42,13 @@ def predict_texts(model: PoolheadModel, text: list[str], text_pair: list[str] | 
     predictions."""
     result = outputs(model, text_loader(model, text, text_pair, batch_size), precision, progress)
     return result["output"][torch.argsort(result["index"])]
+
+
+def prediction_columns(model: PoolheadModel) -> list[str]:
+    """The columns `run.evaluate.prediction_frame` adds for `model`: pred; classes: pred_id; labels:
+    prob_<label>."""
+    task = model.task
+    if task.kind == "score":
+        return ["pred"]
+    return ["pred", *(["pred_id"] if task.kind == "class" else []),
+            *(f"prob_{name}" for name in task.label_names)]
