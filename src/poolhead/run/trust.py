@@ -205,19 +205,24 @@ def check_tokenizer_files(files: dict[str, Any], source: Path | str, trust_remot
     """Plain file names, base64 contents, and no custom tokenizer code: neither a .py file nor an `auto_map` in
     tokenizer_config.json / config.json (transformers asks "run the custom code? [y/N]" under a terminal)."""
     check_file_names(files, source)
-    for name, content in files.items():
-        try:
-            data = base64.b64decode(content, validate=True)
-        except (binascii.Error, ValueError, TypeError):
-            raise UntrustedCheckpoint(f"{source}: refused: embedded tokenizer file {name!r} is not base64 text, as "
-                                      "poolhead writes it") from None
-        if trust_remote_code:
-            continue
-        if name.endswith(".py"):
-            raise UntrustedCheckpoint(f"{source}: refused: embedded tokenizer file {name!r} is Python code. {OPT_IN}")
-        if name in CODE_MAPS and "auto_map" in _json_object(data, name, source):
+    contents = {name: _base64(name, content, source) for name, content in files.items()}
+    if trust_remote_code:
+        return
+    for name in CODE_MAPS:
+        if name in contents and "auto_map" in _json_object(contents[name], name, source):
             raise UntrustedCheckpoint(f"{source}: refused: embedded tokenizer file {name} has an auto_map (custom "
                                       f"tokenizer code that transformers would run). {OPT_IN}")
+    code = [name for name in contents if name.endswith(".py")]
+    if code:
+        raise UntrustedCheckpoint(f"{source}: refused: embedded tokenizer file {code[0]!r} is Python code. {OPT_IN}")
+
+
+def _base64(name: str, content: Any, source: Path | str) -> bytes:
+    try:
+        return base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise UntrustedCheckpoint(f"{source}: refused: embedded tokenizer file {name!r} is not base64 text, as "
+                                  "poolhead writes it") from None
 
 
 def _json_object(data: bytes, name: str, source: Path | str) -> dict[str, Any]:
