@@ -216,7 +216,8 @@ def test_a_description_outside_poolheads_schema_is_refused_before_anything_is_bu
 
 def tokenizer_code(marker: Path) -> dict[str, str]:
     """Embedded tokenizer files whose custom code (an auto_map naming evil_tok.py) creates `marker` when imported."""
-    code = f"open({str(marker)!r}, 'w').close()\nfrom transformers import BertTokenizerFast as EvilTokenizer\n"
+    code = (f"import transformers\nopen({str(marker)!r}, 'w').close()\n\n\n"
+            "class EvilTokenizer(transformers.BertTokenizerFast):\n    pass\n")
     return {"evil_tok.py": base64.b64encode(code.encode()).decode()}
 
 
@@ -286,14 +287,14 @@ def test_a_resume_refuses_a_run_folders_config_that_would_run_code(trained, tmp_
     marker = tmp_path / "marker"
     value = payload(marker) if case == "interpolation" else {"_target_": "builtins.open", "file": str(marker),
                                                               "mode": "w"}
-    folder = saved_run(trained, tmp_path / "run", lambda c: c["head"].__setitem__("dropout", value))
+    folder = saved_run(trained, tmp_path / "run", lambda c: c["mode"].__setitem__("extra", value))
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     results = resume(folder)
-    said = ("config.head.dropout calls the resolver 'oc.create'" if case == "interpolation"
-            else "refused to build config.head.dropout._target_='builtins.open'")
+    said = ("config.mode.extra calls the resolver 'oc.create'" if case == "interpolation"
+            else "refused to build config.mode.extra._target_='builtins.open'")
+    assert not marker.exists(), "the run folder's config built its object"
     assert results["status"] == "failed" and str(folder / ".hydra" / "config.yaml") in results["error"], results
     assert said in results["error"], results["error"]
-    assert not marker.exists()
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
 
@@ -313,8 +314,8 @@ def test_a_pickle_is_refused_on_resume_by_the_loader_lightning_uses(trained, tmp
     evil = crafted(trained, tmp_path, lambda c: c["poolhead"].__setitem__("extra", Payload(marker)))
     monkeypatch.setattr("poolhead.run.plan.read_checkpoint", lambda path, *args: {"global_step": 0})
     results = run(compose_cfg([*FAST, f"ckpt_path={evil}"], tmp_path / "resume"))
-    assert results["status"] == "failed" and f"{evil}: refused: the checkpoint holds pickled" in results["error"]
     assert not marker.exists(), "the checkpoint's payload ran on resume"
+    assert results["status"] == "failed" and f"{evil}: refused: the checkpoint holds pickled" in results["error"]
 
 
 def test_the_checkpoint_crc_check_finds_a_corrupt_member(trained, tmp_path):
