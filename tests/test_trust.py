@@ -23,8 +23,11 @@ import poolhead
 import poolhead.core.pooling
 from poolhead import load
 from poolhead.core.hub import load_tokenizer
+from poolhead.core.task import TaskSpec
+from poolhead.run.build import build_model
 from poolhead.data.sources import DEMO_DIR
-from poolhead.run.checkpoint import UntrustedCheckpoint, trusted_target
+from poolhead.run.checkpoint import Description, UntrustedCheckpoint, check_entry, trusted_target
+from poolhead.run.plan import resolve
 from poolhead.run.train import run
 from poolhead.sweep.jobs import unreadable_checkpoint
 from poolhead.use.cli import main as cli
@@ -344,3 +347,28 @@ def test_a_module_named_like_a_trusted_one_is_not_trusted(monkeypatch, module, t
     monkeypatch.setitem(sys.modules, module, fake)
     assert not trusted_target(target)
     assert trusted_target("torch.optim.Adam") and trusted_target("poolhead.core.pooling.Mean")
+
+
+STS = TaskSpec(kind="score", score_range=(0.0, 5.0), label_names=None, binary_threshold=3.0)
+CLASSES = TaskSpec(kind="class", label_names=("a", "b", "c"))
+LABELS = TaskSpec(kind="multilabel", label_names=("x", "y"))
+
+
+@pytest.mark.parametrize("overrides, task", [
+    (["pooling=attention", "mode=bi", "encoder.layers=[-1,-2]"], STS),
+    (["pooling=weighted_mean", "mode=single", "head=classification", "head.hidden_dims=[8]",
+      "head.class_weights=[1.0,2.0,1.0]"], CLASSES),
+    (["pooling=max", "mode=single", "head=multilabel", "optim=sgd", "optim.scheduler=null"], LABELS),
+    (["pooling=pooler", "mode=cross", "head=regression", "head.loss=bce", "data=csv", "data.text_pair=b",
+      "data.label=[s]", "encoder.freeze=true", "cache_features=true"], STS),
+], ids=["bi-attention-layers", "single-class", "multilabel-sgd", "cross-csv-frozen"])
+def test_every_description_poolhead_writes_passes_its_own_check(tmp_path, overrides, task):
+    """Bug caught: a schema stricter than what poolhead writes (a key, a type or a component argument of some
+    option), which would refuse poolhead's own checkpoints. The description goes through torch.save/load as in a
+    checkpoint."""
+    cfg = resolve(compose_cfg([*FAST, *overrides], tmp_path), task)
+    model = build_model(cfg, task)
+    model.encoder.tokenizer = AutoTokenizer.from_pretrained(model.encoder.tokenizer)
+    torch.save({"poolhead": Description.of(cfg, task, model).as_dict()}, tmp_path / "d.ckpt")
+    entry = torch.load(tmp_path / "d.ckpt", weights_only=True)["poolhead"]
+    check_entry(entry, tmp_path / "d.ckpt", trust_remote_code=False)
