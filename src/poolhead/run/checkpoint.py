@@ -151,7 +151,7 @@ class DescribedCheckpointIO(AtomicCheckpointIO):
             checkpoint["poolhead"] = self.description.as_dict()
         super().save_checkpoint(checkpoint, path, storage_options)
 
-    def load_checkpoint(self, path: Any, map_location: Any = "cpu", weights_only: bool | None = None
+    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only: Any = None
                         ) -> dict[str, Any]:
         if "://" in str(path):  # remote storage: Lightning's own reader, weights_only all the same
             return super().load_checkpoint(path, map_location=map_location)
