@@ -68,8 +68,8 @@ def test_texts_the_cache_has_not_seen_run_the_encoder(tmp_path, tiny_encoder):
 
 
 def test_two_data_files_with_the_same_column_names_never_share_features(tmp_path, tiny_encoder):
-    """Bug caught: the feature cache keyed by a side's name ("csv train side 0", the same for every file with these
-    column names) instead of its token ids: the second file would be served the first file's token states."""
+    """Bug caught: the feature cache keyed by a side's name ("csv train side 0", the same for every file
+    with these column names) instead of its token ids: the second file would get the first file's states."""
     torch.manual_seed(0)
     encoder = tiny_encoder(freeze=True)
     sides = {}
@@ -77,11 +77,12 @@ def test_two_data_files_with_the_same_column_names_never_share_features(tmp_path
         (tmp_path / name).mkdir()
         rows = ["text,label"] + [f"{words} {i},{i % 5}" for i in range(20)]
         (tmp_path / name / "train.csv").write_text("\n".join(rows) + "\n")
-        dm = TableData(train=str(tmp_path / name / "train.csv"), tokenizer=poolhead.minilm_path(), mode=Single(),
-                       max_length=32, seed=0, cache_dir=tmp_path / "cache", batch_size=8)
+        dm = TableData(train=str(tmp_path / name / "train.csv"), tokenizer=poolhead.minilm_path(),
+                       mode=Single(), max_length=32, seed=0, cache_dir=tmp_path / "cache", batch_size=8)
         dm.setup("fit")
         sides[name] = (dm, cached(encoder, dm, tmp_path))
-    assert [what for what, _ in sides["a"][0].token_sides()] == [what for what, _ in sides["b"][0].token_sides()]
+    names = {key: [what for what, _ in dm.token_sides()] for key, (dm, _) in sides.items()}
+    assert names["a"] == names["b"]  # the same names: only the token ids tell the two files apart
     dm, from_cache = sides["b"]
     side = next(iter(dm.predict_dataloader("train")))["features"][0]
     calls = count_forwards(encoder)
@@ -90,7 +91,8 @@ def test_two_data_files_with_the_same_column_names_never_share_features(tmp_path
         assert not calls, "b's rows are served from the cache"
         expected = encoder(side)
     real = side["attention_mask"].bool()
-    torch.testing.assert_close(got.last_hidden_state[real], expected.last_hidden_state[real], atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(got.last_hidden_state[real], expected.last_hidden_state[real], atol=2e-3,
+                               rtol=2e-3)
     assert len(list(FeatureCache(tmp_path / "cache").entries())) == 2 * len(sides["a"][0].token_sides())
 
 

@@ -1,6 +1,6 @@
-"""The int8 export's check keeps a file by the dev Spearman it loses against torch fp32 (signed): one that scores
-higher is kept, one that loses more than --max-loss is refused. No optimum or ONNX Runtime needed: the exporter and
-the scoring are stood in for, the decision is the real one (`backends._quantized`)."""
+"""The int8 export's check keeps a file by the dev Spearman it loses against torch fp32 (signed): one that
+scores higher is kept, one that loses more than --max-loss is refused. No optimum or ONNX Runtime needed: the
+exporter and the scoring are stood in for, the decision is the real one (`backends._quantized`)."""
 
 from types import SimpleNamespace
 
@@ -17,8 +17,8 @@ WORSE = np.array([2, 0, 1, 5, 3, 4, 7, 6], dtype=float)  # Spearman 0.833
 
 
 def quantize(tmp_path, monkeypatch, torch_scores, int8_scores, max_loss=0.005):
-    """`backends._quantized` for the onnx backend, with torch fp32 scoring `torch_scores` and int8 `int8_scores` on
-    a dev split whose gold scores are GOLD."""
+    """`backends._quantized` for the onnx backend, with torch fp32 scoring `torch_scores` and int8
+    `int8_scores` on a dev split whose gold scores are GOLD."""
     def fake_export(loaded, isa, folder):
         path = tmp_path / backends.backend_file("onnx", "int8")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,8 +37,8 @@ def quantize(tmp_path, monkeypatch, torch_scores, int8_scores, max_loss=0.005):
 
 
 def test_an_int8_file_that_scores_higher_is_kept(tmp_path, monkeypatch):
-    """Bug caught: the loss taken as an absolute value, so an int8 file scoring 4.8 points *higher* than torch fp32
-    was refused as if it had lost them."""
+    """Bug caught: the loss taken as an absolute value, so an int8 file scoring 4.8 points *higher* than
+    torch fp32 was refused as if it had lost them."""
     gain = spearmanr(GOLD, GOLD).statistic - spearmanr(GOLD, SHUFFLED).statistic
     assert gain > 0.04
     kept = quantize(tmp_path, monkeypatch, torch_scores=SHUFFLED, int8_scores=GOLD)
@@ -46,5 +46,6 @@ def test_an_int8_file_that_scores_higher_is_kept(tmp_path, monkeypatch):
 
 
 def test_an_int8_file_that_loses_more_than_max_loss_is_refused(tmp_path, monkeypatch):
-    with pytest.raises(ExportRefused, match=r"int8 file loses too much: .*loss 11\.90 points \(allowed 0\.50\)"):
+    said = r"int8 file loses too much: .*loss 11\.90 points \(allowed 0\.50\)"
+    with pytest.raises(ExportRefused, match=said):
         quantize(tmp_path, monkeypatch, torch_scores=SHUFFLED, int8_scores=WORSE)

@@ -1,6 +1,7 @@
-"""A checkpoint is data, not code: loading one (poolhead.load, predict, eval, export, a resume) never runs what its
-author pickled, named or wrote as an interpolation, and never writes outside its own folder; a run folder's saved
-config is read the same way on resume. Each test fails on the code before issue 32 (or 44, below)."""
+"""A checkpoint is data, not code: loading one (poolhead.load, predict, eval, export, a resume) never runs
+what its author pickled, named or wrote as an interpolation, and never writes outside its own folder; a run
+folder's saved config is read the same way on resume. Each test fails on the code before issue 32 (or 44,
+below)."""
 
 import base64
 import json
@@ -148,9 +149,9 @@ def test_weights_that_do_not_fit_or_a_newer_format_say_so_naming_the_file(traine
         load(newer)
 
 
-# --- issue 44: a checkpoint and a run folder are data, never code ------------------------------------------------
+# --- issue 44: a checkpoint and a run folder are data, never code ------------------------------------
 def payload(marker: Path) -> str:
-    """An interpolation that, once resolved, builds `open(marker, "w")`: no literal `_target_` key anywhere."""
+    """An interpolation that, once resolved, builds `open(marker, "w")`: no literal `_target_` key."""
     return f"${{oc.create:{{_target_: builtins.open, _args_: ['{marker}', w]}}}}"
 
 
@@ -165,10 +166,10 @@ def put(path: list[str], value):
     return change
 
 
-ENTRIES = {  # each route from a checkpoint file to a built model: argv for the CLI, None for poolhead.load
+PAIRS = str(DEMO_DIR / "pairs.csv")
+ENTRIES = {  # each route from a checkpoint file to a built model: CLI arguments, None for poolhead.load
     "load": None,
-    "predict": lambda ckpt, out: ["predict", str(ckpt), "--input", str(DEMO_DIR / "pairs.csv"), "--output",
-                                  str(out / "p.csv")],
+    "predict": lambda ckpt, out: ["predict", str(ckpt), "--input", PAIRS, "--output", str(out / "p.csv")],
     "export": lambda ckpt, out: ["export", str(ckpt), "--to", str(out / "exported")],
     "eval": lambda ckpt, out: ["eval", str(ckpt), "data=demo", "--split", "val"],
 }
@@ -177,18 +178,19 @@ ENTRIES = {  # each route from a checkpoint file to a built model: argv for the 
 @pytest.mark.parametrize("where", [["config", "head", "dropout"], ["encoder_config", "note"]],
                          ids=["config", "encoder_config"])
 @pytest.mark.parametrize("entry", list(ENTRIES))
-def test_an_interpolation_in_the_description_is_refused_naming_file_and_key(trained, tmp_path, capsys, where, entry):
-    """Bug caught: `${oc.create:{_target_: ...}}` resolved while the model is rebuilt (the old check looked for
-    literal `_target_` keys only): it opened a file under load, predict, export and eval, and in encoder_config
-    predict even exited 0 with normal predictions."""
+def test_an_interpolation_in_the_description_is_refused_naming_file_and_key(trained, tmp_path, capsys,
+                                                                            where, entry):
+    """Bug caught: `${oc.create:{_target_: ...}}` resolved while the model is rebuilt (the old check looked
+    for literal `_target_` keys only): it opened a file under load, predict, export and eval, and in
+    encoder_config predict even exited 0 with normal predictions."""
     marker = tmp_path / "marker"
     evil = crafted(trained, tmp_path, put(where, payload(marker)))
     key = ".".join(["poolhead", *where])
     if ENTRIES[entry] is None:
-        with pytest.raises(UntrustedCheckpoint, match=rf"{evil}: refused: {key} holds an OmegaConf interpolation"):
+        with pytest.raises(UntrustedCheckpoint, match=rf"{evil}: refused: {key} holds an OmegaConf interp"):
             load(evil)
         with pytest.raises(UntrustedCheckpoint, match=key):
-            load(evil, trust_remote_code=True)  # the opt-in is for custom components, never for interpolations
+            load(evil, trust_remote_code=True)  # the opt-in is for custom components, not interpolations
     else:
         assert cli(ENTRIES[entry](evil, tmp_path)) == 1
         err = capsys.readouterr().err
@@ -198,13 +200,13 @@ def test_an_interpolation_in_the_description_is_refused_naming_file_and_key(trai
 
 
 @pytest.mark.parametrize("change, words", [
-    (put(["config", "optim", "lr"], "0.1"), "config.optim.lr is '0.1' (str), where poolhead writes int or float"),
+    (put(["config", "optim", "lr"], "0.1"), "config.optim.lr is '0.1' (str), where poolhead writes int or"),
     (put(["config", "extra"], {"_target_": "poolhead.core.pooling.Mean"}), "config.extra is not a key"),
     (put(["config", "pooling", "surprise"], 1), "config.pooling.surprise is not an argument of "
                                                 "poolhead.core.pooling.Mean"),
     (put(["config", "head", "_args_"], ["x"]), "config.head._args_ is not an argument"),
     (put(["task", "kind"], "regression"), "task.kind is 'regression', not one of score, class, multilabel"),
-    (put(["encoder_config", "auto_map"], {"AutoModel": "evil.Model"}), "encoder_config.auto_map names custom"),
+    (put(["encoder_config", "auto_map"], {"AutoModel": "evil.Model"}), "encoder_config.auto_map names"),
     (put(["config", "seed"], torch.zeros(1)), "poolhead.config.seed is a Tensor, not a plain value"),
 ], ids=["type", "key", "argument", "args", "task", "auto_map", "tensor"])
 def test_a_description_outside_poolheads_schema_is_refused_before_anything_is_built(trained, tmp_path, change,
@@ -218,40 +220,42 @@ def test_a_description_outside_poolheads_schema_is_refused_before_anything_is_bu
 
 
 def tokenizer_code(marker: Path) -> dict[str, str]:
-    """Embedded tokenizer files whose custom code (an auto_map naming evil_tok.py) creates `marker` when imported."""
+    """Embedded tokenizer code (evil_tok.py) that creates `marker` when imported."""
     code = (f"import transformers\nopen({str(marker)!r}, 'w').close()\n\n\n"
             "class EvilTokenizer(transformers.BertTokenizerFast):\n    pass\n")
     return {"evil_tok.py": base64.b64encode(code.encode()).decode()}
 
 
 def with_auto_map(checkpoint: dict, marker: Path) -> None:
+    """The embedded tokenizer_config.json names evil_tok.py's class through an auto_map."""
     files = checkpoint["poolhead"]["tokenizer_files"]
     config = json.loads(base64.b64decode(files["tokenizer_config.json"]))
     config["auto_map"] = {"AutoTokenizer": [None, "evil_tok.EvilTokenizer"]}
-    config["tokenizer_class"] = "EvilTokenizer"  # no transformers class of that name: only the custom code has it
+    config["tokenizer_class"] = "EvilTokenizer"  # no transformers class of that name: only the code has it
     files["tokenizer_config.json"] = base64.b64encode(json.dumps(config).encode()).decode()
     files.update(tokenizer_code(marker))
 
 
 def test_embedded_tokenizer_code_is_refused_whatever_the_terminal_answers(trained, tmp_path, monkeypatch):
-    """Bug caught: an auto_map in the embedded tokenizer_config.json; transformers asks "run the custom code? [y/N]"
-    under a terminal, and `y` ran it without --trust-remote-code. Refused naming the file before transformers is
-    called; a .py file alone is refused too."""
+    """Bug caught: an auto_map in the embedded tokenizer_config.json; transformers asks "run the custom
+    code? [y/N]" on a terminal, and `y` ran it without --trust-remote-code. Refused naming the file before
+    transformers is called; a .py file alone is refused too."""
     marker = tmp_path / "marker"
     monkeypatch.setattr("builtins.input", lambda *args: "y")  # a user who answers yes at the prompt
     evil = crafted(trained, tmp_path, lambda c: with_auto_map(c, marker))
-    with pytest.raises(UntrustedCheckpoint, match=rf"{evil}: refused: embedded tokenizer file tokenizer_config.json "
-                                                  r"has an auto_map.*--trust-remote-code"):
+    said = r"embedded tokenizer file tokenizer_config.json has an auto_map.*--trust-remote-code"
+    with pytest.raises(UntrustedCheckpoint, match=rf"{evil}: refused: {said}"):
         load(evil)
-    only_code = crafted(trained, tmp_path, lambda c: c["poolhead"]["tokenizer_files"].update(tokenizer_code(marker)))
+    code = tokenizer_code(marker)
+    only_code = crafted(trained, tmp_path, lambda c: c["poolhead"]["tokenizer_files"].update(code))
     with pytest.raises(UntrustedCheckpoint, match="'evil_tok.py' is Python code"):
         load(only_code)
     assert not marker.exists()
 
 
 def test_tokenizer_loading_says_no_to_custom_code_itself(tmp_path, monkeypatch):
-    """Bug caught: AutoTokenizer.from_pretrained without trust_remote_code: transformers then asks on the terminal,
-    and a `y` runs the folder's code. poolhead passes trust_remote_code=False explicitly (True only on opt-in)."""
+    """Bug caught: AutoTokenizer.from_pretrained without trust_remote_code: transformers then asks on the
+    terminal, and a `y` runs the folder's code. poolhead passes trust_remote_code=False explicitly."""
     marker = tmp_path / "marker"
     folder = tmp_path / "tokenizer"
     AutoTokenizer.from_pretrained(poolhead.minilm_path()).save_pretrained(folder)
@@ -267,10 +271,11 @@ def test_tokenizer_loading_says_no_to_custom_code_itself(tmp_path, monkeypatch):
 
 
 def saved_run(trained: Path, folder: Path, change=None) -> Path:
-    """A copy of `trained` with the .hydra/config.yaml Hydra would have saved (interpolations unresolved), changed
-    by `change(config)`."""
+    """A copy of `trained` with the .hydra/config.yaml Hydra would have saved (interpolations unresolved),
+    changed by `change(config)`."""
     shutil.copytree(trained, folder)
-    config = OmegaConf.to_container(compose_cfg([*FAST, "keep_last_checkpoint=true"], folder), resolve=False)
+    cfg = compose_cfg([*FAST, "keep_last_checkpoint=true"], folder)
+    config = OmegaConf.to_container(cfg, resolve=False)
     if change:
         change(config)
     (folder / ".hydra").mkdir(exist_ok=True)
@@ -285,25 +290,26 @@ def resume(folder: Path) -> dict:
 @pytest.mark.parametrize("case", ["interpolation", "target"])
 def test_a_resume_refuses_a_run_folders_config_that_would_run_code(trained, tmp_path, case):
     """Bug caught: a resume trains under the run folder's own .hydra/config.yaml, and an interpolation there
-    (`${oc.create:{_target_: ...}}`) was resolved and built. Refused naming the file and the key; nothing of the
-    run is changed."""
+    (`${oc.create:{_target_: ...}}`) was resolved and built. Refused naming the file and the key; nothing of
+    the run is changed."""
     marker = tmp_path / "marker"
-    value = payload(marker) if case == "interpolation" else {"_target_": "builtins.open", "file": str(marker),
-                                                              "mode": "w"}
+    target = {"_target_": "builtins.open", "file": str(marker), "mode": "w"}
+    value = payload(marker) if case == "interpolation" else target
     folder = saved_run(trained, tmp_path / "run", lambda c: c["mode"].__setitem__("extra", value))
     before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     results = resume(folder)
     said = ("config.mode.extra calls the resolver 'oc.create'" if case == "interpolation"
             else "refused to build config.mode.extra._target_='builtins.open'")
     assert not marker.exists(), "the run folder's config built its object"
-    assert results["status"] == "failed" and str(folder / ".hydra" / "config.yaml") in results["error"], results
-    assert said in results["error"], results["error"]
+    assert results["status"] == "failed", results
+    assert str(folder / ".hydra" / "config.yaml") in results["error"] and said in results["error"], results
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
 
 
 def test_a_resume_of_a_run_folder_as_hydra_saved_it_goes_on(trained, tmp_path):
-    """The check lets through what poolhead's own conf/ writes (`${paths.*}`, `${oc.env:...}`, `${hydra:...}`,
-    `${minilm:}`, the trainer's, callbacks' and logger's `_target_`s): a finished run resumes and stays ok."""
+    """The check lets through what poolhead's own conf/ writes (`${paths.*}`, `${oc.env:...}`,
+    `${hydra:...}`, `${minilm:}`, the trainer's, callbacks' and logger's `_target_`s): a finished run
+    resumes and stays ok."""
     folder = saved_run(trained, tmp_path / "run")
     assert "${oc.env:" in (folder / ".hydra" / "config.yaml").read_text()
     results = resume(folder)
@@ -311,25 +317,27 @@ def test_a_resume_of_a_run_folder_as_hydra_saved_it_goes_on(trained, tmp_path):
 
 
 def test_a_pickle_is_refused_on_resume_by_the_loader_lightning_uses(trained, tmp_path, monkeypatch):
-    """Bug caught: the checkpoint IO that Lightning resumes through loading with weights_only=False: only poolhead's
-    own pre-read (plan.resume_path) stood between a pickled payload and a resume. Here that pre-read is skipped."""
+    """Bug caught: the checkpoint IO that Lightning resumes through loading with weights_only=False: only
+    poolhead's own pre-read (plan.resume_path) stood between a pickled payload and a resume. Here that
+    pre-read is skipped."""
     marker = tmp_path / "marker"
     evil = crafted(trained, tmp_path, lambda c: c["poolhead"].__setitem__("extra", Payload(marker)))
     monkeypatch.setattr("poolhead.run.plan.read_checkpoint", lambda path, *args: {"global_step": 0})
     results = run(compose_cfg([*FAST, f"ckpt_path={evil}"], tmp_path / "resume"))
     assert not marker.exists(), "the checkpoint's payload ran on resume"
-    assert results["status"] == "failed" and f"{evil}: refused: the checkpoint holds pickled" in results["error"]
+    assert results["status"] == "failed"
+    assert f"{evil}: refused: the checkpoint holds pickled" in results["error"], results["error"]
 
 
 def test_the_checkpoint_crc_check_finds_a_corrupt_member(trained, tmp_path):
-    """Bug caught: the zip CRC check of a checkpoint (what a re-run reads before resuming from last.ckpt) saying
-    "fine" for a member whose bytes changed: the zip's structure is whole, only one byte of the weights is not."""
+    """Bug caught: the zip CRC check of a checkpoint (what a re-run reads before resuming from last.ckpt)
+    saying "fine" for a member whose bytes changed: the zip is whole, one byte of the weights is not."""
     good = trained / "checkpoints" / "last.ckpt"
     assert unreadable_checkpoint(good) is None
     bad = tmp_path / "last.ckpt"
     data = bytearray(good.read_bytes())
-    with zipfile.ZipFile(good) as archive:
-        member = max(archive.infolist(), key=lambda info: info.file_size)  # a tensor's storage, stored uncompressed
+    with zipfile.ZipFile(good) as archive:  # the largest member: a tensor's storage, stored uncompressed
+        member = max(archive.infolist(), key=lambda info: info.file_size)
     start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)
     data[start + member.file_size // 2] ^= 0xFF
     bad.write_bytes(bytes(data))
@@ -340,10 +348,11 @@ def test_the_checkpoint_crc_check_finds_a_corrupt_member(trained, tmp_path):
                                             ("poolhead.core.pooling_evil", "poolhead.core.pooling_evil.Mean"),
                                             ("poolhead.data_evil", "poolhead.data_evil.TableData")])
 def test_a_module_named_like_a_trusted_one_is_not_trusted(monkeypatch, module, target):
-    """Bug caught: the trusted-module check done with a bare prefix (`name.startswith("torch.optim")`), which lets
-    any module whose name merely starts like a trusted one (`torch.optim_x`) build its classes from a checkpoint."""
+    """Bug caught: the trusted-module check done with a bare prefix (`name.startswith("torch.optim")`),
+    which lets a module whose name merely starts like a trusted one (`torch.optim_x`) build its classes."""
+    name = target.rsplit(".", 1)[1]
     fake = types.ModuleType(module)
-    fake.__dict__[target.rsplit(".", 1)[1]] = type(target.rsplit(".", 1)[1], (), {"__module__": module})
+    setattr(fake, name, type(name, (), {"__module__": module}))
     monkeypatch.setitem(sys.modules, module, fake)
     assert not trusted_target(target)
     assert trusted_target("torch.optim.Adam") and trusted_target("poolhead.core.pooling.Mean")
@@ -363,9 +372,9 @@ LABELS = TaskSpec(kind="multilabel", label_names=("x", "y"))
       "data.label=[s]", "encoder.freeze=true", "cache_features=true"], STS),
 ], ids=["bi-attention-layers", "single-class", "multilabel-sgd", "cross-csv-frozen"])
 def test_every_description_poolhead_writes_passes_its_own_check(tmp_path, overrides, task):
-    """Bug caught: a schema stricter than what poolhead writes (a key, a type or a component argument of some
-    option), which would refuse poolhead's own checkpoints. The description goes through torch.save/load as in a
-    checkpoint."""
+    """Bug caught: a schema stricter than what poolhead writes (a key, a type or a component argument of
+    some option), which would refuse poolhead's own checkpoints. The description goes through
+    torch.save/load as in a checkpoint."""
     cfg = resolve(compose_cfg([*FAST, *overrides], tmp_path), task)
     model = build_model(cfg, task)
     model.encoder.tokenizer = AutoTokenizer.from_pretrained(model.encoder.tokenizer)

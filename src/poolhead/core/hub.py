@@ -35,8 +35,8 @@ def from_hub_or_folder(load: Callable[..., T], name_or_path: str, what: str, hin
 
 
 def load_tokenizer(folder: str | Path, trust_remote_code: bool = False) -> Any:
-    """A tokenizer from a local folder, its custom code run only when `trust_remote_code`: passed to transformers
-    explicitly, because left unset transformers asks "run the custom code? [y/N]" under a terminal."""
+    """A tokenizer from a local folder, its custom code run only when `trust_remote_code`: passed to
+    transformers explicitly: left unset, transformers asks "run the custom code? [y/N]" on a terminal."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)

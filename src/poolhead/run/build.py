@@ -28,8 +28,9 @@ from poolhead.run.plan import autocast_dtype, resolve
 
 @dataclass(frozen=True)
 class Built:
-    """What a run trains: the data module, the model, the config resolved for this machine and task (`plan.resolve`:
-    precision, monitor and its direction) and the description its checkpoints carry (`DescribedCheckpointIO`)."""
+    """What a run trains: the data module, the model, the config resolved for this machine and task
+    (`plan.resolve`: precision, monitor and its direction) and the description its checkpoints carry
+    (`DescribedCheckpointIO`)."""
 
     datamodule: TextDataModule
     model: PoolheadModel
@@ -38,7 +39,7 @@ class Built:
 
 
 def assemble(cfg: DictConfig) -> Built:
-    """Settings checked, data read and tokenized, the config resolved, the model assembled with its speed levers."""
+    """Settings checked, data read and tokenized, the config resolved, the model built with speed levers."""
     check_settings(cfg)
     encoder = make(encoder_config(cfg.encoder))
     datamodule: TextDataModule = make(cfg.data, tokenizer=encoder.tokenizer, mode=make(cfg.mode),
@@ -49,7 +50,7 @@ def assemble(cfg: DictConfig) -> Built:
     model = build_model(cfg, datamodule.task, encoder, datamodule)
     model.monitor_mode(cfg.monitor)  # a metric this model logs, else a ValueError naming the ones it does
     description = Description.of(cfg, datamodule.task, model)
-    model.description = description  # the run layer's note on what it built (as `load` sets it); core never reads it
+    model.description = description  # the run layer's note (as `load` sets it); the core never reads it
     return Built(datamodule, model, cfg, description)
 
 
@@ -95,7 +96,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", trust_remot
     are built from its config unless `trust_remote_code=True` (a custom pooling/head of your own)."""
     ckpt_path = checkpoint_file(path)
     checkpoint = read_checkpoint(ckpt_path, map_location)
-    description = Description.read(checkpoint, ckpt_path, trust_remote_code)  # checked before any OmegaConf sees it
+    description = Description.read(checkpoint, ckpt_path, trust_remote_code)  # checked: no OmegaConf yet
     cfg = OmegaConf.create(description.config)
     encoder_cfg = encoder_config(cfg.encoder) | {"name_or_path": None, "tokenizer": "(from the checkpoint)",
                                                  "config": description.encoder_config}

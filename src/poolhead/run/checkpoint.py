@@ -1,7 +1,7 @@
 """What a checkpoint carries besides weights, and how it is read without running anything in it.
 Every poolhead checkpoint describes itself (`checkpoint["poolhead"]`): the composed config, the task, the encoder's
-architecture and the tokenizer's files, so `poolhead.load` needs no config, no hub and no data. The run layer
-writes it (`DescribedCheckpointIO`); what may be in it is checked by `poolhead.run.trust` before anything is built."""
+architecture and the tokenizer's files, so `poolhead.load` needs no config, no hub and no data. The run
+layer writes it (`DescribedCheckpointIO`); `poolhead.run.trust` checks it before anything is built."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from poolhead.run.trust import (  # noqa: F401  (UntrustedCheckpoint, trusted_ta
     check_plain,
     check_schema,
     check_tokenizer_files,
+    refuse,
     trusted_target,
 )
 
@@ -42,17 +43,17 @@ SAVED_GROUPS = ("encoder", "pooling", "head", "mode", "data", "optim", "seed", "
 
 @dataclasses.dataclass
 class Description:
-    """What a poolhead checkpoint carries besides weights (`checkpoint["poolhead"]`, plain values only): all that
-    `poolhead.load` rebuilds the model from. The run layer writes it into every checkpoint (`DescribedCheckpointIO`)
-    and sets it as `model.description` on what `poolhead.build` and `poolhead.load` return; the core model knows
-    nothing of it."""
+    """What a poolhead checkpoint carries besides weights (`checkpoint["poolhead"]`, plain values only): all
+    that `poolhead.load` rebuilds the model from. The run layer writes it into every checkpoint
+    (`DescribedCheckpointIO`) and sets it as `model.description` on what `poolhead.build` and `poolhead.load`
+    return; the core model knows nothing of it."""
 
     config: dict[str, Any]  # the SAVED_GROUPS of the run's resolved config, and trainer.precision
     task: dict[str, Any]  # TaskSpec's fields
     encoder_config: dict[str, Any]  # the encoder's transformers config (architecture, no weights)
     tokenizer_files: dict[str, str]  # file name -> base64 content, as the tokenizer saves itself
     version: int = CHECKPOINT_VERSION
-    trusted: bool = dataclasses.field(default=False, compare=False)  # read with trust_remote_code (not stored)
+    trusted: bool = dataclasses.field(default=False, compare=False)  # read with trust_remote_code; not saved
 
     @classmethod
     def of(cls, cfg: DictConfig, task: TaskSpec, model: PoolheadModel) -> Description:
@@ -72,10 +73,8 @@ class Description:
 
     @classmethod
     def read(cls, checkpoint: dict[str, Any], source: Path | str, trust_remote_code: bool = False) -> Description:
-        """The description of a checkpoint read by `read_checkpoint`, checked before anything is resolved or built
-        (`poolhead.run.trust`): plain values in poolhead's schema, no interpolation, poolhead's own `_target_`s and
-        no custom tokenizer or model code (both unless `trust_remote_code`), plain tokenizer file names; old module
-        names read as today's."""
+        """The description of a checkpoint read by `read_checkpoint`, checked (`check_entry`) before anything
+        is resolved or built; old module names read as today's."""
         if not isinstance(checkpoint.get("poolhead"), dict):
             raise ValueError(f"{source}: not a poolhead checkpoint (no 'poolhead' entry: written by another tool, or "
                              "by poolhead before checkpoints described themselves); retrain, or load its state_dict "
@@ -110,8 +109,8 @@ class Description:
         return self.config["encoder"]["max_length"]
 
     def tokenizer(self) -> Any:
-        """The run's tokenizer, from the embedded files (no hub, no folder of the machine that trained); custom
-        tokenizer code only when read with trust_remote_code."""
+        """The run's tokenizer, from the embedded files (no hub, no folder of the machine that trained);
+        custom tokenizer code only when read with trust_remote_code."""
         with tempfile.TemporaryDirectory() as folder:
             for name, content in self.tokenizer_files.items():
                 (Path(folder) / name).write_bytes(base64.b64decode(content))
@@ -119,7 +118,9 @@ class Description:
 
 
 def check_entry(entry: dict[str, Any], source: Path | str, trust_remote_code: bool) -> None:
-    """`checkpoint["poolhead"]` as poolhead writes it, else UntrustedCheckpoint naming the file and the key."""
+    """`checkpoint["poolhead"]` as poolhead writes it (`poolhead.run.trust`): plain values of its schema, no
+    interpolation, poolhead's own `_target_`s and no custom tokenizer or model code (both unless
+    `trust_remote_code`), plain tokenizer file names. Else UntrustedCheckpoint naming the file and the key."""
     fields = {f.name: f for f in dataclasses.fields(Description) if f.name != "trusted"}
     check_schema(entry, {name: int if name == "version" else dict for name in fields}, source, "poolhead")
     check_plain(entry, source, "poolhead")  # before any OmegaConf sees it: no interpolation is ever resolved
@@ -127,32 +128,31 @@ def check_entry(entry: dict[str, Any], source: Path | str, trust_remote_code: bo
     check_schema(config, CONFIG_SCHEMA, source, "config")
     absent = [key for key in REQUIRED if key not in config]
     if absent:
-        raise UntrustedCheckpoint(f"{source}: refused: its description's config lacks {', '.join(absent)}")
+        raise refuse(source, f"its description's config lacks {', '.join(absent)}")
     check_components(config, source, trust_remote_code)
     check_schema(entry["task"], TASK_SCHEMA, source, "task")
     if entry["task"].get("kind") not in KINDS:
-        raise UntrustedCheckpoint(f"{source}: refused: task.kind is {entry['task'].get('kind')!r}, not one of "
-                                  f"{', '.join(KINDS)}")
+        raise refuse(source, f"task.kind is {entry['task'].get('kind')!r}, not one of {', '.join(KINDS)}")
     check_encoder_config(entry["encoder_config"], source, trust_remote_code)
     check_tokenizer_files(entry["tokenizer_files"], source, trust_remote_code)
 
 
 class DescribedCheckpointIO(AtomicCheckpointIO):
     """The run layer's checkpoint writer: every checkpoint (best.ckpt, last.ckpt, a rung's) gets the run's
-    description, and every load (a resume) reads tensors and plain values only. A Lightning callback cannot do it:
+    description, and every load (a resume) reads tensors and plain values only. Not a Lightning callback:
     Lightning skips callbacks' on_save_checkpoint for weights-only saves, as best.ckpt is."""
 
     def __init__(self, description: Description | None = None) -> None:
         super().__init__()
         self.description = description
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         if self.description is not None:
             checkpoint["poolhead"] = self.description.as_dict()
         super().save_checkpoint(checkpoint, path, storage_options)
 
-    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only: Any = None
-                        ) -> dict[str, Any]:
+    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
+                        weights_only: Any = None) -> dict[str, Any]:
         if "://" in str(path):  # remote storage: Lightning's own reader, weights_only all the same
             return super().load_checkpoint(path, map_location=map_location)
         return read_checkpoint(Path(path), map_location)

@@ -105,10 +105,10 @@ def saved_config(saved_file: Path, cfg: DictConfig) -> dict[str, Any]:
     try:
         saved = OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False)
     except (OSError, ValueError, yaml.YAMLError) as err:
-        raise SettingsError(f"{saved_file}: unreadable saved config ({type(err).__name__}: {err}); start a new run "
-                            "instead of resuming this one") from None
+        raise SettingsError(f"{saved_file}: unreadable saved config ({type(err).__name__}: {err}); start a "
+                            "new run instead of resuming this one") from None
     if not isinstance(saved, dict):
-        raise SettingsError(f"{saved_file}: not a saved config (a mapping of settings); start a new run instead")
+        raise SettingsError(f"{saved_file}: not a saved config (a mapping of settings); start a new run")
     saved = current_targets(saved)
     check_saved_config(saved, OmegaConf.to_container(cfg, resolve=False), saved_file, conf_targets())
     return saved

@@ -82,7 +82,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_p
         callbacks = [instantiate(c) for c in cfg.callbacks.values()]
         callbacks += [RNGState(), StopOnNonFinite(), throughput, *([stop] if stop else []), *(extra_callbacks or [])]
         trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
-                                         plugins=[DescribedCheckpointIO(built.description)])  # atomic, described
+                                         plugins=[DescribedCheckpointIO(built.description)])
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -182,12 +182,13 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
 
 
 def started_with(cfg: DictConfig) -> tuple[dict[str, Any], list[str]]:
-    """(group choices, task overrides) the run was started with: this process's Hydra config, or on resume the run
-    folder's .hydra/hydra.yaml read as plain YAML (a run folder is data: none of its interpolations is resolved)."""
+    """(group choices, task overrides) the run was started with: this process's Hydra config, or on resume
+    the run folder's .hydra/hydra.yaml read as plain YAML (a run folder is data: nothing is resolved)."""
     started = Path(str(cfg.paths.output_dir)) / ".hydra" / "hydra.yaml"
     if cfg.get("ckpt_path") and started.is_file():
         hydra = (yaml.safe_load(started.read_text()) or {}).get("hydra") or {}
-        return dict(hydra.get("runtime", {}).get("choices") or {}), list(hydra.get("overrides", {}).get("task") or [])
+        choices, overrides = hydra.get("runtime", {}).get("choices"), hydra.get("overrides", {}).get("task")
+        return dict(choices or {}), list(overrides or [])
     if not HydraConfig.initialized():
         return {}, []
     hydra = HydraConfig.get()

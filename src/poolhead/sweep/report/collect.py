@@ -28,7 +28,7 @@ def parse_overrides(lines: list[str]) -> dict[str, Any]:
 def _job_num(job_dir: Path) -> int | str:
     hydra_yaml = job_dir / ".hydra" / "hydra.yaml"
     hydra = (yaml.safe_load(hydra_yaml.read_text()) or {}).get("hydra") if hydra_yaml.exists() else None
-    num = ((hydra or {}).get("job") or {}).get("num")  # plain YAML: a run folder's interpolations stay unresolved
+    num = ((hydra or {}).get("job") or {}).get("num")  # plain YAML: a run folder's text is never resolved
     if isinstance(num, int):
         return num
     return int(job_dir.name) if job_dir.name.isdigit() else job_dir.name
