@@ -31,6 +31,7 @@ from poolhead.run.checkpoint import Description, UntrustedCheckpoint, check_entr
 from poolhead.run.plan import resolve
 from poolhead.run.train import run
 from poolhead.sweep.jobs import unreadable_checkpoint
+from poolhead.sweep.report.collect import load_jobs
 from poolhead.use.cli import main as cli
 
 
@@ -175,8 +176,8 @@ ENTRIES = {  # each route from a checkpoint file to a built model: CLI arguments
 }
 
 
-@pytest.mark.parametrize("where", [["config", "head", "dropout"], ["encoder_config", "note"]],
-                         ids=["config", "encoder_config"])
+@pytest.mark.parametrize("where", [["config", "head", "dropout"], ["config", "data", "batch_size"],
+                                   ["encoder_config", "note"]], ids=["config", "data", "encoder_config"])
 @pytest.mark.parametrize("entry", list(ENTRIES))
 def test_an_interpolation_in_the_description_is_refused_naming_file_and_key(trained, tmp_path, capsys,
                                                                             where, entry):
@@ -242,6 +243,7 @@ def test_embedded_tokenizer_code_is_refused_whatever_the_terminal_answers(traine
     transformers is called; a .py file alone is refused too."""
     marker = tmp_path / "marker"
     monkeypatch.setattr("builtins.input", lambda *args: "y")  # a user who answers yes at the prompt
+    monkeypatch.setattr("poolhead.run.checkpoint.load_tokenizer", lambda *a, **k: pytest.fail("called"))
     evil = crafted(trained, tmp_path, lambda c: with_auto_map(c, marker))
     said = r"embedded tokenizer file tokenizer_config.json has an auto_map.*--trust-remote-code"
     with pytest.raises(UntrustedCheckpoint, match=rf"{evil}: refused: {said}"):
@@ -309,11 +311,26 @@ def test_a_resume_refuses_a_run_folders_config_that_would_run_code(trained, tmp_
 def test_a_resume_of_a_run_folder_as_hydra_saved_it_goes_on(trained, tmp_path):
     """The check lets through what poolhead's own conf/ writes (`${paths.*}`, `${oc.env:...}`,
     `${hydra:...}`, `${minilm:}`, the trainer's, callbacks' and logger's `_target_`s): a finished run
-    resumes and stays ok."""
+    resumes and stays ok. Bug caught too: the run folder's .hydra/hydra.yaml (the choices results.json
+    records) read through OmegaConf, which resolved an interpolation there; it is read as plain YAML."""
     folder = saved_run(trained, tmp_path / "run")
     assert "${oc.env:" in (folder / ".hydra" / "config.yaml").read_text()
+    choice = "${oc.create:{_target_: builtins.open}}"
+    hydra = {"hydra": {"runtime": {"choices": {"pooling": choice}}, "overrides": {"task": ["seed=3"]}}}
+    (folder / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
     results = resume(folder)
     assert results["status"] == "ok", results["error"]
+    assert results["config"]["pooling"] == choice and results["config"]["overrides"] == ["seed=3"]
+
+
+def test_a_sweep_report_reads_a_jobs_number_without_resolving_its_hydra_yaml(tmp_path):
+    """Bug caught: the report read hydra.job.num through OmegaConf.select, resolving whatever a job folder's
+    .hydra/hydra.yaml holds there (`${oc.create:...}` built a config and crashed the report)."""
+    job = tmp_path / "sweep" / "7"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    num: '${oc.create:{a: 1}}'\n")
+    (job / "results.json").write_text(json.dumps({"status": "ok"}))
+    assert [j["job"] for j in load_jobs(tmp_path / "sweep")] == [7]  # the folder's name, nothing resolved
 
 
 def test_a_pickle_is_refused_on_resume_by_the_loader_lightning_uses(trained, tmp_path, monkeypatch):
