@@ -7,7 +7,7 @@ from conftest import component, compose_cfg
 
 import poolhead
 from poolhead.core.modes import Bi, Cross, Single
-from poolhead.data import DemoSts
+from poolhead.data import DemoSts, TableData
 from poolhead.run.train import run
 from poolhead.speed.cache import CachedEncoder, FeatureCache
 from poolhead.use.cli import main as cli
@@ -65,6 +65,35 @@ def test_texts_the_cache_has_not_seen_run_the_encoder(tmp_path, tiny_encoder):
     with torch.no_grad():
         torch.testing.assert_close(from_cache(features).last_hidden_state, encoder(features).last_hidden_state)
     assert len(calls) == 2
+
+
+def test_two_data_files_with_the_same_column_names_never_share_features(tmp_path, tiny_encoder):
+    """Bug caught: the feature cache keyed by a side's name ("csv train side 0", the same for every file
+    with these column names) instead of its token ids: the second file would get the first file's states."""
+    torch.manual_seed(0)
+    encoder = tiny_encoder(freeze=True)
+    sides = {}
+    for name, words in (("a", "a man plays a guitar"), ("b", "the cat sleeps on the warm mat today")):
+        (tmp_path / name).mkdir()
+        rows = ["text,label"] + [f"{words} {i},{i % 5}" for i in range(20)]
+        (tmp_path / name / "train.csv").write_text("\n".join(rows) + "\n")
+        dm = TableData(train=str(tmp_path / name / "train.csv"), tokenizer=poolhead.minilm_path(),
+                       mode=Single(), max_length=32, seed=0, cache_dir=tmp_path / "cache", batch_size=8)
+        dm.setup("fit")
+        sides[name] = (dm, cached(encoder, dm, tmp_path))
+    names = {key: [what for what, _ in dm.token_sides()] for key, (dm, _) in sides.items()}
+    assert names["a"] == names["b"]  # the same names: only the token ids tell the two files apart
+    dm, from_cache = sides["b"]
+    side = next(iter(dm.predict_dataloader("train")))["features"][0]
+    calls = count_forwards(encoder)
+    with torch.no_grad():
+        got = from_cache(side)
+        assert not calls, "b's rows are served from the cache"
+        expected = encoder(side)
+    real = side["attention_mask"].bool()
+    torch.testing.assert_close(got.last_hidden_state[real], expected.last_hidden_state[real], atol=2e-3,
+                               rtol=2e-3)
+    assert len(list(FeatureCache(tmp_path / "cache").entries())) == 2 * len(sides["a"][0].token_sides())
 
 
 def test_only_a_frozen_encoder_is_cached(tmp_path, tiny_encoder):

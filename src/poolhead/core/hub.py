@@ -34,6 +34,14 @@ def from_hub_or_folder(load: Callable[..., T], name_or_path: str, what: str, hin
         ) from err
 
 
+def load_tokenizer(folder: str | Path, trust_remote_code: bool = False) -> Any:
+    """A tokenizer from a local folder, its custom code run only when `trust_remote_code`: passed to
+    transformers explicitly: left unset, transformers asks "run the custom code? [y/N]" on a terminal."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+
+
 def weights_sha256(name_or_path: str | None) -> tuple[str, str] | None:
     """(file name, sha256) of a local model folder's weights (model.safetensors, else pytorch_model.bin): what
     actually ran; None for hub names and random models."""

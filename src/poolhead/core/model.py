@@ -86,13 +86,6 @@ class PoolheadModel(L.LightningModule):
         self.lr, self.head_lr, self.weight_decay, self.warmup_ratio = lr, head_lr or lr, weight_decay, warmup_ratio
         self.metrics = nn.ModuleDict({"val": SplitMetrics(task, self.head, "val/")})
 
-    description: Any = None  # set by poolhead.build (poolhead.run.checkpoint.Description): what load rebuilds from
-    run_config: Any = None  # set by poolhead.build: the resolved config it was built from (poolhead.run.plan.resolve)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.description is not None:
-            checkpoint["poolhead"] = self.description.as_dict()  # plain values: loading runs no code
-
     @property
     def trainable(self) -> bool:
         """False when nothing learns (e.g. a frozen encoder, a weightless pooling and the bi cosine head): such a

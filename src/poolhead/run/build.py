@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,20 @@ from poolhead.run.plan import autocast_dtype, resolve
 
 
 
-def build(cfg: DictConfig) -> tuple[TextDataModule, PoolheadModel]:
-    """Settings checked, data read and tokenized, the config resolved for this machine and task (`plan.resolve`:
-    precision, monitor and its direction; kept as `model.run_config`), the model assembled with its speed levers."""
+@dataclass(frozen=True)
+class Built:
+    """What a run trains: the data module, the model, the config resolved for this machine and task
+    (`plan.resolve`: precision, monitor and its direction) and the description its checkpoints carry
+    (`DescribedCheckpointIO`)."""
+
+    datamodule: TextDataModule
+    model: PoolheadModel
+    cfg: DictConfig
+    description: Description
+
+
+def assemble(cfg: DictConfig) -> Built:
+    """Settings checked, data read and tokenized, the config resolved, the model built with speed levers."""
     check_settings(cfg)
     encoder = make(encoder_config(cfg.encoder))
     datamodule: TextDataModule = make(cfg.data, tokenizer=encoder.tokenizer, mode=make(cfg.mode),
@@ -37,9 +49,15 @@ def build(cfg: DictConfig) -> tuple[TextDataModule, PoolheadModel]:
     cfg = resolve(cfg, datamodule.task)
     model = build_model(cfg, datamodule.task, encoder, datamodule)
     model.monitor_mode(cfg.monitor)  # a metric this model logs, else a ValueError naming the ones it does
-    model.run_config = cfg
-    model.description = Description.of(cfg, datamodule.task, model)
-    return datamodule, model
+    description = Description.of(cfg, datamodule.task, model)
+    model.description = description  # the run layer's note (as `load` sets it); the core never reads it
+    return Built(datamodule, model, cfg, description)
+
+
+def build(cfg: DictConfig) -> tuple[TextDataModule, PoolheadModel]:
+    """(data module, model) of `assemble(cfg)`: `model.description` says what it was built from."""
+    built = assemble(cfg)
+    return built.datamodule, built.model
 
 
 def build_model(cfg: DictConfig, task: TaskSpec, encoder: Any = None, datamodule: Any = None) -> PoolheadModel:
@@ -78,7 +96,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", trust_remot
     are built from its config unless `trust_remote_code=True` (a custom pooling/head of your own)."""
     ckpt_path = checkpoint_file(path)
     checkpoint = read_checkpoint(ckpt_path, map_location)
-    description = Description.read(checkpoint, ckpt_path, trust_remote_code)
+    description = Description.read(checkpoint, ckpt_path, trust_remote_code)  # checked: no OmegaConf yet
     cfg = OmegaConf.create(description.config)
     encoder_cfg = encoder_config(cfg.encoder) | {"name_or_path": None, "tokenizer": "(from the checkpoint)",
                                                  "config": description.encoder_config}

@@ -1,6 +1,7 @@
 """What a checkpoint carries besides weights, and how it is read without running anything in it.
 Every poolhead checkpoint describes itself (`checkpoint["poolhead"]`): the composed config, the task, the encoder's
-architecture and the tokenizer's files, so `poolhead.load` needs no config, no hub and no data."""
+architecture and the tokenizer's files, so `poolhead.load` needs no config, no hub and no data. The run
+layer writes it (`DescribedCheckpointIO`); `poolhead.run.trust` checks it before anything is built."""
 
 from __future__ import annotations
 
@@ -15,9 +16,25 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from poolhead.core.hub import load_tokenizer
 from poolhead.core.model import PoolheadModel
-from poolhead.core.task import TaskSpec
+from poolhead.core.task import KINDS, TaskSpec
+from poolhead.run.callbacks import AtomicCheckpointIO
 from poolhead.run.record import current_targets
+from poolhead.run.trust import (  # noqa: F401  (UntrustedCheckpoint, trusted_target: imported from here too)
+    CONFIG_SCHEMA,
+    REQUIRED,
+    TASK_SCHEMA,
+    UntrustedCheckpoint,
+    check_components,
+    check_encoder_config,
+    check_file_names,
+    check_plain,
+    check_schema,
+    check_tokenizer_files,
+    refuse,
+    trusted_target,
+)
 
 CHECKPOINT_VERSION = 1
 SAVED_GROUPS = ("encoder", "pooling", "head", "mode", "data", "optim", "seed", "monitor", "monitor_mode",
@@ -26,17 +43,21 @@ SAVED_GROUPS = ("encoder", "pooling", "head", "mode", "data", "optim", "seed", "
 
 @dataclasses.dataclass
 class Description:
-    """What a poolhead checkpoint carries besides weights (`checkpoint["poolhead"]`, plain values only): all that
-    `poolhead.load` rebuilds the model from. `poolhead.build` sets it as `model.description`."""
+    """What a poolhead checkpoint carries besides weights (`checkpoint["poolhead"]`, plain values only): all
+    that `poolhead.load` rebuilds the model from. The run layer writes it into every checkpoint
+    (`DescribedCheckpointIO`) and sets it as `model.description` on what `poolhead.build` and `poolhead.load`
+    return; the core model knows nothing of it."""
 
     config: dict[str, Any]  # the SAVED_GROUPS of the run's resolved config, and trainer.precision
     task: dict[str, Any]  # TaskSpec's fields
     encoder_config: dict[str, Any]  # the encoder's transformers config (architecture, no weights)
     tokenizer_files: dict[str, str]  # file name -> base64 content, as the tokenizer saves itself
     version: int = CHECKPOINT_VERSION
+    trusted: bool = dataclasses.field(default=False, compare=False)  # read with trust_remote_code; not saved
 
     @classmethod
     def of(cls, cfg: DictConfig, task: TaskSpec, model: PoolheadModel) -> Description:
+        """The description of a model built from `cfg` (resolved: `plan.resolve`) for `task`."""
         config = {key: OmegaConf.to_container(cfg[key], resolve=True) if OmegaConf.is_config(cfg[key]) else cfg[key]
                   for key in SAVED_GROUPS if key in cfg}
         config["trainer"] = {"precision": str(cfg.trainer.precision)}
@@ -52,30 +73,28 @@ class Description:
 
     @classmethod
     def read(cls, checkpoint: dict[str, Any], source: Path | str, trust_remote_code: bool = False) -> Description:
-        """The description of a checkpoint read by `read_checkpoint`, checked: only poolhead's own `_target_`s
-        (unless `trust_remote_code`), plain tokenizer file names; old module names read as today's."""
+        """The description of a checkpoint read by `read_checkpoint`, checked (`check_entry`) before anything
+        is resolved or built; old module names read as today's."""
         if not isinstance(checkpoint.get("poolhead"), dict):
             raise ValueError(f"{source}: not a poolhead checkpoint (no 'poolhead' entry: written by another tool, or "
                              "by poolhead before checkpoints described themselves); retrain, or load its state_dict "
                              "by hand")
         entry = checkpoint["poolhead"]
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in entry and f.name != "version"]
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in entry and f.init and f.default is
+                   dataclasses.MISSING]
         if missing:
             raise ValueError(f"{source}: its poolhead description lacks {', '.join(missing)}; retrain the model")
         version = entry.get("version", CHECKPOINT_VERSION)
         if not isinstance(version, int) or version > CHECKPOINT_VERSION:
             raise ValueError(f"{source}: written by a newer poolhead (checkpoint version {version!r}; this poolhead "
                              f"reads up to {CHECKPOINT_VERSION}): upgrade poolhead to load it")
-        described = cls(current_targets(entry["config"]), entry["task"], entry["encoder_config"],
-                        entry["tokenizer_files"], version)
-        if not trust_remote_code:
-            check_targets(described.config, source)
-        check_file_names(described.tokenizer_files, source)
-        return described
+        check_entry(entry, source, trust_remote_code)
+        return cls(current_targets(entry["config"]), entry["task"], entry["encoder_config"],
+                   entry["tokenizer_files"], version, trust_remote_code)
 
     def as_dict(self) -> dict[str, Any]:
-        """What the checkpoint stores (`PoolheadModel.on_save_checkpoint`)."""
-        return dataclasses.asdict(self)
+        """What the checkpoint stores (`DescribedCheckpointIO`): plain values, loading runs no code."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "trusted"}
 
     @property
     def task_spec(self) -> TaskSpec:
@@ -90,13 +109,53 @@ class Description:
         return self.config["encoder"]["max_length"]
 
     def tokenizer(self) -> Any:
-        """The run's tokenizer, from the embedded files (no hub, no folder of the machine that trained)."""
-        from transformers import AutoTokenizer
-
+        """The run's tokenizer, from the embedded files (no hub, no folder of the machine that trained);
+        custom tokenizer code only when read with trust_remote_code."""
         with tempfile.TemporaryDirectory() as folder:
             for name, content in self.tokenizer_files.items():
                 (Path(folder) / name).write_bytes(base64.b64decode(content))
-            return AutoTokenizer.from_pretrained(folder)
+            return load_tokenizer(folder, trust_remote_code=self.trusted)
+
+
+def check_entry(entry: dict[str, Any], source: Path | str, trust_remote_code: bool) -> None:
+    """`checkpoint["poolhead"]` as poolhead writes it (`poolhead.run.trust`): plain values of its schema, no
+    interpolation, poolhead's own `_target_`s and no custom tokenizer or model code (both unless
+    `trust_remote_code`), plain tokenizer file names. Else UntrustedCheckpoint naming the file and the key."""
+    fields = {f.name: f for f in dataclasses.fields(Description) if f.name != "trusted"}
+    check_schema(entry, {name: int if name == "version" else dict for name in fields}, source, "poolhead")
+    check_plain(entry, source, "poolhead")  # before any OmegaConf sees it: no interpolation is ever resolved
+    config = current_targets(entry["config"])
+    check_schema(config, CONFIG_SCHEMA, source, "config")
+    absent = [key for key in REQUIRED if key not in config]
+    if absent:
+        raise refuse(source, f"its description's config lacks {', '.join(absent)}")
+    check_components(config, source, trust_remote_code)
+    check_schema(entry["task"], TASK_SCHEMA, source, "task")
+    if entry["task"].get("kind") not in KINDS:
+        raise refuse(source, f"task.kind is {entry['task'].get('kind')!r}, not one of {', '.join(KINDS)}")
+    check_encoder_config(entry["encoder_config"], source, trust_remote_code)
+    check_tokenizer_files(entry["tokenizer_files"], source, trust_remote_code)
+
+
+class DescribedCheckpointIO(AtomicCheckpointIO):
+    """The run layer's checkpoint writer: every checkpoint (best.ckpt, last.ckpt, a rung's) gets the run's
+    description, and every load (a resume) reads tensors and plain values only. Not a Lightning callback:
+    Lightning skips callbacks' on_save_checkpoint for weights-only saves, as best.ckpt is."""
+
+    def __init__(self, description: Description | None = None) -> None:
+        super().__init__()
+        self.description = description
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if self.description is not None:
+            checkpoint["poolhead"] = self.description.as_dict()
+        super().save_checkpoint(checkpoint, path, storage_options)
+
+    def load_checkpoint(self, path: Any, map_location: Any = lambda storage, loc: storage,
+                        weights_only: Any = None) -> dict[str, Any]:
+        if "://" in str(path):  # remote storage: Lightning's own reader, weights_only all the same
+            return super().load_checkpoint(path, map_location=map_location)
+        return read_checkpoint(Path(path), map_location)
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -111,65 +170,6 @@ def checkpoint_file(path: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     return path
-
-
-class UntrustedCheckpoint(ValueError):
-    """A checkpoint that asks to run code (pickled objects, a component outside poolhead, a file name outside its
-    folder): refused, because a shared checkpoint is data, not code."""
-
-
-# Where the `_target_`s of a poolhead checkpoint's config may come from: classes of the modules holding conf/'s
-# encoder, pooling, head, mode and data components and torch's optimizers, plus the scheduler factory conf/optim names
-TRUSTED_CLASS_MODULES = ("poolhead.core.encoder", "poolhead.core.pooling", "poolhead.core.heads", "poolhead.core.modes",
-                         "poolhead.data", "torch.optim")
-TRUSTED_FUNCTIONS = ("transformers.get_scheduler",)
-
-
-def trusted_target(target: Any) -> bool:
-    """`target` is one of poolhead's own components (a class of TRUSTED_CLASS_MODULES, located without calling
-    anything) or a TRUSTED_FUNCTIONS entry: what conf/'s groups instantiate."""
-    if not isinstance(target, str):
-        return False
-    if target in TRUSTED_FUNCTIONS:
-        return True
-    parts = target.split(".")
-    inside = lambda name: any(name == m or name.startswith(m + ".") for m in TRUSTED_CLASS_MODULES)  # noqa: E731
-    if not inside(target) or any(not p.isidentifier() or p.startswith("_") for p in parts):
-        return False
-    from hydra._internal.utils import _locate
-
-    try:
-        obj = _locate(target)  # imports poolhead / torch.optim modules and reads attributes; calls nothing
-    except Exception:  # noqa: BLE001 - not found: not one of ours
-        return False
-    return isinstance(obj, type) and inside(getattr(obj, "__module__", "") or "")
-
-
-def check_targets(config: Any, source: Path | str, where: str = "config") -> None:
-    """Every `_target_` in a checkpoint's embedded config is `trusted_target`, else UntrustedCheckpoint naming it."""
-    if isinstance(config, dict):
-        for key, value in config.items():
-            if key == "_target_" and not trusted_target(value):
-                raise UntrustedCheckpoint(
-                    f"{source}: refused to build {where}._target_={value!r}: not one of poolhead's own components, "
-                    "and building it would run code named by the checkpoint's author. If you trust this checkpoint "
-                    "(e.g. your own custom pooling or head), pass trust_remote_code=True to poolhead.load, or "
-                    "--trust-remote-code to poolhead predict/eval/export")
-            check_targets(value, source, f"{where}.{key}")
-    elif isinstance(config, list):
-        for i, value in enumerate(config):
-            check_targets(value, source, f"{where}[{i}]")
-
-
-def check_file_names(files: dict[str, Any], source: Path | str) -> list[str]:
-    """The embedded tokenizer files' names, each a plain file name (no folder, no '..', not absolute), else refused:
-    they are written into one temporary folder."""
-    for name in files:
-        if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name
-                or "\0" in name or Path(name).is_absolute() or Path(name).name != name):
-            raise UntrustedCheckpoint(f"{source}: refused: embedded tokenizer file name {name!r} is not a plain file "
-                                      "name (it would be written outside the tokenizer's folder)")
-    return list(files)
 
 
 def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:

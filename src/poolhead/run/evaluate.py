@@ -24,7 +24,8 @@ def outputs(model: PoolheadModel, loader: DataLoader, precision: str | None = No
     """The head's outputs, labels (when the data has them) and row index for every batch, in loader order.
     precision: autocast as the run trained (default) or as named ("32-true": none)."""
     model.eval()
-    dtype = autocast_dtype(precision or (model.description.precision if model.description else None))
+    description = getattr(model, "description", None)  # set by poolhead.build / poolhead.load (the run layer)
+    dtype = autocast_dtype(precision or (description.precision if description else None))
     device = model.device
     parts: dict[str, list] = {"output": [], "labels": [], "index": []}
     for batch in tqdm(loader, desc="predicting", unit="batch", disable=not progress, leave=False):

@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -19,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from poolhead.core.direction import monitor_mode
 from poolhead.core.task import TaskSpec
 from poolhead.run.checkpoint import read_checkpoint
-from poolhead.run.checks import SettingsError
+from poolhead.run.checks import CONF_DIR, SettingsError
 from poolhead.run.record import NOT_IDENTITY, config_hash, current_targets
+from poolhead.run.trust import check_saved_config
 
 
 
@@ -79,7 +82,7 @@ def resume_config(cfg: DictConfig, out_dir: Path) -> DictConfig:
     saved_file = out_dir / ".hydra" / "config.yaml"
     if cfg.ckpt_path in (None, "") or not saved_file.is_file():
         return cfg
-    saved = OmegaConf.create(current_targets(OmegaConf.to_container(OmegaConf.load(saved_file))))
+    saved = OmegaConf.create(saved_config(saved_file, cfg))
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         key = override.key_or_group
@@ -94,6 +97,31 @@ def resume_config(cfg: DictConfig, out_dir: Path) -> DictConfig:
         for key in NOT_IDENTITY:
             OmegaConf.update(saved, key, OmegaConf.select(cfg, key, default=None), force_add=True)
     return saved
+
+
+def saved_config(saved_file: Path, cfg: DictConfig) -> dict[str, Any]:
+    """A run folder's .hydra/config.yaml as plain values (read, nothing resolved), checked as a checkpoint's
+    description is (`trust.check_saved_config`) before a resume builds anything from it."""
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False)
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise SettingsError(f"{saved_file}: unreadable saved config ({type(err).__name__}: {err}); start a "
+                            "new run instead of resuming this one") from None
+    if not isinstance(saved, dict):
+        raise SettingsError(f"{saved_file}: not a saved config (a mapping of settings); start a new run")
+    saved = current_targets(saved)
+    check_saved_config(saved, OmegaConf.to_container(cfg, resolve=False), saved_file, conf_targets())
+    return saved
+
+
+@functools.cache
+def conf_targets() -> frozenset[str]:
+    """Every `_target_` the yaml files of poolhead's conf/ name (e.g. logger=wandb's, which a resume does not
+    compose unless told): what a run folder's saved config may build besides poolhead's components."""
+    found: set[str] = set()
+    for path in CONF_DIR.rglob("*.yaml"):
+        found.update(re.findall(r"^\s*_target_:\s*([\w.]+)", path.read_text(), flags=re.MULTILINE))
+    return frozenset(found)
 
 
 def cpu_computes_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:

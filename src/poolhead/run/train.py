@@ -16,21 +16,22 @@ import lightning as L
 import pandas as pd
 import torch
 import transformers
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from poolhead.core.hub import weights_sha256
 from poolhead.data import DEMO_DIR
-from poolhead.run.build import build, load
+from poolhead.run.build import assemble, load
 from poolhead.run.callbacks import (
-    AtomicCheckpointIO,
     RNGState,
     RungReached,
     StopAtStep,
     StopOnNonFinite,
     TrainThroughput,
 )
+from poolhead.run.checkpoint import DescribedCheckpointIO
 from poolhead.run.checks import check_settings
 from poolhead.run.evaluate import evaluate
 from poolhead.run.loggers import prepare_metrics_file
@@ -61,8 +62,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_p
         results["config_hash"] = plan.config_hash
         check_settings(cfg)  # before the seed is used (build() checks again, for its other callers)
         L.seed_everything(cfg.seed, workers=True)
-        datamodule, model = build(cfg)
-        cfg = model.run_config  # resolved: precision, monitor and its direction
+        built = assemble(cfg)
+        datamodule, model, cfg = built.datamodule, built.model, built.cfg  # cfg resolved: precision, monitor
         results |= {"monitor": cfg.monitor, "monitor_mode": cfg.monitor_mode,
                     "data": dict(datamodule.sizes) | {"truncated": datamodule.truncated,
                                                       "unk_rate": round(datamodule.unk_rate, 6)}}
@@ -80,7 +81,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_p
         callbacks = [instantiate(c) for c in cfg.callbacks.values()]
         callbacks += [RNGState(), StopOnNonFinite(), throughput, *([stop] if stop else []), *(extra_callbacks or [])]
         trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
-                                         plugins=[AtomicCheckpointIO()])  # no interrupted save truncates a .ckpt
+                                         plugins=[DescribedCheckpointIO(built.description)])
         for logger in loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
@@ -175,11 +176,7 @@ def fit_or_evaluate_as_is(trainer: L.Trainer, model: Any, datamodule: Any, ckpt_
 def describe(cfg: DictConfig) -> dict[str, Any]:
     """The settings a sweep varies, flat: group choices by name, then the knobs researchers sweep. A resumed run is
     described by the choices and overrides it was started with (its .hydra/hydra.yaml)."""
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    started = Path(str(cfg.paths.output_dir)) / ".hydra" / "hydra.yaml"
-    if cfg.get("ckpt_path") and started.is_file():
-        hydra = OmegaConf.load(started).hydra
-    choices = hydra.runtime.choices if hydra is not None else {}
+    choices, overrides = started_with(cfg)
     described = {group: choices.get(group) for group in ("encoder", "pooling", "head", "mode", "data", "optim",
                                                          "experiment")}
     described |= {"seed": cfg.seed, "lr": cfg.optim.lr, "head_lr": cfg.optim.get("head_lr"),
@@ -187,8 +184,22 @@ def describe(cfg: DictConfig) -> dict[str, Any]:
                   "batch_size": cfg.data.get("batch_size"), "max_length": cfg.encoder.max_length,
                   "layers": list(cfg.encoder.layers), "freeze": cfg.encoder.freeze,
                   "name_or_path": cfg.encoder.get("name_or_path")}
-    described["overrides"] = list(hydra.overrides.task) if hydra is not None else []
+    described["overrides"] = overrides
     return described
+
+
+def started_with(cfg: DictConfig) -> tuple[dict[str, Any], list[str]]:
+    """(group choices, task overrides) the run was started with: this process's Hydra config, or on resume
+    the run folder's .hydra/hydra.yaml read as plain YAML (a run folder is data: nothing is resolved)."""
+    started = Path(str(cfg.paths.output_dir)) / ".hydra" / "hydra.yaml"
+    if cfg.get("ckpt_path") and started.is_file():
+        hydra = (yaml.safe_load(started.read_text()) or {}).get("hydra") or {}
+        choices, overrides = hydra.get("runtime", {}).get("choices"), hydra.get("overrides", {}).get("task")
+        return dict(choices or {}), list(overrides or [])
+    if not HydraConfig.initialized():
+        return {}, []
+    hydra = HydraConfig.get()
+    return dict(hydra.runtime.choices), list(hydra.overrides.task)
 
 
 def environment() -> dict[str, Any]:

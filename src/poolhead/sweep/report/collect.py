@@ -8,7 +8,6 @@ from typing import Any
 
 import yaml
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import OmegaConf
 
 # Reader of old records: results.json from before `monitor_mode` was recorded (November 2026) gets its direction
 # guessed from the metric's name; delete when no such sweep is kept (every committed study record has the field).
@@ -28,9 +27,10 @@ def parse_overrides(lines: list[str]) -> dict[str, Any]:
 
 def _job_num(job_dir: Path) -> int | str:
     hydra_yaml = job_dir / ".hydra" / "hydra.yaml"
-    num = OmegaConf.select(OmegaConf.load(hydra_yaml), "hydra.job.num") if hydra_yaml.exists() else None
-    if num is not None:
-        return int(num)
+    hydra = (yaml.safe_load(hydra_yaml.read_text()) or {}).get("hydra") if hydra_yaml.exists() else None
+    num = ((hydra or {}).get("job") or {}).get("num")  # plain YAML: a run folder's text is never resolved
+    if isinstance(num, int):
+        return num
     return int(job_dir.name) if job_dir.name.isdigit() else job_dir.name
 
 
