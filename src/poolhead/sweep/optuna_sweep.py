@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
-from poolhead.sweep.halving import _PENDING, LaunchingSweep, check_rungs, read_score
+from poolhead.sweep.launching import PENDING as _PENDING, LaunchingSweep, check_rungs, read_score
 
 log = logging.getLogger(__name__)
 
