@@ -125,10 +125,11 @@ def design_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
         old, new = before.get(key), after[key]
         if key == "grid" and isinstance(old, dict):
             for part in ("configurations", "fixed"):
-                gone = [c for c in old.get(part) or [] if c not in new[part]]
-                added = [c for c in new[part] if c not in (old.get(part) or [])]
-                if old.get(part) is None:
-                    changes.append(f"grid {part}: {old.get(part)} -> {new[part]}")
+                if old.get(part) is None:  # not known (a record from before designs, its jobs elsewhere)
+                    changes.append(f"grid {part}: None -> {new[part]}")
+                    continue
+                gone = [c for c in old[part] if c not in new[part]]
+                added = [c for c in new[part] if c not in old[part]]
                 changes += [f"grid {part} removed: {gone}"] * bool(gone) + [f"grid {part} added: {added}"] * bool(added)
         elif old != new:
             changes.append(f"{key}: {old} -> {new}")
