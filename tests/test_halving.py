@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -330,7 +331,7 @@ def test_rungs_as_fractions_become_steps_and_rungs_at_or_past_the_budget_are_ref
 @pytest.mark.parametrize("overrides", [
     ["trainer.max_epochs=2", "data.batch_size=48", "trainer.accumulate_grad_batches=3",
      "trainer.limit_train_batches=0.5"],
-    ["trainer.max_epochs=3", "data.batch_size=64", "trainer.accumulate_grad_batches=2", "trainer.max_steps=7"],
+    ["trainer.max_epochs=2", "data.batch_size=64", "trainer.accumulate_grad_batches=2", "trainer.max_steps=5"],
     ["trainer.max_epochs=1", "data.batch_size=32", "trainer.limit_train_batches=4"],
 ], ids=["fraction-and-accumulation", "max-steps", "whole-limit"])
 def test_the_budget_worked_out_before_a_job_is_the_steps_the_job_trains(tmp_path, overrides):
@@ -589,3 +590,57 @@ def test_the_committed_fast_study_run_again_launches_nothing(tmp_path):
     assert "Launching" not in proc.stdout + proc.stderr
     before, after = (json.loads(p.read_text()) for p in (FAST_STUDY / "halving.json", sweep / "halving.json"))
     assert after["configs"] == before["configs"] and after["design"]["rungs"] == [90, 180, 360]
+
+
+def _design(**changes):
+    base = {"grid": {"configurations": ["pooling=cls", "pooling=mean"], "fixed": ["encoder=tiny"]}, "seeds": ["1"],
+            "rungs": [3, 6], "eta": 3, "group_by": ["mode"], "min_per_group": 1, "all_seeds_from": 1,
+            "budget_steps": 10}
+    return {**base, **changes}
+
+
+def test_a_folder_of_another_design_is_refused_and_nothing_moves_unless_redecide(tmp_path):
+    """agree_on_design: rungs [3, 6] recorded, [2, 6] asked: refused naming the change and both ways on, every file
+    where it was; with redecide the earlier report moves to superseded/<time>/. The bug: the design not compared
+    (the run went on and replaced the complete report by a partial one), or compared without `eta`."""
+    from poolhead.sweep.halving import DesignChanged, HalvingSweeper
+
+    (tmp_path / "halving.json").write_text(json.dumps({"design": _design(), "complete": True}))
+    (tmp_path / "summary.md").write_text("the complete report")
+    files = _sweep_files(tmp_path)
+    for asked, change in ((_design(rungs=[2, 6]), "rungs: [3, 6] -> [2, 6]"), (_design(eta=2), "eta: 3 -> 2"),
+                          (_design(grid={"configurations": ["pooling=cls"], "fixed": ["encoder=tiny"]}),
+                           "grid configurations removed: ['pooling=mean']")):
+        with pytest.raises(DesignChanged, match=re.escape(change) + ".*Nothing was run or written.*"
+                           r"hydra.sweep.dir=<new folder>.*hydra.sweeper.redecide=true"):
+            HalvingSweeper(rungs=[2, 6]).agree_on_design(tmp_path, asked, json.loads(files[tmp_path / "halving.json"]),
+                                                         True)
+        assert _sweep_files(tmp_path) == files
+    designs = []
+    for eta in (3, 2):
+        sweeper = HalvingSweeper(rungs=[3, 6], eta=eta)
+        sweeper.budgets = {"pooling=cls": 10, "pooling=mean": 10}
+        designs.append(sweeper.design(["pooling=cls", "pooling=mean"], ["encoder=tiny", "resume=false"], ["1"]))
+    assert designs[0] == _design(), "the design of a sweeper: every part, NOT_IDENTITY overrides left out"
+    assert designs[1] == _design(eta=2)
+    HalvingSweeper(rungs=[3, 6]).agree_on_design(tmp_path, _design(), json.loads(files[tmp_path / "halving.json"]),
+                                                 True)
+    assert _sweep_files(tmp_path) == files, "the same design: nothing to do"
+    HalvingSweeper(rungs=[2, 6], redecide=True).agree_on_design(tmp_path, _design(rungs=[2, 6]),
+                                                                json.loads(files[tmp_path / "halving.json"]), True)
+    [moved] = tmp_path.glob("superseded/*")
+    assert sorted(p.name for p in moved.iterdir()) == ["halving.json", "summary.md"]
+    assert not (tmp_path / "halving.json").exists()
+
+
+def test_the_report_of_a_halving_folder_reads_only_its_designs_jobs(tmp_path):
+    """A job folder of an earlier design (a configuration since dropped) stays on disk but is not a job of the
+    report: summary.md, what `export --best` reads, must not rank it."""
+    from poolhead.sweep.report.collect import load_jobs
+
+    for name in ("pooling=cls,seed=1", "pooling=max,seed=1"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"status": "ok", "metrics": {"val/spearman": 0.5}}))
+    assert len(load_jobs(tmp_path)) == 2, "no halving.json: every job folder"
+    (tmp_path / "halving.json").write_text(json.dumps({"jobs": ["pooling=cls,seed=1", "pooling=mean,seed=1"]}))
+    assert [job["dir"].name for job in load_jobs(tmp_path)] == ["pooling=cls,seed=1"]
