@@ -3,7 +3,7 @@
 
 from hydra.plugins.sweeper import Sweeper
 
-from poolhead.sweep.halving import HalvingSweeper  # noqa: F401 - defined there, registered here by its __module__
+from poolhead.sweep.halving import HalvingSweeper  # noqa: F401 - registered here by its __module__
 from poolhead.sweep.optuna_sweep import OptunaSweep
 
 

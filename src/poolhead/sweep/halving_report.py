@@ -14,7 +14,8 @@ import pandas as pd
 from poolhead.run.record import atomic_write, read_json
 
 RESULTS = "halving.json"
-REPORT_FILES = (RESULTS, "halving.md", "curves.png", "summary.md", "summary.csv", "summary_groups.csv", "summary.png")
+REPORT_FILES = (RESULTS, "halving.md", "curves.png", "summary.md", "summary.csv", "summary_groups.csv",
+                "summary.png")  # what a redecided folder moves aside
 
 
 def compute_spent(folders: dict[tuple[str, Any], Path]) -> dict[str, Any]:
@@ -40,9 +41,9 @@ def write_halving_report(sweep_dir: Path, sweeper: Any, configs: Sequence[str], 
                          seeds: Sequence[Any], rungs: Sequence[Any], folders: dict[tuple[str, Any], Path],
                          sittings: list[dict[str, Any]], design: dict[str, Any] | None = None,
                          jobs: Sequence[str] = (), failure: str | None = None) -> dict[str, Any]:
-    """halving.json (atomically), halving.md and curves.png from the decisions so far (`rungs`: the halving.Rung
-    decided so far, in order); `jobs`: the design's job folders, the only ones summary.md reads; `failure`: why the
-    sweep cannot finish."""
+    """halving.json (atomically), halving.md and curves.png from the decisions so far (`rungs`: the
+    halving.Rung decided so far, in order); `jobs`: the design's job folders, the only ones summary.md reads;
+    `failure`: why the sweep cannot finish."""
     spent = compute_spent({k: v for k, v in folders.items() if v.exists()})
     decided = len(rungs) == len(sweeper.rungs) + 1
     full = spent["full_steps_per_job"]
@@ -75,7 +76,7 @@ def write_halving_report(sweep_dir: Path, sweeper: Any, configs: Sequence[str], 
 
 
 def wall_seconds(sittings: Sequence[dict[str, Any]]) -> float:
-    """Seconds covered by the sittings' (started, finished) spans, overlaps once: workers side by side share it."""
+    """Seconds the sittings' (started, finished) spans cover, overlaps once (workers side by side)."""
     total, end = 0.0, -math.inf
     for s in sorted(sittings, key=lambda s: s["started"]):
         start, finish = max(s["started"], end), s["finished"]
@@ -113,8 +114,9 @@ def halving_markdown(record: dict[str, Any]) -> str:
                 if c.get("full_grid_steps") else ".")]
     walls = [s for s in record["sittings"] if s.get("finished")]
     if walls:
-        lines += [f"Wall time: {wall_seconds(walls) / 3600:.2f} h over {len(walls)} sitting(s) (processes side by "
-                  "side counted once)."]
+        hours = wall_seconds(walls) / 3600
+        lines += [f"Wall time: {hours:.2f} h over {len(walls)} sitting(s) (processes side by side counted "
+                  "once)."]
     lines += ["", "Metric at each rung (seed mean at the full budget; best checkpoint there, the weights of that step "
               "at a rung). p: paired bootstrap over the dev rows of the first seed's predictions at that rung, the "
               "dropped configuration against the best kept one of its group (the fraction of resamples where the kept "

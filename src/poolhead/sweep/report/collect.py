@@ -37,7 +37,7 @@ def _job_num(job_dir: Path) -> int | str:
 def load_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """Every job folder (a subfolder holding results.json or .hydra/), sorted by job number: its results.json plus
     `job`, `dir` and `overrides` (key -> value). No results.json: status "missing"; an unreadable one: "failed".
-    A halving sweep's folder lists its design's jobs (halving.json "jobs"): jobs of an earlier design are left out."""
+    A halving sweep's folder lists its design's jobs (halving.json "jobs"); another design's are left out."""
     jobs, members = [], design_jobs(Path(sweep_dir))
     for job_dir in Path(sweep_dir).iterdir():
         results = job_dir / "results.json"
@@ -59,7 +59,7 @@ def load_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def design_jobs(sweep_dir: Path) -> set[str] | None:
-    """The job folders of a halving sweep's current design (halving.json "jobs"), or None: every job counts."""
+    """The job folders of a halving sweep's current design (halving.json "jobs"); None: every job counts."""
     try:
         jobs = json.loads((sweep_dir / "halving.json").read_text()).get("jobs")
     except (OSError, ValueError, AttributeError):
