@@ -333,6 +333,7 @@ class HalvingSweeper(LaunchingSweep, Sweeper):
         configs, fixed, seeds, groups, _ = self.plan
         sweep_dir = self.sweep_dir()
         self.sitting, self.launched_jobs = {"started": time.time(), "finished": None}, 0
+        self.report(design)  # the design on record before any job: a later run of another design is refused
         log.info("Successive halving: %d configurations x %d seeds, rungs %s then the full budget of %s "
                  "steps, eta %s, groups %s", len(configs), len(seeds), self.rungs, design["budget_steps"],
                  self.eta, sorted(set(groups.values())))

@@ -70,7 +70,7 @@ def training_budget(cfg: DictConfig) -> tuple[int, str]:
                       cache_dir=cfg.paths.cache_dir)
     datamodule.setup("fit")
     rows, batch = datamodule.sizes["train"], int(cfg.data.batch_size)
-    batches = limited(math.ceil(rows / batch), trainer.get("limit_train_batches"))
+    batches = limited(math.ceil(math.ceil(rows / batch) / ranks(trainer)), trainer.get("limit_train_batches"))
     accumulate = int(trainer.get("accumulate_grad_batches") or 1)
     epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps")
     per_epoch = math.ceil(batches / accumulate)
@@ -85,6 +85,12 @@ def training_budget(cfg: DictConfig) -> tuple[int, str]:
            + (f" / accumulate {accumulate}" if accumulate > 1 else "") + f", x {epochs} epochs"
            + (f", max_steps {max_steps}" if max_steps not in (None, -1) else "") + ")")
     return int(total), why
+
+
+def ranks(trainer: Any) -> int:
+    """Processes a DDP job splits each epoch's batches over (data.sampling gives each rank every n-th one)."""
+    devices, strategy = trainer.get("devices"), str(trainer.get("strategy") or "")
+    return devices if isinstance(devices, int) and devices > 1 and strategy.startswith("ddp") else 1
 
 
 def limited(batches: int, limit: Any) -> int:
