@@ -46,8 +46,7 @@ LOCK = ".halving.lock"  # flock'ed while deciding and writing the report: the fr
 
 @dataclass
 class Rung:
-    """One rung's decision: scores (seed mean) of the configurations that reached it, who goes on, the
-    evidence."""
+    """One rung's decision: scores (seed mean) of the configurations that reached it, who goes on, the evidence."""
 
     step: int | None  # None: the full budget
     scores: dict[str, float | None]
@@ -57,9 +56,8 @@ class Rung:
 
 def keep_per_group(scores: dict[str, float | None], groups: dict[str, str], eta: float, min_per_group: int,
                    maximize: bool) -> list[str]:
-    """The configurations that go on: per group the best ceil(n / eta), at least `min_per_group`; a
-    configuration without a score (its job failed) never goes on. Ties are broken by label, so the choice is
-    reproducible."""
+    """The configurations that go on: per group the best ceil(n / eta), at least `min_per_group`; a configuration
+    without a score (its job failed) never goes on. Ties are broken by label, so the choice is reproducible."""
     kept = []
     for group in sorted(set(groups.values())):
         members = [c for c in scores if groups[c] == group and _finite(scores[c])]
@@ -70,8 +68,7 @@ def keep_per_group(scores: dict[str, float | None], groups: dict[str, str], eta:
 
 
 def seeds_at(rung: int, seeds: Sequence[Any], all_seeds_from: int) -> list[Any]:
-    """The seeds that run at rung number `rung` (0 = the first): the first seed before `all_seeds_from`, then
-    all."""
+    """The seeds that run at rung number `rung` (0 = the first): the first seed before `all_seeds_from`, then all."""
     return list(seeds) if rung >= all_seeds_from else list(seeds[:1])
 
 
@@ -121,13 +118,11 @@ def identity_overrides(overrides: Sequence[str]) -> list[str]:
 
 
 class DesignChanged(ValueError):
-    """A sweep folder's recorded design differs from the command's; the message names what changed and the
-    ways on."""
+    """A folder's recorded design differs from the command's; the message says what changed and the ways on."""
 
 
 def design_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """`key: old -> new` for each part of the design that differs (the grid as configurations removed /
-    added)."""
+    """`key: old -> new` for each part of the design that differs (the grid: what was removed, added)."""
     changes = []
     for key in after:
         old, new = before.get(key), after[key]
@@ -149,8 +144,7 @@ def legacy_design(record: dict[str, Any], current: dict[str, Any],
                   first_folders_exist: bool) -> dict[str, Any]:
     """The design of a halving.json written before designs were recorded, read from its own fields: its
     configurations, seeds, rungs, eta, groups, its jobs' full budget (the current one when no job reached it),
-    and the fixed overrides of the current command when every configuration's first job sits where they name
-    it."""
+    and the current command's fixed overrides when every configuration's first job is where they put it."""
     rungs = list(record.get("rungs") or [])
     start = record.get("all_seeds_from")
     names = [*rungs, "full"]
@@ -178,8 +172,7 @@ def read_record(sweep_dir: Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def locked(sweep_dir: Path) -> Iterator[None]:
-    """An exclusive flock on the sweep folder's LOCK file (released when the block ends or the process
-    dies)."""
+    """An exclusive flock on the sweep folder's LOCK file, released when the block ends or the process dies."""
     with open(sweep_dir / LOCK, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
