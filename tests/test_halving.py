@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -264,3 +265,404 @@ def test_a_run_interrupted_after_a_mid_epoch_validation_resumes_exactly_and_fini
     losses = [pd.read_csv(tmp_path / r / "csv" / "metrics.csv").dropna(subset=["train/loss"])["train/loss"].tolist()
               for r in ("straight", "resumed")]
     assert losses[0] == losses[1]
+
+
+# --- the decisions: min_per_group, seed means, ties (each test fails with its bug put in by hand) -----------
+
+def test_min_per_group_keeps_more_than_the_eta_share_when_asked():
+    """Five configurations, eta 3: ceil(5/3) = 2 go on, but min_per_group=4 keeps four (the bug: min
+    ignored)."""
+    from poolhead.sweep.halving import keep_per_group
+
+    scores = {f"c{i}": 0.1 * i for i in range(5)}
+    groups = dict.fromkeys(scores, "g")
+    assert keep_per_group(scores, groups, eta=3, min_per_group=1, maximize=True) == ["c3", "c4"]
+    assert keep_per_group(scores, groups, eta=3, min_per_group=4, maximize=True) == ["c1", "c2", "c3", "c4"]
+
+
+def test_a_rung_with_every_seed_decides_on_the_seed_mean_not_the_best_seed():
+    """a scores 0.9 and 0.1 (mean 0.5), b 0.6 and 0.6 (mean 0.6): b goes on. With the max over seeds a
+    would."""
+    from poolhead.sweep.halving import decide
+
+    table = {("a", "1"): 0.9, ("a", "2"): 0.1, ("b", "1"): 0.6, ("b", "2"): 0.6}
+    rungs = decide(["a", "b"], {"a": "g", "b": "g"}, [10], ["1", "2"], lambda c, s, step: table[(c, s)],
+                   eta=2, min_per_group=1, maximize=True, all_seeds_from=0)
+    assert rungs[0].scores == {"a": 0.5, "b": 0.6} and rungs[0].kept == ["b"]
+
+
+def test_a_tie_is_broken_by_label_whatever_the_order_the_grid_lists_them():
+    """Equal scores: the configuration first by label goes on, also when the grid lists it last (the bug:
+    insertion order, so a re-run with the grid in another order decides otherwise)."""
+    from poolhead.sweep.halving import keep_per_group
+
+    for order in (["pooling=mean", "pooling=cls"], ["pooling=cls", "pooling=mean"]):
+        scores = dict.fromkeys(order, 0.5)
+        assert keep_per_group(scores, dict.fromkeys(order, "g"), eta=2, min_per_group=1, maximize=True) \
+            == ["pooling=cls"], order
+        assert keep_per_group(scores, dict.fromkeys(order, "g"), eta=2, min_per_group=1, maximize=False) \
+            == ["pooling=cls"], order
+
+
+def test_a_survivor_that_failed_at_the_full_budget_is_no_finalist():
+    """The only survivor's full-budget job failed (score None): the last rung keeps nobody (it used to keep
+    every configuration that reached it, and the sweep called itself complete with a failed finalist)."""
+    from poolhead.sweep.halving import decide
+
+    table = {("a", 4): 0.7, ("b", 4): 0.5, ("a", None): None}
+    rungs = decide(["a", "b"], {"a": "g", "b": "g"}, [4], ["1"], lambda c, s, step: table[(c, step)], eta=2,
+                   min_per_group=1, maximize=True)
+    assert [r.kept for r in rungs] == [["a"], []] and rungs[-1].dropped["a"]["reason"] == "failed"
+
+
+# --- rungs and the budget -------------------------------------------------------------------------------
+
+def test_rungs_as_fractions_become_steps_and_rungs_at_or_past_the_budget_are_refused():
+    from poolhead.sweep.launching import rung_steps
+
+    assert rung_steps([0.125, 0.25, 0.5], 30) == [4, 8, 15]
+    assert rung_steps([90, 180, 360], 720) == [90, 180, 360]
+    for rungs, budget in (([40, 120, 360], 30), ([3, 50], 10), ([3, 10], 10)):
+        with pytest.raises(ValueError, match=f"below the training budget of {budget} steps"):
+            rung_steps(rungs, budget)
+    with pytest.raises(ValueError, match="two rungs fall on one step"):
+        rung_steps([0.1, 0.2], 4)
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        rung_steps([0.5, 1.5], 40)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["trainer.max_epochs=2", "data.batch_size=48", "trainer.accumulate_grad_batches=3",
+     "trainer.limit_train_batches=0.5"],
+    ["trainer.max_epochs=2", "data.batch_size=64", "trainer.accumulate_grad_batches=2",
+     "trainer.max_steps=5"],
+    ["trainer.max_epochs=1", "data.batch_size=32", "trainer.limit_train_batches=4"],
+], ids=["fraction-and-accumulation", "max-steps", "whole-limit"])
+def test_the_budget_worked_out_before_a_job_is_the_steps_the_job_trains(tmp_path, overrides):
+    """training_budget (rows, batch, limit_train_batches, accumulate_grad_batches, max_epochs, max_steps)
+    against the optimizer steps a run of that config trains (Lightning's own count). Catches a floor where
+    Lightning takes a ceiling, a limit or an accumulation ignored."""
+    from poolhead.sweep.launching import training_budget
+
+    cfg = compose_cfg([*FAST, *overrides, "test=false"], tmp_path)
+    done = run(cfg)
+    assert done["status"] == "ok", done.get("error")
+    assert training_budget(cfg)[0] == done["timing"]["train_steps"]
+
+
+def _sweep_files(sweep):
+    """Every file of a sweep folder and its bytes (the marker the exit-status callback touches at every start
+    aside)."""
+    return {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file() and p.name != ".multirun_started"}
+
+
+SMALL = ["-m", "hydra/sweeper=halving", *FAST, "test=false", "trainer.log_every_n_steps=1", "mode=cross",
+         "head=regression", "seed=1", "hydra.sweeper.poll_seconds=1"]
+
+
+def _job_dir(sweep, *overrides):
+    """Where Hydra puts the job of these command-line overrides (hydra.sweep.subdir; its own and -m left
+    out)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from poolhead.sweep.halving import identity_overrides
+    from poolhead.sweep.jobs import job_dirname
+
+    job_only = [o for o in overrides if not o.startswith(("-", "hydra"))]
+    parsed = OverridesParser.create().parse_overrides(job_only)
+    lines = [f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed]
+    return sweep / job_dirname(",".join(identity_overrides(lines)))
+
+
+def test_rungs_past_the_budget_are_refused_before_any_job(tmp_path):
+    """rungs [3, 50] on the demo data's 10 steps (1 epoch of 300 rows / 32): refused at once naming the rungs
+    and the budget and how it was found, no job folder made (it used to train every job, then 'Rung 50 did not
+    complete', exit 0, forever)."""
+    sweep = tmp_path / "sweep"
+    proc = train_py(*SMALL, "pooling=mean,cls", "hydra.sweeper.rungs=[3,50]", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode != 0
+    assert "hydra.sweeper.rungs=[3, 50]: every rung must lie below the training budget of 10 steps" \
+        in proc.stderr
+    assert "300 training rows / batch 32 = 10 batches" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Launching" not in proc.stdout + proc.stderr
+    assert not [p for p in sweep.iterdir() if p.is_dir()] if sweep.exists() else True
+
+
+def test_a_sweep_whose_only_survivor_failed_exits_non_zero_and_says_why(tmp_path):
+    """Records as a sitting left them: both configurations paused at rung 3, the survivor's full-budget job
+    failed. The re-run launches nothing (nothing can go on), writes a report that says FAILED and why, and
+    exits 1; it used to say 'complete' with the failed job as finalist, exit 0."""
+    sweep = tmp_path / "sweep"
+    for pooling, score in (("cls", 0.3), ("mean", 0.6)):
+        job = _job_dir(sweep, *SMALL, f"pooling={pooling}")
+        (job / "rungs" / "step-000003").mkdir(parents=True)
+        metrics = {"step": 3, "monitor": "val/spearman", "metrics": {"val/spearman": score}}
+        (job / "rungs" / "step-000003" / "metrics.json").write_text(json.dumps(metrics))
+        status = {"status": "paused", "rung": {"step": 3}} if pooling == "cls" else \
+            {"status": "failed", "error": "RuntimeError: out of memory"}
+        record = {**status, "monitor": "val/spearman", "monitor_mode": "max"}
+        (job / "results.json").write_text(json.dumps(record))
+    proc = train_py(*SMALL, "pooling=mean,cls", "hydra.sweeper.rungs=[3]", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Launching" not in proc.stdout + proc.stderr
+    assert "cannot finish: group mode=cross has no finalist: every configuration still in it failed at the " \
+           "full budget" in proc.stderr and "pooling=mean" in proc.stderr
+    record = json.loads((sweep / "halving.json").read_text())
+    assert not record["complete"] and "no finalist" in record["failure"]
+    assert not any(e["finalist"] for e in record["configs"].values())
+    assert (sweep / "halving.md").read_text().startswith("# Successive halving (FAILED)")
+
+
+def test_an_unreadable_halving_json_is_refused_naming_it(tmp_path):
+    """A cut halving.json (written before the writes were atomic) is not taken for an empty one: the sittings
+    and the design would reset silently."""
+    from poolhead.sweep.halving import DesignChanged, read_record
+
+    (tmp_path / "halving.json").write_text('{"rungs": [3, 6], "eta": 3, "sitt')
+    with pytest.raises(DesignChanged, match=r"halving.json: unreadable .* Restore it"):
+        read_record(tmp_path)
+
+
+def test_halving_json_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A write that fails before its rename (a kill, a full disk) leaves the previous halving.json as it was;
+    a write in place would have left the new text half written (here: whole, since nothing cuts it, so it
+    differs)."""
+    from poolhead.run import record as record_module
+    from poolhead.sweep.halving import Rung
+    from poolhead.sweep.halving_report import write_halving_report
+
+    class Sweeper:
+        rungs, eta, min_per_group, all_seeds_from, group_by = [3], 3, 1, 0, []
+
+    (tmp_path / "halving.json").write_text('{"sittings": [{"started": 1, "finished": 2}]}\n')
+
+    def cut(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(record_module.os, "replace", cut)
+    with pytest.raises(OSError, match="No space"):
+        write_halving_report(tmp_path, Sweeper(), ["a"], {"a": "all"}, ["1"], [Rung(3, {"a": 0.5}, ["a"])],
+                             {}, [])
+    assert (tmp_path / "halving.json").read_text() == '{"sittings": [{"started": 1, "finished": 2}]}\n'
+    assert not list(tmp_path.glob(".halving.json.*.tmp")), "the temp file is removed"
+
+
+def test_no_module_of_poolhead_sweep_imports_one_that_imports_it_back():
+    """halving.py and halving_report.py imported each other (a cycle); optuna_sweep took the private _PENDING
+    from halving. Walked with ast over poolhead.sweep's modules."""
+    from test_layers import SRC, imports
+
+    graph = {}
+    for path in (SRC / "sweep").rglob("*.py"):
+        name = ".".join(("poolhead", *path.relative_to(SRC).with_suffix("").parts)).removesuffix(".__init__")
+        graph[name] = {m for m, _ in imports(path) for m in (m, m.rsplit(".", 1)[0])} - {name}
+    for module, targets in graph.items():
+        for target in targets & set(graph):
+            assert module not in _reachable(graph, target), f"{module} -> {target} -> ... -> {module}"
+    optuna_imports = [m for m, _ in imports(SRC / "sweep" / "optuna_sweep.py")]
+    assert not [m for m in optuna_imports if m.rsplit(".", 1)[-1].startswith("_")], "a private name imported"
+
+
+def _reachable(graph, start):
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt in graph and nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def _trained_steps(sweep):
+    """{job folder: [steps trained]} from each job's metrics.csv (log_every_n_steps=1: one train/loss row a
+    step)."""
+    return {log.parents[1].name: pd.read_csv(log).dropna(subset=["train/loss"])["step"].tolist()
+            for log in sweep.glob("*/csv/metrics.csv")}
+
+
+def _start(*args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+WORKERS = [*SMALL, "pooling=cls,mean,max", "seed=1,2", "trainer.max_epochs=2", "hydra.sweeper.rungs=[4,12]"]
+
+
+@pytest.mark.slow
+def test_three_workers_on_one_halving_sweep_train_each_job_once_and_all_finish(tmp_path):
+    """Three processes started with the same command on one sweep folder (three hosts sharing a file system):
+    every job trains once (its steps counted from metrics.csv), all exit 0, and they report the same finalists
+    and one complete halving.json. 3 configurations, rungs 4 and 12 of 20 steps, seeds 1 and 2 from rung 12: 3
+    x 4, then the survivor's seed 1 from 4 to 12 and seed 2 from 0 to 12, then both from 12 to 20 = 48 steps.
+    The bug it catches: a worker that found every job of a rung claimed said 'a job was interrupted' and
+    exited 0 before the sweep was done."""
+    sweep = tmp_path / "sweep"
+    procs = [_start(*WORKERS, f"hydra.sweep.dir={sweep}") for _ in range(3)]
+    outputs = [proc.communicate(timeout=600)[0] for proc in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-3000:]
+        assert "interrupted" not in out, out[-3000:]
+    steps = _trained_steps(sweep)
+    assert all(len(s) == len(set(s)) for s in steps.values()), f"a step trained twice: {steps}"
+    assert sum(len(s) for s in steps.values()) == 3 * 4 + 8 + 12 + 2 * 8, steps
+    finals = [[line.split("finalists ", 1)[1] for line in out.splitlines()
+               if "Successive halving complete" in line] for out in outputs]
+    assert all(len(f) == 1 for f in finals) and finals[0] == finals[1] == finals[2], finals
+    record = json.loads((sweep / "halving.json").read_text())
+    assert record["complete"] and [c for c, e in record["configs"].items() if e["finalist"]] == \
+        eval(finals[0][0].split(" (")[0])  # noqa: S307 - the list the log line prints
+    assert sum(r["status"] == "ok" for r in results(sweep).values()) == 2
+
+
+@pytest.mark.slow
+def test_another_design_is_refused_before_any_work_and_redecided_only_when_asked(tmp_path):
+    """A finished sweep (3 poolings, rung 3 of 10 steps), then the grid without its finalist and rung 2:
+    refused, naming both changes and the two ways on, with not a byte of the folder changed (it used to launch
+    rung 2, find every job already past it, say 'Rung 2 did not complete' and replace the complete report by a
+    partial one, exit 0, forever). With hydra.sweeper.redecide=true: the earlier report moves to superseded/,
+    the jobs retrain from scratch to the new rung (none had a record there), the sweep completes, and
+    summary.md (what `export --best` reads) ranks no configuration outside the new grid."""
+    sweep = tmp_path / "sweep"
+    first = train_py(*SMALL, "pooling=cls,mean,max", "hydra.sweeper.rungs=[3]", f"hydra.sweep.dir={sweep}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = json.loads((sweep / "halving.json").read_text())
+    [finalist] = [c for c, e in before["configs"].items() if e["finalist"]]
+    rest = ",".join(sorted({"cls", "mean", "max"} - {finalist.split("=")[1]}))
+    files = _sweep_files(sweep)
+
+    refused = train_py(*SMALL, f"pooling={rest}", "hydra.sweeper.rungs=[2]", f"hydra.sweep.dir={sweep}")
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    for said in (f"grid configurations removed: ['{finalist}']", "rungs: [3] -> [2]",
+                 "hydra.sweep.dir=<new folder>", "hydra.sweeper.redecide=true"):
+        assert said in refused.stderr, refused.stderr[-2000:]
+    assert _sweep_files(sweep) == files, "a refused design changed the folder"
+
+    again = train_py(*SMALL, f"pooling={rest}", "hydra.sweeper.rungs=[2]", "hydra.sweeper.redecide=true",
+                     f"hydra.sweep.dir={sweep}")
+    assert again.returncode == 0, again.stderr[-3000:]
+    record = json.loads((sweep / "halving.json").read_text())
+    assert record["complete"] and record["design"]["rungs"] == [2] and finalist not in record["configs"]
+    moved = [json.loads(p.read_text()) for p in sweep.glob("superseded/*/halving.json")]
+    assert [m["design"]["rungs"] for m in moved] == [[3]]
+    for pooling in rest.split(","):
+        job = _job_dir(sweep, *SMALL, f"pooling={pooling}")
+        assert (job / "rungs" / "step-000002" / "metrics.json").exists()
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert set(summary["pooling"]) == set(rest.split(",")), "a job of the earlier design is in the report"
+    assert all(len(s) == len(set(s)) for s in _trained_steps(sweep).values())
+
+
+@pytest.mark.slow
+def test_the_first_halving_command_on_the_demo_data_finishes_with_the_default_rungs(tmp_path):
+    """`python train.py -m hydra/sweeper=halving pooling=mean,cls,max head=regression mode=cross seed=1,2`
+    (tiny encoder): the default rungs are fractions of the 30-step budget (4, 8, 15), so the sweep completes;
+    the old default [40, 120, 360] trained every job, then 'Rung 40 did not complete', exit 0, forever."""
+    sweep = tmp_path / "sweep"
+    proc = train_py("-m", "hydra/sweeper=halving", *FAST, "trainer.max_epochs=3", "pooling=mean,cls,max",
+                    "head=regression", "mode=cross", "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((sweep / "halving.json").read_text())
+    assert record["complete"] and record["rungs"] == [4, 8, 15] and record["design"]["budget_steps"] == 30
+    assert sum(e["finalist"] for e in record["configs"].values()) == 1
+
+
+FAST_STUDY = ROOT / "experiments" / "stsb_pooling_fast" / "runs"
+
+
+def test_the_committed_fast_study_predates_designs_and_counts_as_its_own():
+    """experiments/stsb_pooling_fast/runs/halving.json has no design: the one read from its fields is the
+    design conf/experiment/stsb_pooling_fast.yaml composes (so its run.sh launches nothing), and an eta change
+    differs."""
+    from poolhead.sweep.halving import design_changes, legacy_design
+
+    record = json.loads((FAST_STUDY / "halving.json").read_text())
+    assert "design" not in record
+    presets = ROOT / "conf" / "experiment"
+    preset = yaml.safe_load((presets / "stsb_pooling_fast.yaml").read_text())["hydra"]["sweeper"]
+    grid = yaml.safe_load((presets / "stsb_pooling.yaml").read_text())["hydra"]["sweeper"]["params"]
+    axes = {k: v.split(",") for k, v in grid.items() if k != "seed"}
+    configs = sorted(" ".join(sorted(f"{k}={v}" for k, v in zip(axes, combo)))
+                     for combo in __import__("itertools").product(*axes.values()))
+    current = {"grid": {"configurations": configs, "fixed": ["experiment=stsb_pooling_fast"]},
+               "seeds": grid["seed"].split(","), "rungs": preset["rungs"], "eta": preset["eta"],
+               "group_by": preset["group_by"], "min_per_group": preset["min_per_group"], "all_seeds_from": 2,
+               "budget_steps": 4 * 180}
+    legacy = legacy_design(record, current, first_folders_exist=True)
+    assert design_changes(legacy, current) == []
+    assert design_changes(legacy, {**current, "eta": 2}) == ["eta: 3 -> 2"]
+    assert design_changes(legacy_design(record, current, first_folders_exist=False), current) == \
+        ["grid fixed: None -> ['experiment=stsb_pooling_fast']"]
+
+
+@pytest.mark.slow
+def test_the_committed_fast_study_run_again_launches_nothing(tmp_path):
+    """Its run.sh's command into a copy of the committed records: no job launched, exit 0, the decisions
+    kept."""
+    import shutil
+
+    sweep = tmp_path / "runs"
+    shutil.copytree(FAST_STUDY, sweep)
+    proc = train_py("-m", "experiment=stsb_pooling_fast", "trainer.enable_progress_bar=false",
+                    f"hydra.sweep.dir={sweep}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Launching" not in proc.stdout + proc.stderr
+    before, after = (json.loads(p.read_text()) for p in (FAST_STUDY / "halving.json", sweep / "halving.json"))
+    assert after["configs"] == before["configs"] and after["design"]["rungs"] == [90, 180, 360]
+
+
+def _design(**changes):
+    base = {"grid": {"configurations": ["pooling=cls", "pooling=mean"], "fixed": ["encoder=tiny"]},
+            "seeds": ["1"], "rungs": [3, 6], "eta": 3, "group_by": ["mode"], "min_per_group": 1,
+            "all_seeds_from": 1, "budget_steps": 10}
+    return {**base, **changes}
+
+
+def test_a_folder_of_another_design_is_refused_and_nothing_moves_unless_redecide(tmp_path):
+    """agree_on_design: rungs [3, 6] recorded, [2, 6] asked: refused naming the change and both ways on, every
+    file where it was; with redecide the earlier report moves to superseded/<time>/. The bug: the design not
+    compared (the run went on and replaced the complete report by a partial one), or compared without
+    `eta`."""
+    from poolhead.sweep.halving import DesignChanged, HalvingSweeper
+
+    (tmp_path / "halving.json").write_text(json.dumps({"design": _design(), "complete": True}))
+    (tmp_path / "summary.md").write_text("the complete report")
+    files = _sweep_files(tmp_path)
+    recorded = json.loads(files[tmp_path / "halving.json"])
+    for asked, change in ((_design(rungs=[2, 6]), "rungs: [3, 6] -> [2, 6]"), (_design(eta=2), "eta: 3 -> 2"),
+                          (_design(grid={"configurations": ["pooling=cls"], "fixed": ["encoder=tiny"]}),
+                           "grid configurations removed: ['pooling=mean']")):
+        with pytest.raises(DesignChanged, match=re.escape(change) + ".*Nothing was run or written.*"
+                           r"hydra.sweep.dir=<new folder>.*hydra.sweeper.redecide=true"):
+            HalvingSweeper(rungs=[2, 6]).agree_on_design(tmp_path, asked, recorded, True)
+        assert _sweep_files(tmp_path) == files
+    designs = []
+    for eta in (3, 2):
+        sweeper = HalvingSweeper(rungs=[3, 6], eta=eta)
+        sweeper.budgets = {"pooling=cls": 10, "pooling=mean": 10}
+        designs.append(sweeper.design(["pooling=cls", "pooling=mean"], ["encoder=tiny", "resume=false"],
+                                      ["1"]))
+    assert designs[0] == _design(), "the design of a sweeper: every part, NOT_IDENTITY overrides left out"
+    assert designs[1] == _design(eta=2)
+    HalvingSweeper(rungs=[3, 6]).agree_on_design(tmp_path, _design(), recorded, True)
+    assert _sweep_files(tmp_path) == files, "the same design: nothing to do"
+    redecider = HalvingSweeper(rungs=[2, 6], redecide=True)
+    redecider.agree_on_design(tmp_path, _design(rungs=[2, 6]), recorded, True)
+    [moved] = tmp_path.glob("superseded/*")
+    assert sorted(p.name for p in moved.iterdir()) == ["halving.json", "summary.md"]
+    assert not (tmp_path / "halving.json").exists()
+
+
+def test_the_report_of_a_halving_folder_reads_only_its_designs_jobs(tmp_path):
+    """A job folder of an earlier design (a configuration since dropped) stays on disk but is not a job of the
+    report: summary.md, what `export --best` reads, must not rank it."""
+    from poolhead.sweep.report.collect import load_jobs
+
+    for name in ("pooling=cls,seed=1", "pooling=max,seed=1"):
+        (tmp_path / name).mkdir()
+        record = {"status": "ok", "metrics": {"val/spearman": 0.5}}
+        (tmp_path / name / "results.json").write_text(json.dumps(record))
+    assert len(load_jobs(tmp_path)) == 2, "no halving.json: every job folder"
+    design_jobs = ["pooling=cls,seed=1", "pooling=mean,seed=1"]
+    (tmp_path / "halving.json").write_text(json.dumps({"jobs": design_jobs}))
+    assert [job["dir"].name for job in load_jobs(tmp_path)] == ["pooling=cls,seed=1"]

@@ -3,12 +3,8 @@
 
 from hydra.plugins.sweeper import Sweeper
 
-from poolhead.sweep.halving import HalvingSweep
+from poolhead.sweep.halving import HalvingSweeper  # noqa: F401 - registered here by its __module__
 from poolhead.sweep.optuna_sweep import OptunaSweep
-
-
-class HalvingSweeper(HalvingSweep, Sweeper):
-    """Successive halving over a grid (poolhead.sweep.halving)."""
 
 
 class OptunaSweeper(OptunaSweep, Sweeper):

@@ -11,8 +11,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from poolhead.run.record import read_json
-from poolhead.sweep.halving import RESULTS, Rung
+from poolhead.run.record import atomic_write, read_json
+
+RESULTS = "halving.json"
+REPORT_FILES = (RESULTS, "halving.md", "curves.png", "summary.md", "summary.csv", "summary_groups.csv",
+                "summary.png")  # what a redecided folder moves aside
 
 
 def compute_spent(folders: dict[tuple[str, Any], Path]) -> dict[str, Any]:
@@ -35,17 +38,23 @@ def compute_spent(folders: dict[tuple[str, Any], Path]) -> dict[str, Any]:
 
 
 def write_halving_report(sweep_dir: Path, sweeper: Any, configs: Sequence[str], groups: dict[str, str],
-                         seeds: Sequence[Any], rungs: list[Rung], folders: dict[tuple[str, Any], Path],
-                         sittings: list[dict[str, Any]]) -> dict[str, Any]:
+                         seeds: Sequence[Any], rungs: Sequence[Any], folders: dict[tuple[str, Any], Path],
+                         sittings: list[dict[str, Any]], design: dict[str, Any] | None = None,
+                         jobs: Sequence[str] = (), failure: str | None = None) -> dict[str, Any]:
+    """halving.json (atomically), halving.md and curves.png from the decisions so far (`rungs`: the
+    halving.Rung decided so far, in order); `jobs`: the design's job folders, the only ones summary.md reads;
+    `failure`: why the sweep cannot finish."""
     spent = compute_spent({k: v for k, v in folders.items() if v.exists()})
+    decided = len(rungs) == len(sweeper.rungs) + 1
     full = spent["full_steps_per_job"]
     grid = len(configs) * len(seeds) * full if full else None
     record = {"rungs": sweeper.rungs, "eta": sweeper.eta, "min_per_group": sweeper.min_per_group,
               "all_seeds_from": ([*sweeper.rungs, "full"])[sweeper.all_seeds_from],
-              "group_by": sweeper.group_by, "seeds": list(seeds), "complete": len(rungs) == len(sweeper.rungs) + 1,
+              "group_by": sweeper.group_by, "seeds": list(seeds),
+              "complete": decided and not failure, "failure": failure,
               "compute": spent | {"full_grid_steps": grid, "share_of_full_grid": round(spent["train_steps"] / grid, 4)
                                   if grid else None},
-              "sittings": sittings, "configs": {}}
+              "sittings": sittings, "design": design, "jobs": list(jobs), "configs": {}}
     for c in configs:
         reached = [r for r in rungs if c in r.scores]
         dropped = next(((r.step, r.dropped[c]) for r in rungs if c in r.dropped), None)
@@ -54,9 +63,9 @@ def write_halving_report(sweep_dir: Path, sweeper: Any, configs: Sequence[str], 
                                 "dropped_at": (str(dropped[0] or "full") if dropped else None),
                                 **({"against": dropped[1]["against"], "p_value": dropped[1]["p_value"],
                                     "reason": dropped[1]["reason"]} if dropped else {}),
-                                "finalist": record["complete"] and c in rungs[-1].kept}
-    (sweep_dir / RESULTS).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    (sweep_dir / "halving.md").write_text(halving_markdown(record))
+                                "finalist": decided and c in rungs[-1].kept}
+    atomic_write(sweep_dir / RESULTS, json.dumps(record, indent=2, default=str) + "\n")
+    atomic_write(sweep_dir / "halving.md", halving_markdown(record))
     try:
         plot_curves(sweep_dir, record, folders, seeds)
     except Exception as err:  # noqa: BLE001 - a plot never takes the report down; said in the log
@@ -64,6 +73,16 @@ def write_halving_report(sweep_dir: Path, sweeper: Any, configs: Sequence[str], 
 
         logging.getLogger(__name__).warning("curves.png not written: %s", err)
     return record
+
+
+def wall_seconds(sittings: Sequence[dict[str, Any]]) -> float:
+    """Seconds the sittings' (started, finished) spans cover, overlaps once (workers side by side)."""
+    total, end = 0.0, -math.inf
+    for s in sorted(sittings, key=lambda s: s["started"]):
+        start, finish = max(s["started"], end), s["finished"]
+        total += max(0.0, finish - start)
+        end = max(end, finish)
+    return total
 
 
 def order(record: dict[str, Any]) -> list[str]:
@@ -82,8 +101,11 @@ def order(record: dict[str, Any]) -> list[str]:
 def halving_markdown(record: dict[str, Any]) -> str:
     names = [str(r) for r in record["rungs"]] + ["full"]
     c = record["compute"]
-    lines = [f"# Successive halving ({'complete' if record['complete'] else 'PARTIAL: run the same command to go on'})",
-             "", f"Rungs {record['rungs']} steps then the full budget; eta {record['eta']}, at least "
+    state = "complete" if record["complete"] else \
+        ("FAILED" if record.get("failure") else "PARTIAL: run the same command to go on")
+    why = [f"**The sweep cannot finish: {record['failure']}.**", ""] if record.get("failure") else []
+    lines = [f"# Successive halving ({state})", "", *why,
+             f"Rungs {record['rungs']} steps then the full budget; eta {record['eta']}, at least "
              f"{record['min_per_group']} per group ({', '.join(record['group_by']) or 'one group'}); seed "
              f"{record['seeds'][0]} alone before step {record['all_seeds_from']}, seeds {record['seeds']} from there "
              "on (the last cut and the finalists on seed means).", "",
@@ -92,8 +114,9 @@ def halving_markdown(record: dict[str, Any]) -> str:
                 if c.get("full_grid_steps") else ".")]
     walls = [s for s in record["sittings"] if s.get("finished")]
     if walls:
-        lines += [f"Wall time: {sum(s['finished'] - s['started'] for s in walls) / 3600:.2f} h over {len(walls)} "
-                  "sitting(s)."]
+        hours = wall_seconds(walls) / 3600
+        lines += [f"Wall time: {hours:.2f} h over {len(walls)} sitting(s) (processes side by side counted "
+                  "once)."]
     lines += ["", "Metric at each rung (seed mean at the full budget; best checkpoint there, the weights of that step "
               "at a rung). p: paired bootstrap over the dev rows of the first seed's predictions at that rung, the "
               "dropped configuration against the best kept one of its group (the fraction of resamples where the kept "

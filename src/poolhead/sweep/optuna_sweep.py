@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from poolhead.core.direction import monitor_mode
 from poolhead.run.record import atomic_write
-from poolhead.sweep.halving import _PENDING, LaunchingSweep, check_rungs, read_score
+from poolhead.sweep.launching import PENDING, LaunchingSweep, check_rungs, read_score
 from poolhead.sweep.optuna_storage import SweepRefused, journal_path, open_storage, retry_callback
 
 log = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class OptunaSweep(LaunchingSweep):
         for trial, result in zip(trials, results, strict=True):
             job_dir = Path(str(result.hydra_cfg.hydra.runtime.output_dir))
             value, record = read_score(job_dir, step)
-            if value is _PENDING:  # interrupted, or claimed by a live process: queued again, its job resumes
+            if value is PENDING:  # interrupted, or claimed by a live process: queued again, its job resumes
                 self.fail_and_retry(study, trial)
             elif not isinstance(value, (int, float)):  # the job failed: recorded, the study goes on
                 self.tell(study, trial, state=optuna.trial.TrialState.FAIL)

@@ -36,11 +36,14 @@ def _job_num(job_dir: Path) -> int | str:
 
 def load_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
     """Every job folder (a subfolder holding results.json or .hydra/), sorted by job number: its results.json plus
-    `job`, `dir` and `overrides` (key -> value). No results.json: status "missing"; an unreadable one: "failed"."""
-    jobs = []
+    `job`, `dir` and `overrides` (key -> value). No results.json: status "missing"; an unreadable one: "failed".
+    A halving sweep's folder lists its design's jobs (halving.json "jobs"); another design's are left out."""
+    jobs, members = [], design_jobs(Path(sweep_dir))
     for job_dir in Path(sweep_dir).iterdir():
         results = job_dir / "results.json"
         if not job_dir.is_dir() or not (results.exists() or (job_dir / ".hydra").is_dir()):
+            continue
+        if members is not None and job_dir.name not in members:
             continue
         content: dict[str, Any] = {"status": "missing"}
         if results.exists():
@@ -53,6 +56,15 @@ def load_jobs(sweep_dir: str | Path) -> list[dict[str, Any]]:
                  else (content.get("config") or {}).get("overrides"))
         jobs.append({**content, "job": _job_num(job_dir), "dir": job_dir, "overrides": parse_overrides(lines or [])})
     return sorted(jobs, key=lambda job: (isinstance(job["job"], str), job["job"]))
+
+
+def design_jobs(sweep_dir: Path) -> set[str] | None:
+    """The job folders of a halving sweep's current design (halving.json "jobs"); None: every job counts."""
+    try:
+        jobs = json.loads((sweep_dir / "halving.json").read_text()).get("jobs")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return set(jobs) if jobs else None
 
 
 def is_seed(key: str) -> bool:
