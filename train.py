@@ -14,7 +14,7 @@ from poolhead.run.record import SIGTERM_EXIT
 from poolhead.sweep.jobs import prepare_job, release_job
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path=str(poolhead.conf_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:
         return train(cfg)

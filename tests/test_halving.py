@@ -16,6 +16,7 @@ from conftest import FAST, ROOT, compose_cfg
 from test_app import train_py
 from test_sweep import results
 
+import poolhead
 from poolhead.data.sources import DEMO_DIR
 from poolhead.run.train import run
 
@@ -233,7 +234,7 @@ def test_not_identity_and_hydras_exclude_keys_name_the_same_keys():
     `stop_at_step` would put each rung of one job in a folder of its own."""
     from poolhead.run.record import NOT_IDENTITY
 
-    hydra = yaml.safe_load((ROOT / "conf" / "hydra" / "default.yaml").read_text())
+    hydra = yaml.safe_load((poolhead.conf_dir() / "hydra" / "default.yaml").read_text())
     assert sorted(hydra["job"]["config"]["override_dirname"]["exclude_keys"]) == sorted(NOT_IDENTITY)
 
 

