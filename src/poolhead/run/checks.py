@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from poolhead import conf_dir
+from poolhead.resources import conf_dir
 from poolhead.core.task import TaskSpec
 
 

@@ -8,7 +8,6 @@ import logging
 import platform
 import subprocess
 import traceback
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from poolhead.core.hub import weights_sha256
-from poolhead.data import DEMO_DIR
 from poolhead.run.build import build, load
 from poolhead.run.callbacks import (
     AtomicCheckpointIO,
@@ -211,73 +209,3 @@ def finish_wandb(loggers: list, failed: bool) -> None:
         import wandb
 
         wandb.finish(exit_code=1 if failed else 0)
-
-
-def quiet_known_noise() -> None:
-    """Drop Lightning's cloud-service tips ("💡 Tip: ... litlogger") and a FutureWarning torch raises inside
-    Lightning's own code (not poolhead's to fix); every other warning stays."""
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                            category=FutureWarning)
-    # poolhead's batch sampler resumes mid-epoch by itself (it skips the batches trained: poolhead.data.sampling)
-    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_no_tips)
-    one_console_line()
-
-
-def one_console_line() -> None:
-    """Each Lightning log line once: when the root logger prints (Hydra's job logging), drop the console handler
-    `import lightning` adds ("INFO: ..."), which printed every line a second time."""
-    if not logging.getLogger().handlers:
-        return
-    own = logging.getLogger("lightning")
-    for handler in list(own.handlers):
-        if type(handler) is logging.StreamHandler:  # the console one; a FileHandler (a subclass) stays
-            own.removeHandler(handler)
-
-
-def _no_tips(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("💡 Tip:")
-
-
-def closing_summary(results: dict[str, Any], out_dir: str | Path) -> str:
-    """The last lines of a single run: the main metric, where the files are, and what to try next."""
-    out = _shown(Path(out_dir))
-    metrics, monitor = results["metrics"], results["monitor"]
-    test = f"test/{monitor.split('/', 1)[1]}"
-    headline = f"{monitor} {metrics[monitor]:.4f}" + (f", {test} {metrics[test]:.4f}" if test in metrics else "")
-    best = results["checkpoints"].get("best")
-    lines = [
-        f"Done: {headline} (best checkpoint; {results['timing'].get('train_seconds', 0):.0f} s of training)",
-        f"  run folder       {out}",
-        f"  results          {out / 'results.json'}",
-        f"  predictions      {out / 'predictions.csv'}",
-        f"  best checkpoint  {_shown(Path(best)) if best else '(none)'}",
-        "Next:",
-        f"  {command('python')} train.py -m pooling=cls,mean,max head=regression,classification   # a sweep",
-        f"  {command('poolhead')} predict {out} --input {_shown(DEMO_DIR / 'pairs.csv')}   # score new rows",
-        f"  {command('poolhead')} eval {out} data=stsb data.dir=../shared/data/stsb   # another dataset",
-        f"  {command('poolhead')} export {out} --to exported/   # a sentence-transformers / transformers folder",
-    ]
-    return "\n".join(lines)
-
-
-def command(name: str) -> str:
-    """`name` as a command that runs as printed: bare when PATH finds this interpreter's own, else its path in this
-    interpreter's bin folder (a virtualenv that was not activated: `.venv/bin/poolhead`)."""
-    import shutil
-    import sys
-
-    own = Path(sys.executable).parent / name
-    found = shutil.which(name)
-    if found and Path(found).parent.resolve() == own.parent.resolve():
-        return name
-    return str(_shown(own)) if own.exists() else name
-
-
-def _shown(path: Path) -> Path:
-    """Relative to the working directory when inside it (shorter to copy), else as it is."""
-    try:
-        return path.resolve().relative_to(Path.cwd())
-    except ValueError:
-        return path

@@ -1,5 +1,6 @@
-"""poolhead commands: use a trained model (predict, eval, export) and look after the caches (cache).
-`poolhead <command> --help` explains each; README.md "Use the winner" shows them."""
+"""poolhead commands: train and sweep (train), use a trained model (predict, eval, export) and look after the caches
+(cache). `poolhead <command> --help` explains each; README.md shows them. Start-up stays light: torch, Lightning,
+transformers and Hydra are imported inside the command that needs them (tests/test_startup.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from poolhead.run.checkpoint import checkpoint_file
-from poolhead.run.checks import CONF_DIR
-from poolhead.run.record import atomic_write
-from poolhead.speed.cache import FeatureCache, folder_size
+from poolhead import __version__
+from poolhead.resources import conf_dir
 
 FORMAT_CHOICES = ("auto", "sentence-transformers", "cross-encoder", "transformers")
 
@@ -27,6 +26,9 @@ def default_cache_dir() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # Hydra parses its own command line
+        return train_command(argv[1:])
     args = parser().parse_args(argv)
     try:
         return args.run_command(args)
@@ -38,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
 def parser() -> argparse.ArgumentParser:
     main_parser = argparse.ArgumentParser(prog="poolhead", description=__doc__,
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    main_parser.add_argument("--version", action="version", version=f"poolhead {__version__}")
     sub = main_parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="train one model, or sweep with -m (Hydra overrides: poolhead train --help)",
+                   add_help=False)
     run_help = "a run folder (logs/<task>/runs/<time>: its checkpoints/best.ckpt) or a .ckpt file"
     device = dict(default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
     precision = dict(default=None, choices=["32-true", "bf16-mixed", "16-mixed"],
@@ -77,7 +82,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--split", nargs="+", choices=["train", "val", "test"],
                    help="default: val and, when the data has one, test")
     e.add_argument("--output", type=Path, help="eval.json to write (default: <run folder>/eval.json)")
-    e.add_argument("--config-dir", type=Path, default=CONF_DIR, help=f"the conf folder (default: {CONF_DIR})")
+    e.add_argument("--config-dir", type=Path, default=None,
+                   help="a config folder of your own (data/<name>.yaml), searched before the package's configs")
     e.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="token cache (default: as cache)")
     e.add_argument("--device", **device)
     e.add_argument("--precision", **precision)
@@ -113,6 +119,35 @@ def parser() -> argparse.ArgumentParser:
                    help="default: $POOLHEAD_CACHE or ~/.cache/poolhead (the config's paths.cache_dir)")
     c.set_defaults(run_command=cache_command)
     return main_parser
+
+
+# --- train ------------------------------------------------------------------------------------------------------
+TRAIN_HELP = """usage: poolhead train [-m] [--config-dir DIR] [group=option ...] [key=value ...]
+
+Train one model (a run folder under logs/train/runs/), or with -m sweep the comma-separated options (a grid, or
+hydra/sweeper=halving, hparams_search=<preset>). Composes the configs shipped with poolhead ({conf}); a folder of
+your own adds or replaces options: --config-dir DIR or hydra.searchpath=[file://DIR].
+
+config groups: {groups}
+
+examples:
+  poolhead train data=csv data.train=train.csv data.text=text data.label=label encoder=tiny
+  poolhead train -m pooling=cls,mean,max head=regression,classification
+  poolhead train --cfg job pooling=cls     # the composed config, printed; nothing runs
+  poolhead train --hydra-help              # Hydra's own flags (--multirun, --cfg, --info, ...)
+"""
+
+
+def train_command(argv: list[str]) -> int:
+    """Hand the command line to Hydra (poolhead.use.train); -h/--help answers here, without importing Hydra."""
+    if "-h" in argv or "--help" in argv:
+        groups = sorted(p.name for p in conf_dir().iterdir() if p.is_dir() and not p.name.startswith("_"))
+        print(TRAIN_HELP.format(conf=conf_dir(), groups=", ".join(groups)))
+        return 0
+    from poolhead.use.train import main as train_main
+
+    train_main(argv)
+    return 0
 
 
 # --- predict ----------------------------------------------------------------------------------------------------
@@ -190,7 +225,9 @@ def _plain(value: Any) -> Any:
 
 # --- eval -------------------------------------------------------------------------------------------------------
 def eval_command(args: argparse.Namespace) -> int:
+    from poolhead.run.checkpoint import checkpoint_file
     from poolhead.run.evaluate import evaluate
+    from poolhead.run.record import atomic_write
     from poolhead.use.predict import data_for
 
     data = compose_data(args.overrides, args.config_dir)
@@ -241,21 +278,26 @@ def entry_name(name: str, data: dict[str, Any], results: dict[str, Any]) -> str:
     return f"{name}-{hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]}"
 
 
-def compose_data(overrides: list[str], config_dir: Path) -> dict[str, Any]:
-    """conf/data/<group>.yaml with the overrides applied, composed by Hydra as train.py composes it."""
+def compose_data(overrides: list[str], config_dir: Path | None = None) -> dict[str, Any]:
+    """The package's data/<group>.yaml (or one in `config_dir`, searched first) with the overrides applied, composed
+    by Hydra as `poolhead train` composes it."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    import poolhead  # noqa: F401  (the config resolvers)
+    from poolhead.resolvers import register
 
+    register()
     other = [o for o in overrides if not re.match(r"^[+~]*(data|paths)([.=])", o)]
     if other:
         raise ValueError(f"{other}: eval takes data=<group>, data.<key>=... (and paths.*) overrides only; the model "
                          "and its settings come from the checkpoint")
-    if not (config_dir / "data").is_dir():
-        raise FileNotFoundError(f"{config_dir}: no conf/data folder here; pass --config-dir /path/to/poolhead/conf")
-    with initialize_config_dir(str(config_dir.resolve()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    search = []
+    if config_dir is not None:
+        if not config_dir.is_dir():
+            raise FileNotFoundError(f"--config-dir {config_dir}: no such folder")
+        search = [f"hydra.searchpath=[file://{config_dir.resolve()}]"]
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=[*search, *overrides])
     return OmegaConf.to_container(cfg.data, resolve=True)
 
 
@@ -269,6 +311,7 @@ def same_task(model_task: Any, data_task: Any, name: str) -> None:
 
 # --- export -----------------------------------------------------------------------------------------------------
 def export_command(args: argparse.Namespace) -> int:
+    from poolhead.run.checkpoint import checkpoint_file
     from poolhead.use.export import ExportRefused, backend_refusal, choose, describe, export
 
     checkpoint = best_checkpoint(args.run) if args.best else checkpoint_file(args.run)
@@ -290,6 +333,7 @@ def export_command(args: argparse.Namespace) -> int:
 
 def best_checkpoint(sweep_dir: str | Path) -> Path:
     """The best checkpoint of the sweep report's best configuration (its best seed when there are several)."""
+    from poolhead.run.checkpoint import checkpoint_file
     from poolhead.sweep.report import write_report
     from poolhead.sweep.report.collect import is_seed, load_jobs, varied_keys
     from poolhead.sweep.report.table import label
@@ -311,6 +355,8 @@ def best_checkpoint(sweep_dir: str | Path) -> Path:
 
 # --- cache ------------------------------------------------------------------------------------------------------
 def cache_command(args: argparse.Namespace) -> int:
+    from poolhead.speed.cache import FeatureCache, folder_size
+
     root: Path = args.cache_dir.expanduser()
     if args.action == "clear":
         freed = folder_size(root)

@@ -48,7 +48,7 @@ def hub_id(name_or_path: str | None) -> str | None:
     path = Path(str(name_or_path or "")).expanduser()
     if not name_or_path or not path.exists():
         return str(name_or_path) if _hub_like(name_or_path) else None
-    from poolhead import minilm_path
+    from poolhead.resources import minilm_path
 
     try:
         if path.resolve() == Path(minilm_path()).resolve():
