@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: install train test test-slow test-backends bench bench-quick data-readme clean
+.PHONY: install train test test-slow test-backends bench bench-quick bench-startup data-readme clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -43,6 +43,9 @@ bench: install
 
 bench-quick: install
 	$(PY) benchmarks/run.py --quick
+
+bench-startup: install   # how fast `poolhead --help` and each subcommand's --help answer (target: < 1 s)
+	$(PY) benchmarks/startup.py
 
 data-readme: install   # the bad-input count in src/poolhead/data/README.md, from the tests themselves
 	n=$$($(PY) -m pytest -m bad_input --collect-only -q -p no:xdist tests | grep -c '::'); \
