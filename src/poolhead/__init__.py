@@ -10,8 +10,12 @@ __all__ = ["__version__", "build", "conf_dir", "load", "minilm_path", "wandb_off
 
 
 def __getattr__(name: str):  # poolhead.build / poolhead.load, imported on first use (they pull in torch)
-    if name in ("build", "load"):
-        from poolhead.run import build as builder
+    if name == "build":
+        from poolhead.run.build import build
 
-        return getattr(builder, name)
+        return build
+    if name == "load":  # a model to predict / encode with, as sentence-transformers users expect
+        from poolhead.use.api import load
+
+        return load
     raise AttributeError(f"module 'poolhead' has no attribute {name!r}")
