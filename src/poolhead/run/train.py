@@ -18,6 +18,7 @@ import torch
 import transformers
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from poolhead.core.hub import weights_sha256
@@ -103,6 +104,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_p
             metrics |= values
         pd.concat(frames, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False)
         results["metrics"] = dict(sorted(metrics.items()))
+        log_test_metrics(loggers, results["metrics"], trainer.global_step)
         results["checkpoints"] = {"best": best, "last": _existing(out_dir / "checkpoints" / "last.ckpt")}
         results["timing"] = {"train_seconds": round(throughput.seconds, 3),
                              "train_samples_per_second": round(throughput.samples_per_second, 2),
@@ -201,6 +203,16 @@ def _now() -> str:
 
 def _existing(path: Path) -> str | None:
     return str(path) if path.exists() else None
+
+
+def log_test_metrics(loggers: list, metrics: dict[str, float], step: int) -> None:
+    """The test metrics (scored after fit, outside Lightning's loops) sent to each logger a user reads them in:
+    TensorBoard, MLflow, W&B. The CSV log stays the per-step training log; results.json holds them for it."""
+    test = {name: value for name, value in metrics.items() if name.startswith("test/")}
+    for logger in loggers:
+        if test and not isinstance(logger, CSVLogger):
+            logger.log_metrics(test, step=step)
+            logger.finalize("success")  # Lightning finalized them after fit: flush and close again
 
 
 def finish_wandb(loggers: list, failed: bool) -> None:
