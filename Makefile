@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)   # first: an unpinned torch pulls gigabytes of CUDA wheels
-	$(PY) -m pip install -q -e ".[test,bench,sweeps,mteb]"
+	$(PY) -m pip install -q -e ".[test,bench,sweeps,mteb,loggers]"
 	touch $@
 
 install: $(VENV)/.installed
