@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 
 def resume_subdir(ckpt_path: object) -> str:
@@ -13,16 +14,26 @@ def resume_subdir(ckpt_path: object) -> str:
     return f".hydra/resume-{time.strftime('%Y%m%d-%H%M%S')}" if ckpt_path else ".hydra"
 
 
+def study_direction(monitor: str | None, data: Any = None) -> str:
+    """An Optuna study's direction before any model is built: of `monitor`, or, when it is null, of the main metric
+    of the data's task (data.task; STS data: score), as the runs themselves will monitor."""
+    from poolhead.core.direction import default_monitor
+    from poolhead.sweep.jobs import optuna_direction
+
+    kind = data.get("task") if data is not None and hasattr(data, "get") else None
+    return optuna_direction(monitor or default_monitor(kind if isinstance(kind, str) else None))
+
+
 def register() -> None:
     """Register every resolver (idempotent: replace=True)."""
     from omegaconf import OmegaConf
 
     from poolhead.resources import minilm_path, wandb_offline
-    from poolhead.sweep.jobs import job_dirname, optuna_direction  # no torch: Hydra and OmegaConf only
+    from poolhead.sweep.jobs import job_dirname  # no torch: Hydra and OmegaConf only
 
     OmegaConf.register_new_resolver("minilm", minilm_path, replace=True)  # ${minilm:} -> the bundled MiniLM folder
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("basename", lambda path: Path(str(path)).name, replace=True)
     OmegaConf.register_new_resolver("resume_subdir", resume_subdir, replace=True)
     OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)  # hydra.sweep.subdir
-    OmegaConf.register_new_resolver("optuna_direction", optuna_direction, replace=True)  # the Optuna sweeper
+    OmegaConf.register_new_resolver("optuna_direction", study_direction, replace=True)  # the Optuna sweeper

@@ -5,6 +5,7 @@ every job the same identity."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -13,12 +14,15 @@ from typing import Any
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from poolhead.resolvers import register
 from poolhead.resources import conf_dir
 from poolhead.run.record import SIGTERM_EXIT
 from poolhead.sweep.jobs import prepare_job, release_job
+from poolhead.use.presets import PresetConflict, check_presets, config_dirs
+
+log = logging.getLogger(__name__)
 
 register()  # here too: a parallel launcher's worker imports this module to run a job, and composes nothing itself
 
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None, program: str = "poolhead train") -> None
 
 def task(cfg: DictConfig) -> float | None:
     """Hydra's task function: one job; an interruption (SIGTERM) in a sweep reports what finished, then stops."""
+    respect_the_user()
     try:
         return train(cfg)
     except SystemExit as stop:  # interrupted (SIGTERM): a sweep says what finished before it stops, non-zero
@@ -72,6 +77,18 @@ def train(cfg: DictConfig) -> float | None:
 
         print(closing_summary(results, cfg, overrides(), os.environ.get("POOLHEAD_PROGRAM", "poolhead train")))
     return results.get("metrics", {}).get(results.get("monitor"))  # for Hydra sweepers that optimise
+
+
+def respect_the_user() -> None:
+    """Before any work: a preset never overrides the user's data, mode or encoder silently (poolhead.use.presets)."""
+    hydra_cfg = HydraConfig.get()
+    sources = OmegaConf.to_container(hydra_cfg.runtime.config_sources)
+    try:
+        notes = check_presets(dict(hydra_cfg.runtime.choices), overrides(), config_dirs(sources))
+    except PresetConflict as err:
+        sys.exit(f"settings: {err}")
+    for note in notes:
+        log.warning(note)
 
 
 def overrides() -> list[str]:
