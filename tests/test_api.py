@@ -91,6 +91,8 @@ def test_encode_gives_the_sentence_transformers_exports_vectors(runs, tmp_path):
     want = SentenceTransformer(str(tmp_path / "st"), device="cpu").encode(texts)
     assert isinstance(got, np.ndarray) and got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-5
+    shared = "\n".join(f.read_text() for f in (tmp_path / "st").rglob("*") if f.suffix in (".json", ".md"))
+    assert poolhead.minilm_path() not in shared, "no local install path in a folder meant to be shared"
     tensor = model.encode(texts[:3], convert_to_tensor=True)
     assert isinstance(tensor, torch.Tensor) and torch.allclose(tensor, torch.from_numpy(got[:3]), atol=1e-6)
 

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from poolhead.core.encoder import Encoder
 from poolhead.core.hub import weights_sha256
 from poolhead.core.model import PoolheadModel
-from poolhead.run.record import config_hash
+from poolhead.run.record import config_hash, portable
 
 LOAD = {
     "sentence-transformers": """```python
@@ -121,7 +121,7 @@ def backend_section(fmt: str, files: list[dict[str, Any]]) -> str:
 
 def model_card(model: PoolheadModel, fmt: str, card: dict[str, Any]) -> str:
     """README.md of an export: what was trained on what, how well, how to load it, what its scores mean."""
-    config = model.description.config if model.description else {}
+    config = portable(model.description.config) if model.description else {}  # no local install path in it
     encoder, kind = model.encoder, model.task.kind
     low, high = model.task.score_range or (0.0, 1.0)
     load = LOAD[fmt].format(
