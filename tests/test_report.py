@@ -364,3 +364,16 @@ def test_halving_curves_name_their_metric(tmp_path, monkeypatch):
     record = {"configs": {"pooling=mean": {"group": "all", "dropped_at": None}}, "rungs": [5]}
     assert plot_curves(tmp_path, record, {("pooling=mean", 1): job}, [1]).is_file()
     assert labels == ["val/accuracy (seed 1)"]
+
+
+def test_readme_excerpt_is_todays_report_format(tmp_path):
+    """The bug it catches (issue 42): the README showing a table format the report no longer writes. Each excerpt
+    line is in experiments/demo_grid/summary.md, whose header has the columns a report of today writes."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    start = readme.index(next(line for line in readme if line.startswith("| pooling | head |")))
+    excerpt = [line for line in readme[start:] if line.startswith("|")][:6]
+    committed = (ROOT / "experiments" / "demo_grid" / "summary.md").read_text().splitlines()
+    assert all(line in committed for line in excerpt), "README excerpt differs from the committed summary.md"
+    today = write_report(make_grid_sweep(tmp_path / "sweep", seeds=(1, 2, 3)))["summary_md"].read_text()
+    header = next(line for line in today.splitlines() if line.startswith("| pooling | head |"))
+    assert header.split("|")[3:4] + header.split("|")[-4:] == excerpt[0].split("|")[3:4] + excerpt[0].split("|")[-4:]
