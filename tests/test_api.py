@@ -113,3 +113,22 @@ def test_readme_python_example_runs(runs, tmp_path):
     code = block.replace("logs/train/runs/<run>", str(runs["bi-regression"]))
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_eval_scores_a_held_out_file_with_the_runs_columns_and_no_train_file(runs, tmp_path):
+    """The bug it catches (issue 42): `eval` needing data.train (and data.text, data.label, data.task again) to
+    score one held-out file, where `predict` reuses the run's column names. Its accuracy is the one computed from
+    `poolhead predict`'s output on the same file."""
+    import json
+
+    run_dir = runs["single-classes"]
+    held = pd.read_csv(poolhead.load(run_dir).description.config["data"]["train"]).iloc[::3]
+    held.to_csv(tmp_path / "held.csv", index=False)
+    out = tmp_path / "eval.json"
+    assert cli(["eval", str(run_dir), "data=csv", f"data.test={tmp_path / 'held.csv'}", "--output", str(out)]) == 0
+    entry = json.loads(out.read_text())["csv"]
+    assert list(entry["rows"]) == ["test"] and entry["rows"]["test"] == len(held)
+    assert cli(["predict", str(run_dir), "--input", str(tmp_path / "held.csv"), "--output",
+                str(tmp_path / "p.csv"), "--quiet"]) == 0
+    predicted = pd.read_csv(tmp_path / "p.csv")
+    assert entry["metrics"]["test/accuracy"] == pytest.approx((predicted["pred"] == predicted["label"]).mean())

@@ -232,12 +232,13 @@ def eval_command(args: argparse.Namespace) -> int:
 
     data = compose_data(args.overrides, args.config_dir)
     model = _load(args.run, args.device, args.trust_remote_code)
+    data, held_out = table_settings(data, model.description.config["data"], args.overrides)
     if args.mteb and model.mode.name != "bi":
         raise ValueError(f"--mteb scores embeddings (MTEB STS): a mode=bi run only, this one is "
                          f"mode={model.mode.name}")
     datamodule = data_for(model, data=data, cache_dir=str(args.cache_dir))
     same_task(model.task, datamodule.task, datamodule.name)
-    splits = args.split or ["val"] + (["test"] if datamodule.has_test else [])
+    splits = args.split or held_out or ["val"] + (["test"] if datamodule.has_test else [])
     path = args.output or run_folder(Path(args.run)) / "eval.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     name = entry_name(datamodule.name, data, results)
@@ -267,6 +268,26 @@ def eval_command(args: argparse.Namespace) -> int:
         print(f"{name} {split}: {main_metric} {value:.4f} ({entry['rows'][split]} rows){also}")
     print(f"wrote {path} (entry {name!r}) and {entry['predictions']}")
     return 0
+
+
+TABLE_KEYS = ("text", "text_pair", "label", "task", "score_range")  # data=csv settings a run's files share
+
+
+def table_settings(data: dict[str, Any], run_data: dict[str, Any], overrides: list[str]
+                   ) -> tuple[dict[str, Any], list[str]]:
+    """Files of your own (data=csv) scored as `predict` reads them: column names and task from the run's own data
+    config unless set on the command line; without data.train, the given val/test file stands in for it (eval
+    scores only the splits named). Returns the data config and the splits a held-out file asks for ([]: all)."""
+    if "text" not in data:
+        return data, []
+    named = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    data = data | {k: run_data[k] for k in TABLE_KEYS if k in run_data and f"data.{k}" not in named}
+    if data.get("train"):
+        return data, []
+    given = [split for split in ("val", "test") if data.get(split)]
+    if not given:
+        raise ValueError("data=csv: name the file to score, data.test=PATH (or data.val=PATH)")
+    return data | {"train": data[given[-1]], "val": data.get("val") or data[given[-1]]}, given
 
 
 def entry_name(name: str, data: dict[str, Any], results: dict[str, Any]) -> str:
