@@ -377,3 +377,13 @@ def test_readme_excerpt_is_todays_report_format(tmp_path):
     today = write_report(make_grid_sweep(tmp_path / "sweep", seeds=(1, 2, 3)))["summary_md"].read_text()
     header = next(line for line in today.splitlines() if line.startswith("| pooling | head |"))
     assert header.split("|")[3:4] + header.split("|")[-4:] == excerpt[0].split("|")[3:4] + excerpt[0].split("|")[-4:]
+
+
+def test_write_report_names_the_best_job(tmp_path):
+    """`poolhead export --best` reads the report's best job (it worked the best configuration out again): the best
+    configuration's seed with the highest val/spearman, from the jobs' own results."""
+    out = write_report(make_grid_sweep(tmp_path / "sweep", seeds=(1, 2, 3)))
+    rows = [(r["metrics"]["val/spearman"], p.parent) for p in (tmp_path / "sweep").glob("*/results.json")
+            for r in [json.loads(p.read_text())] if r["config"]["pooling"] == "mean"
+            and r["config"]["head"] == "regression"]
+    assert out["best"] == "pooling=mean, head=regression" and out["best_job"] == max(rows)[1]

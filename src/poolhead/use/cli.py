@@ -356,22 +356,14 @@ def best_checkpoint(sweep_dir: str | Path) -> Path:
     """The best checkpoint of the sweep report's best configuration (its best seed when there are several)."""
     from poolhead.run.checkpoint import checkpoint_file
     from poolhead.sweep.report import write_report
-    from poolhead.sweep.report.collect import is_seed, load_jobs, varied_keys
-    from poolhead.sweep.report.table import label
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir}: no such sweep folder")
     report = write_report(sweep_dir)
-    if report["best"] is None:
+    if report["best_job"] is None:
         raise ValueError(f"{sweep_dir}: no finished job with {report['monitor']}; nothing to export")
-    jobs = load_jobs(sweep_dir)
-    axes = [k for k in varied_keys(jobs) if not is_seed(k)]
-    ok = report["summary"][report["summary"]["status"] == "ok"]
-    config = [label(row, axes) if axes else "all" for _, row in ok.iterrows()]
-    best = ok[[c == report["best"] for c in config]].sort_values(report["monitor"], ascending=report["mode"] == "min")
-    job = best.iloc[0]["job"]
-    return checkpoint_file(next(j["dir"] for j in jobs if j["job"] == job))
+    return checkpoint_file(report["best_job"])
 
 
 # --- cache ------------------------------------------------------------------------------------------------------
