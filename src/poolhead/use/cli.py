@@ -152,11 +152,7 @@ def train_command(argv: list[str]) -> int:
 
 # --- predict ----------------------------------------------------------------------------------------------------
 def predict_command(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from poolhead.data.read import DataError, build_split, read_table
-    from poolhead.run.evaluate import prediction_frame
-    from poolhead.use.predict import predict_texts
+    from poolhead.use.predict import predict_file
 
     model = _load(args.run, args.device, args.trust_remote_code)
     columns = column_names(model, args)
@@ -165,24 +161,8 @@ def predict_command(args: argparse.Namespace) -> int:
     if output.resolve() == path.resolve():
         raise ValueError(f"--output {output} is the input file: predictions go to another file (default: "
                          f"{path.with_name(f'{path.stem}.pred{path.suffix}')}), the input is never overwritten")
-    rows, unit = read_table(path, columns, optional=("label",), keep_record=True, setting="--{flag} COLUMN")
-    labelled = [where for where, row in rows if "label" in row]
-    if labelled and len(labelled) < len(rows):
-        missing = next(where for where, row in rows if "label" not in row)
-        raise DataError(f"{path} {unit} {missing}, field {columns['label']}: missing, but {unit} {labelled[0]} has "
-                        "one; label every row or none")
-    split = build_split(rows, str(path), unit, pair=model.mode.pair, task=model.task.kind if labelled else None,
-                        score_range=model.task.score_range, names=columns)
-    scores = predict_texts(model, split.text, split.text_pair, args.precision, args.batch_size, not args.quiet)
-    frame = prediction_frame(model, split.frame(), scores).drop(columns=["index", "gold"], errors="ignore")
-    position = {where: i for i, (where, _) in enumerate(rows)}
-    frame.index = [position[where] for where in split.where]  # skipped rows keep their place, without a prediction
-    records = pd.DataFrame([row["record"] for _, row in rows], dtype=object)  # values as read: an id column with a
-    # missing value stays whole numbers (pandas would make them floats, and two large ids equal)
-    clash = [c for c in frame.columns if c in records.columns]
-    if clash:
-        print(f"note: the input's column(s) {clash} are replaced by the predictions", file=sys.stderr)
-    write_table(records.drop(columns=clash).join(frame), output)
+    frame, split = predict_file(model, path, columns, args.precision, args.batch_size, not args.quiet)
+    write_table(frame, output)
     skipped = f" ({split.skipped} rows with an empty text left without a prediction)" if split.skipped else ""
     print(f"wrote {len(split)} predictions{skipped} to {output}")
     return 0
