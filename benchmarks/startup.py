@@ -1,5 +1,6 @@
-"""How long the `poolhead` command takes to answer before any work: `--help`, `--version` and each subcommand's
-`--help`, each started REPEATS times in a fresh interpreter (the median kept). Target: under 1 s on a 2-core CPU.
+"""How long the `poolhead` command takes to answer before any work: `--help`, `--version` and each
+subcommand's `--help`, each started REPEATS times in a fresh interpreter (the median kept). Target: under 1 s
+on a 2-core CPU.
 
     python benchmarks/startup.py            # -> benchmarks/results/<stamp>-startup.md
 """
@@ -23,7 +24,7 @@ TARGET_S = 1.0
 
 
 def seconds(argv: list[str]) -> float:
-    """Median wall-clock seconds of `python -m poolhead ARGV` (interpreter start included, output discarded)."""
+    """Median wall-clock seconds of `python -m poolhead ARGV` (interpreter start included, output dropped)."""
     times = []
     for _ in range(REPEATS):
         start = time.perf_counter()
@@ -46,9 +47,11 @@ def main() -> None:
     lines = [f"# poolhead start-up, {stamp}", "",
              f"`python benchmarks/startup.py`: median of {REPEATS} starts of `python -m poolhead ...`; "
              f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), Python "
-             f"{platform.python_version()}; `python -c pass` takes {bare_python():.3f} s. Target: < {TARGET_S} s.",
+             f"{platform.python_version()}; `python -c pass` takes {bare_python():.3f} s. "
+             f"Target: < {TARGET_S} s.",
              "", "| command | seconds | under target |", "|---|---|---|"]
-    lines += [f"| `poolhead {name}` | {value:.3f} | {'yes' if value < TARGET_S else 'NO'} |" for name, value in rows]
+    lines += [f"| `poolhead {name}` | {value:.3f} | {'yes' if value < TARGET_S else 'NO'} |"
+              for name, value in rows]
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{stamp}-startup.md"
     out.write_text("\n".join(lines) + "\n")

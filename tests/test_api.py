@@ -1,7 +1,7 @@
-"""The Python API a sentence-transformers user recognises: `poolhead.load(run).predict(pairs or texts)` gives what
-`poolhead predict` writes (scores on the data's scale, class labels, label sets), in input order and however it is
-batched; `.encode(texts)` of a bi run gives the vectors sentence-transformers gives for the run's export; and the
-README's example runs as written."""
+"""The Python API a sentence-transformers user recognises: `poolhead.load(run).predict(pairs or texts)` gives
+what `poolhead predict` writes (scores on the data's scale, class labels, label sets), in input order and
+however it is batched; `.encode(texts)` of a bi run gives the vectors sentence-transformers gives for the
+run's export; and the README's example runs as written."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def runs(tmp_path_factory) -> dict:
 
 
 def rows_of(run_dir, tmp_path) -> tuple[pd.DataFrame, list]:
-    """The input rows `poolhead predict` and `model.predict` both score: demo pairs, or the run's training file
-    without labels; as a frame and as the list `predict` takes."""
+    """The input rows `poolhead predict` and `model.predict` both score: demo pairs, or the run's training
+    file without labels; as a frame and as the list `predict` takes."""
     model = poolhead.load(run_dir)
     train = model.description.config["data"].get("train")
     if train is None:
@@ -79,8 +79,8 @@ def test_predict_gives_poolhead_predicts_column_in_input_order(runs, name, tmp_p
 
 
 def test_encode_gives_the_sentence_transformers_exports_vectors(runs, tmp_path):
-    """The bug it catches: `encode` missing (the issue's AttributeError), or vectors other than those the head reads
-    (another pooling, normalised, another max_length): compared with the exported SentenceTransformer's."""
+    """The bug it catches: `encode` missing (the issue's AttributeError), or vectors other than those the head
+    reads (another pooling, normalised, another max_length): compared with the exported SentenceTransformer."""
     from sentence_transformers import SentenceTransformer
 
     run_dir = runs["bi-regression"]
@@ -116,9 +116,9 @@ def test_readme_python_example_runs(runs, tmp_path):
 
 
 def test_eval_scores_a_held_out_file_with_the_runs_columns_and_no_train_file(runs, tmp_path):
-    """The bug it catches (issue 42): `eval` needing data.train (and data.text, data.label, data.task again) to
-    score one held-out file, where `predict` reuses the run's column names. Its accuracy is the one computed from
-    `poolhead predict`'s output on the same file."""
+    """The bug it catches (issue 42): `eval` needing data.train (and data.text, data.label, data.task again)
+    to score one held-out file, where `predict` reuses the run's column names. Its accuracy is the one
+    computed from `poolhead predict`'s output on the same file."""
     import json
 
     run_dir = runs["single-classes"]

@@ -1,7 +1,7 @@
-"""The closing "Next:" lines are built from the run's own config: the sweep keeps the run's data, mode and other
-overrides, predict reads a file of the run's own data and writes into the run folder (never into the package), eval
-scores the run's data config, and export writes to a folder that does not exist yet. (That each runs as printed:
-tests/test_use.py for train.py, tests/test_wheel.py for an installed `poolhead train`.)"""
+"""The closing "Next:" lines are built from the run's own config: the sweep keeps the run's data, mode and
+other overrides, predict reads a file of the run's own data and writes into the run folder (never into the
+package), eval scores the run's data config, and export writes to a folder that does not exist yet. (That each
+runs as printed: tests/test_use.py for train.py, tests/test_wheel.py for an installed `poolhead train`.)"""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ def lines_for(tmp_path: Path, overrides: list[str], program: str = "poolhead tra
 
 
 def test_next_lines_follow_a_csv_run(tmp_path, monkeypatch):
-    """The bug it catches (the issue): a fixed string that sweeps the demo data after training on your CSV, points
-    eval at ../shared/data/stsb and predict at the package's own pairs.csv, writing into the package folder."""
+    """The bug it catches (the issue): a fixed string that sweeps the demo data after training on your CSV,
+    points eval at ../shared/data/stsb and predict at the package's own pairs.csv, writing into the package
+    folder."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.csv").write_text("text,label\na,1\n")
     given = ["data=csv", "data.train=mine.csv", "data.text=text", "mode=single", "pooling=cls", "encoder=tiny",

@@ -1,7 +1,7 @@
-"""The layer rule at run time and the import graph: `import poolhead` and `import poolhead.core.model` load no later
-layer and no Hydra (checked in a fresh interpreter: what a user's `import` really loads, not the source text), the
-`poolhead` command starts without torch, Lightning, transformers or Hydra, and no two modules import each other
-(walked with ast over src/poolhead, imports inside functions included)."""
+"""The layer rule at run time and the import graph: `import poolhead` and `import poolhead.core.model` load no
+later layer and no Hydra (checked in a fresh interpreter: what a user's `import` really loads, not the source
+text), the `poolhead` command starts without torch, Lightning, transformers or Hydra, and no two modules
+import each other (walked with ast over src/poolhead, imports inside functions included)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ KNOWN_CYCLES = [["poolhead.sweep.halving", "poolhead.sweep.halving_report"],
 
 
 def loaded_after(code: str) -> list[str]:
-    """The modules a fresh interpreter holds after running `code` (the test process's own imports do not count)."""
+    """The modules a fresh interpreter holds after running `code` (the test process's own imports do not
+    count)."""
     script = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -37,15 +38,15 @@ def top(names: list[str], prefixes: tuple[str, ...]) -> list[str]:
 
 
 def test_import_poolhead_loads_no_later_layer_no_hydra_no_torch():
-    """The bug it catches: the package root importing `poolhead.sweep.jobs` (and so Hydra) to register resolvers, as
-    it did before; any import at the root that pulls in a layer or a heavy library."""
+    """The bug it catches: the package root importing `poolhead.sweep.jobs` (and so Hydra) to register
+    resolvers, as it did before; any import at the root that pulls in a layer or a heavy library."""
     loaded = loaded_after("import poolhead")
     assert top(loaded, LATER + HEAVY) == [], top(loaded, LATER + HEAVY)
 
 
 def test_import_core_model_loads_no_later_layer_and_no_hydra():
-    """The bug it catches: a core module importing run/, sweep/ or use/ at run time (a late import the source-text
-    rule of test_layers.py also sees, or one through the package root it exempts), or Hydra."""
+    """The bug it catches: a core module importing run/, sweep/ or use/ at run time (a late import the
+    source-text rule of test_layers.py also sees, or one through the package root it exempts), or Hydra."""
     loaded = loaded_after("import poolhead.core.model")
     assert top(loaded, LATER + ("hydra",)) == [], top(loaded, LATER + ("hydra",))
 
@@ -53,8 +54,8 @@ def test_import_core_model_loads_no_later_layer_and_no_hydra():
 @pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["predict", "--help"],
                                   ["eval", "--help"], ["export", "--help"], ["cache", "--help"]])
 def test_the_command_starts_without_heavy_imports(argv):
-    """The bug it catches: `poolhead --help` taking 11 s because cli.py imports torch, Lightning, transformers or
-    Hydra at the top (the start-up time itself: benchmarks/startup.py)."""
+    """The bug it catches: `poolhead --help` taking 11 s because cli.py imports torch, Lightning, transformers
+    or Hydra at the top (the start-up time itself: benchmarks/startup.py)."""
     code = f"from poolhead.use.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
     loaded = loaded_after(code)
     assert top(loaded, HEAVY) == [], top(loaded, HEAVY)

@@ -1,6 +1,7 @@
-"""Loggers and debug configs as lightning-hydra-template has them: `logger=tensorboard` and `logger=mlflow` runs whose
-event files and MLflow store hold the train, val and test metrics (read back with TensorBoard's and MLflow's own
-readers), `logger=many` / a list, and each `debug=` config running end to end with the effect it promises."""
+"""Loggers and debug configs as lightning-hydra-template has them: `logger=tensorboard` and `logger=mlflow`
+runs whose event files and MLflow store hold the train, val and test metrics (read back with TensorBoard's and
+MLflow's own readers), `logger=many` / a list, and each `debug=` config running end to end with the effect it
+promises."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ def trained(tmp_path, *overrides: str, base: list[str] = STEPS) -> dict:
 
 
 def test_tensorboard_and_mlflow_hold_train_val_and_test_metrics(tmp_path):
-    """The bug it catches: test metrics that never reach a logger (W&B got val and loss only: the test split is
-    scored after fit, outside Lightning's loops), or a logger option that is not wired to the run folder."""
+    """The bug it catches: test metrics that never reach a logger (W&B got val and loss only: the test split
+    is scored after fit, outside Lightning's loops), or a logger option not wired to the run folder."""
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -53,8 +54,8 @@ def test_many_loggers_and_a_list_compose(tmp_path):
 
 
 def test_debug_fdr_runs_one_batch_and_writes_no_checkpoint(tmp_path):
-    """The bug it catches: a debug config that does not run (a key Lightning or poolhead refuses), or fast_dev_run
-    ending as a failed run because it leaves no best checkpoint to score."""
+    """The bug it catches: a debug config that does not run (a key Lightning or poolhead refuses), or
+    fast_dev_run ending as a failed run because it leaves no best checkpoint to score."""
     results = trained(tmp_path, "debug=fdr", base=BASE)
     assert results["timing"]["train_steps"] == 1
     assert not list(tmp_path.glob("checkpoints/*.ckpt"))
@@ -63,8 +64,8 @@ def test_debug_fdr_runs_one_batch_and_writes_no_checkpoint(tmp_path):
 
 @pytest.mark.slow
 def test_debug_overfit_drives_the_training_loss_down(tmp_path):
-    """The same 3 batches every epoch: the loss on them falls far (here 10 epochs at a learning rate the tiny random
-    encoder learns at, and without anomaly detection, to stay fast)."""
+    """The same 3 batches every epoch: the loss on them falls far (here 10 epochs at a learning rate the tiny
+    random encoder learns at, and without anomaly detection, to stay fast)."""
     results = trained(tmp_path, "debug=overfit", "trainer.max_epochs=10", "optim.lr=1e-3", "optim.head_lr=1e-2",
                       "trainer.detect_anomaly=false", base=BASE)
     assert results["timing"]["train_steps"] == 30

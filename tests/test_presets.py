@@ -1,6 +1,7 @@
-"""Presets respect the user: a data, mode or encoder set on the command line is never silently replaced or mixed
-with a preset's settings for another option (the issue: `hparams_search=stsb_optuna data=demo` trained on STS-B while
-the records said data=demo), and an Optuna study's direction follows the task when `monitor` is null."""
+"""Presets respect the user: a data, mode or encoder set on the command line is never silently replaced or
+mixed with a preset's settings for another option (the issue: `hparams_search=stsb_optuna data=demo` trained
+on STS-B while the records said data=demo), and an Optuna study's direction follows the task when `monitor` is
+null."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_a_nested_preset_is_read_through_its_defaults_list():
 
 def test_the_user_wins_saying_so_when_no_preset_setting_is_left_over():
     """encoder=tiny in stsb_pooling: its encoder.fast_dropout is shared by every encoder (train.yaml's encoder
-    block), so the user's encoder wins with a note; data.dir set by the user leaves nothing of the preset's data."""
+    block), so the user's encoder wins with a note; data.dir set by the user leaves nothing of the preset's
+    data."""
     notes = check_presets({"experiment": "stsb_pooling", "encoder": "tiny", "data": "demo"},
                           ["experiment=stsb_pooling", "encoder=tiny", "data=demo", "data.dir=/some/where"], DIRS)
     assert notes == ["encoder=tiny (command line) replaces experiment=stsb_pooling's encoder=minilm",
@@ -54,7 +56,8 @@ def test_train_refuses_before_any_work(tmp_path):
     ([], "maximize"), (["monitor=val/loss"], "minimize"),
     (["data=csv", "data.task=class"], "maximize"), (["data=csv", "data.task=multilabel"], "maximize")])
 def test_an_optuna_studys_direction_needs_no_monitor(tmp_path, overrides, direction):
-    """The bug it catches: a search of your own dying with a 60-line traceback unless monitor= is set, although
-    the task knows its metric (val/spearman, val/accuracy, val/f1_micro: all maximized; val/loss minimized)."""
+    """The bug it catches: a search of your own dying with a 60-line traceback unless monitor= is set,
+    although the task knows its metric (val/spearman, val/accuracy, val/f1_micro: all maximized; val/loss
+    minimized)."""
     cfg = compose_cfg(["hydra/sweeper=poolhead_optuna", "monitor=null", *overrides], tmp_path, hydra=True)
     assert cfg.hydra.sweeper.direction == direction

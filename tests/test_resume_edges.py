@@ -1,6 +1,6 @@
-"""Two resumes that went wrong quietly (issue 42): `ckpt_path=<another run's last.ckpt>` made a new folder with no
-checkpoint of its own (and a "best checkpoint" in the other run), and `ckpt_path=last` on a finished run rewrote its
-training time as 0.0 s."""
+"""Two resumes that went wrong quietly (issue 42): `ckpt_path=<another run's last.ckpt>` made a new folder
+with no checkpoint of its own (and a "best checkpoint" in the other run), and `ckpt_path=last` on a finished
+run rewrote its training time as 0.0 s."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ def finished(tmp_path_factory):
 
 
 def test_resuming_a_finished_run_keeps_its_training_time(finished):
-    """The training time and samples travel in each checkpoint (TrainThroughput's state), so a resume adds to them."""
+    """The training time and samples travel in each checkpoint (TrainThroughput's state), so a resume adds to
+    them."""
     before = json.loads((finished / "results.json").read_text())["timing"]
     assert before["train_seconds"] > 0
     again = run(compose_cfg([*SHORT, "ckpt_path=last"], finished))

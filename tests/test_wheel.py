@@ -1,9 +1,9 @@
-"""The acceptance test of poolhead as an installed tool (issue 42): build the wheel, install it into a fresh virtual
-environment (torch pinned first, as the Makefile does), and from an empty folder, with no repository in sight, run
-`poolhead train` on a CSV of its own (the tiny encoder), the closing "Next:" lines as printed (predict, eval, export,
-and their sweep cut to two jobs), `poolhead-report`, `python -m poolhead` and `poolhead.load(...).predict(...)`.
-Minutes (the venv's install): marked slow. POOLHEAD_WHEEL_VENV=<an existing venv> reuses one (the wheel is
-reinstalled there), for a quicker second try."""
+"""The acceptance test of poolhead as an installed tool (issue 42): build the wheel, install it into a fresh
+virtual environment (torch pinned first, as the Makefile does), and from an empty folder, with no repository
+in sight, run `poolhead train` on a CSV of its own (the tiny encoder), the closing "Next:" lines as printed
+(predict, eval, export, and their sweep cut to two jobs), `poolhead-report`, `python -m poolhead` and
+`poolhead.load(...).predict(...)`. Minutes (the venv's install): marked slow. POOLHEAD_WHEEL_VENV=<an existing
+venv> reuses one (the wheel is reinstalled there), for a quicker second try."""
 
 from __future__ import annotations
 

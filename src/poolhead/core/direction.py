@@ -3,7 +3,7 @@ a checkpoint's `mode`), and the one place poolhead decides it (tests check it ag
 `higher_is_better`). Imports nothing: a sweep that skips every job stays free of torch."""
 
 LOWER_IS_BETTER = ("loss", "mse", "mae")  # every other metric poolhead logs is higher-is-better
-MAIN_METRIC = {"score": "spearman", "class": "accuracy", "multilabel": "f1_micro"}  # a task kind's main metric
+MAIN_METRIC = {"score": "spearman", "class": "accuracy", "multilabel": "f1_micro"}  # of each task kind
 
 
 def default_monitor(kind: str | None) -> str:

@@ -70,8 +70,8 @@ class TrainThroughput(L.Callback):
         self.pause()
 
     def state_dict(self) -> dict[str, Any]:
-        """Saved in each checkpoint, this epoch's training so far included: a resumed run adds to the totals (a
-        finished run resumed with ckpt_path=last keeps its training time instead of recording 0.0)."""
+        """Saved in each checkpoint, this epoch's training so far included: a resumed run adds to the
+        totals (a finished run resumed with ckpt_path=last keeps its training time, not 0.0)."""
         running = self._last - self._start if self._start is not None else 0.0
         return {"seconds": self.seconds + running, "samples": self.samples}
 

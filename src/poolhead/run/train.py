@@ -206,8 +206,8 @@ def _existing(path: Path) -> str | None:
 
 
 def log_test_metrics(loggers: list, metrics: dict[str, float], step: int) -> None:
-    """The test metrics (scored after fit, outside Lightning's loops) sent to each logger a user reads them in:
-    TensorBoard, MLflow, W&B. The CSV log stays the per-step training log; results.json holds them for it."""
+    """The test metrics (scored after fit, outside Lightning's loops) sent to each logger a user reads
+    them in: TensorBoard, MLflow, W&B. The CSV log stays the per-step log; results.json holds them for it."""
     test = {name: value for name, value in metrics.items() if name.startswith("test/")}
     for logger in loggers:
         if test and not isinstance(logger, CSVLogger):

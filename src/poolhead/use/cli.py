@@ -1,6 +1,6 @@
-"""poolhead commands: train and sweep (train), use a trained model (predict, eval, export) and look after the caches
-(cache). `poolhead <command> --help` explains each; README.md shows them. Start-up stays light: torch, Lightning,
-transformers and Hydra are imported inside the command that needs them (tests/test_startup.py)."""
+"""poolhead commands: train and sweep (train), use a trained model (predict, eval, export) and look after the
+caches (cache). `poolhead <command> --help` explains each; README.md shows them. Start-up stays light: torch,
+Lightning, transformers and Hydra are imported inside the command that needs them (tests/test_imports.py)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def parser() -> argparse.ArgumentParser:
                    help="default: val and, when the data has one, test")
     e.add_argument("--output", type=Path, help="eval.json to write (default: <run folder>/eval.json)")
     e.add_argument("--config-dir", type=Path, default=None,
-                   help="a config folder of your own (data/<name>.yaml), searched before the package's configs")
+                   help="a config folder of your own (data/<name>.yaml), searched before the package's")
     e.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="token cache (default: as cache)")
     e.add_argument("--device", **device)
     e.add_argument("--precision", **precision)
@@ -124,9 +124,9 @@ def parser() -> argparse.ArgumentParser:
 # --- train ------------------------------------------------------------------------------------------------------
 TRAIN_HELP = """usage: poolhead train [-m] [--config-dir DIR] [group=option ...] [key=value ...]
 
-Train one model (a run folder under logs/train/runs/), or with -m sweep the comma-separated options (a grid, or
-hydra/sweeper=halving, hparams_search=<preset>). Composes the configs shipped with poolhead ({conf}); a folder of
-your own adds or replaces options: --config-dir DIR or hydra.searchpath=[file://DIR].
+Train one model (a run folder under logs/train/runs/), or with -m sweep the comma-separated options (a grid,
+or hydra/sweeper=halving, hparams_search=<preset>). Composes the configs shipped with poolhead ({conf}); a
+folder of your own adds or replaces options: --config-dir DIR or hydra.searchpath=[file://DIR].
 
 config groups: {groups}
 
@@ -139,7 +139,7 @@ examples:
 
 
 def train_command(argv: list[str]) -> int:
-    """Hand the command line to Hydra (poolhead.use.train); -h/--help answers here, without importing Hydra."""
+    """Hand the command line to Hydra (poolhead.use.train); -h/--help answers here, without Hydra."""
     if "-h" in argv or "--help" in argv:
         groups = sorted(p.name for p in conf_dir().iterdir() if p.is_dir() and not p.name.startswith("_"))
         print(TRAIN_HELP.format(conf=conf_dir(), groups=", ".join(groups)))
@@ -255,9 +255,9 @@ TABLE_KEYS = ("text", "text_pair", "label", "task", "score_range")  # data=csv s
 
 def table_settings(data: dict[str, Any], run_data: dict[str, Any], overrides: list[str]
                    ) -> tuple[dict[str, Any], list[str]]:
-    """Files of your own (data=csv) scored as `predict` reads them: column names and task from the run's own data
-    config unless set on the command line; without data.train, the given val/test file stands in for it (eval
-    scores only the splits named). Returns the data config and the splits a held-out file asks for ([]: all)."""
+    """Files of your own (data=csv) scored as `predict` reads them: column names and task from the run's own
+    data config unless set on the command line; without data.train, the given val/test file stands in for it
+    (eval scores only the splits named). Returns the data config and the splits a held-out file asks for."""
     if "text" not in data:
         return data, []
     named = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
@@ -280,8 +280,8 @@ def entry_name(name: str, data: dict[str, Any], results: dict[str, Any]) -> str:
 
 
 def compose_data(overrides: list[str], config_dir: Path | None = None) -> dict[str, Any]:
-    """The package's data/<group>.yaml (or one in `config_dir`, searched first) with the overrides applied, composed
-    by Hydra as `poolhead train` composes it."""
+    """The package's data/<group>.yaml (or one in `config_dir`, searched first) with the overrides applied,
+    composed by Hydra as `poolhead train` composes it."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 

@@ -1,5 +1,5 @@
-"""What poolhead prints to the console, in one place: the closing lines of a run (with "Next:" commands built from
-the run's own config) and the log filters that keep Lightning's output to one line per message."""
+"""What poolhead prints to the console, in one place: the closing lines of a run (with "Next:" commands built
+from the run's own config) and the log filters that keep Lightning's output to one line per message."""
 
 from __future__ import annotations
 
@@ -24,16 +24,17 @@ def quiet_known_noise() -> None:
     Lightning's own code (not poolhead's to fix); every other warning stays."""
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
-    # poolhead's batch sampler resumes mid-epoch by itself (it skips the batches trained: poolhead.data.sampling)
-    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    # poolhead's batch sampler resumes mid-epoch by itself (it skips the batches trained: data/sampling.py)
+    warnings.filterwarnings("ignore",
+                            message="You're resuming from a checkpoint that ended before the epoch ended")
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_no_tips)
     one_console_line()
 
 
 def one_console_line() -> None:
-    """Each Lightning log line once: when the root logger prints (Hydra's job logging), drop the console handler
-    `import lightning` adds ("INFO: ..."), which printed every line a second time."""
+    """Each Lightning log line once: when the root logger prints (Hydra's job logging), drop the console
+    handler `import lightning` adds ("INFO: ..."), which printed every line a second time."""
     if not logging.getLogger().handlers:
         return
     own = logging.getLogger("lightning")
@@ -52,7 +53,8 @@ def closing_summary(results: dict[str, Any], cfg: DictConfig, overrides: list[st
     out = _shown(Path(cfg.paths.output_dir))
     metrics, monitor = results["metrics"], results["monitor"]
     test = f"test/{monitor.split('/', 1)[1]}"
-    headline = f"{monitor} {metrics[monitor]:.4f}" + (f", {test} {metrics[test]:.4f}" if test in metrics else "")
+    headline = f"{monitor} {metrics[monitor]:.4f}"
+    headline += f", {test} {metrics[test]:.4f}" if test in metrics else ""
     best = results["checkpoints"].get("best")
     lines = [
         f"Done: {headline} (best checkpoint; {results['timing'].get('train_seconds', 0):.0f} s of training)",
@@ -67,14 +69,15 @@ def closing_summary(results: dict[str, Any], cfg: DictConfig, overrides: list[st
 
 
 def next_commands(cfg: DictConfig, overrides: list[str], program: str = "poolhead train") -> list[str]:
-    """A sweep, predict, eval and export of this run, each runnable as printed: on the run's own data and mode,
-    writing into the run folder or a new folder, never into the package."""
+    """A sweep, predict, eval and export of this run, each runnable as printed: on the run's own data and
+    mode, writing into the run folder or a new folder, never into the package."""
     out = _shown(Path(cfg.paths.output_dir))
     kept = [o for o in overrides if not o.lstrip("+~").startswith(NOT_REPEATED)]
     sweep = [*kept, "pooling=cls,mean,max", "head=regression,classification"]
     data = [o for o in overrides if o.lstrip("+~").startswith("data")] or own_data(cfg)
     source = input_file(cfg)
-    predict = f"{_cmd('poolhead')} predict {_q(out)} --input {_q(source)} --output {_q(out / 'next.pred.csv')}"
+    predict = (f"{_cmd('poolhead')} predict {_q(out)} --input {_q(source)} "
+               f"--output {_q(out / 'next.pred.csv')}")
     return [
         f"{train_command(program)} -m {' '.join(map(shlex.quote, sweep))}   # a sweep on this data",
         f"{predict}   # score rows of a file",
@@ -86,7 +89,8 @@ def next_commands(cfg: DictConfig, overrides: list[str], program: str = "poolhea
 
 
 def own_data(cfg: DictConfig) -> list[str]:
-    """The data this run trained on as `poolhead eval` overrides (a preset's data, not set on the command line)."""
+    """The data this run trained on as `poolhead eval` overrides (a preset's data, not set on the command
+    line)."""
     data = [f"data={cfg.data.name}"]
     return data + [f"data.dir={cfg.data.dir}"] if cfg.data.get("dir") else data
 
@@ -102,7 +106,7 @@ def input_file(cfg: DictConfig) -> Path:
 
 
 def export_target(out: Path) -> Path:
-    """exported/<run folder's name>, with a number added while that folder exists (an export needs a new one)."""
+    """exported/<run folder's name>, numbered while that folder exists (an export needs a new folder)."""
     target, n = Path("exported") / out.name, 1
     while target.exists():
         n += 1
@@ -111,15 +115,16 @@ def export_target(out: Path) -> Path:
 
 
 def train_command(program: str) -> str:
-    """How this run was started, as a command: `python <path of train.py>` in the repository, else `poolhead train`."""
+    """How this run was started, as a command: `python <path of train.py>` in the repository, else `poolhead
+    train`."""
     if program.endswith(".py"):
         return f"{_cmd('python')} {_q(_shown(Path(program)))}"
     return f"{_cmd('poolhead')} train"
 
 
 def _cmd(name: str) -> str:
-    """`name` as a command that runs as printed: bare when PATH finds this interpreter's own, else its path in this
-    interpreter's bin folder (a virtualenv that was not activated: `.venv/bin/poolhead`)."""
+    """`name` as a command that runs as printed: bare when PATH finds this interpreter's own, else its path in
+    this interpreter's bin folder (a virtualenv that was not activated: `.venv/bin/poolhead`)."""
     own = Path(sys.executable).parent / name
     found = shutil.which(name)
     if found and Path(found).parent.resolve() == own.parent.resolve():

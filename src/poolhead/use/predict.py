@@ -50,23 +50,25 @@ def predict_texts(model: PoolheadModel, text: list[str], text_pair: list[str] | 
 
 def predict_file(model: PoolheadModel, path: Path, columns: dict[str, str], precision: str | None = None,
                  batch_size: int = 128, progress: bool = False) -> tuple[pd.DataFrame, Any]:
-    """Every row of `path` (read strictly, as training reads), in input order, with the predictions added (rows
-    skipped for an empty text keep their place, without one), and the split read. `columns`: text, text_pair
-    (pair models), label (used when every row has one)."""
+    """Every row of `path` (read strictly, as training reads), in input order, with the predictions added
+    (rows skipped for an empty text keep their place, without one), and the split read. `columns`: text,
+    text_pair (pair models), label (used when every row has one)."""
     rows, unit = read_table(path, columns, optional=("label",), keep_record=True, setting="--{flag} COLUMN")
     labelled = [where for where, row in rows if "label" in row]
     if labelled and len(labelled) < len(rows):
         missing = next(where for where, row in rows if "label" not in row)
-        raise DataError(f"{path} {unit} {missing}, field {columns['label']}: missing, but {unit} {labelled[0]} has "
-                        "one; label every row or none")
-    split = build_split(rows, str(path), unit, pair=model.mode.pair, task=model.task.kind if labelled else None,
+        raise DataError(f"{path} {unit} {missing}, field {columns['label']}: missing, but {unit} "
+                        f"{labelled[0]} has one; label every row or none")
+    task = model.task.kind if labelled else None
+    split = build_split(rows, str(path), unit, pair=model.mode.pair, task=task,
                         score_range=model.task.score_range, names=columns)
     scores = predict_texts(model, split.text, split.text_pair, precision, batch_size, progress)
     frame = prediction_frame(model, split.frame(), scores).drop(columns=["index", "gold"], errors="ignore")
     position = {where: i for i, (where, _) in enumerate(rows)}
-    frame.index = [position[where] for where in split.where]  # skipped rows keep their place, without a prediction
-    records = pd.DataFrame([row["record"] for _, row in rows], dtype=object)  # values as read: an id column with a
-    # missing value stays whole numbers (pandas would make them floats, and two large ids equal)
+    frame.index = [position[where] for where in split.where]  # skipped rows keep their place, unpredicted
+    # values as read: an id column with a missing value stays whole numbers (pandas would make them floats,
+    # and two large ids equal)
+    records = pd.DataFrame([row["record"] for _, row in rows], dtype=object)
     clash = [c for c in frame.columns if c in records.columns]
     if clash:
         print(f"note: the input's column(s) {clash} are replaced by the predictions", file=sys.stderr)

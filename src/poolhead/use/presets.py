@@ -1,8 +1,8 @@
-"""Presets respect the user: an `experiment=` or `hparams_search=` preset picks a data, mode or encoder through its
-defaults list (`override /data: stsb`); an option set on the command line wins over it (Hydra's order), and this module
-says so. When the preset also sets values for its own option (`data: {dir: .../stsb}`), they would be merged into the
-user's option (the issue: `hparams_search=stsb_optuna data=demo` trained on STS-B while the records said demo), so the
-run is refused before any work, naming both ways on."""
+"""Presets respect the user: an `experiment=` or `hparams_search=` preset picks a data, mode or encoder
+through its defaults list (`override /data: stsb`); an option set on the command line wins over it (Hydra's
+order), and this module says so. When the preset also sets values for its own option (`data: {dir:
+.../stsb}`), they would be merged into the user's option (the issue: `hparams_search=stsb_optuna data=demo`
+trained on STS-B while the records said demo), so the run is refused before any work, naming both ways on."""
 
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ class PresetConflict(ValueError):
 
 
 def check_presets(choices: dict[str, Any], overrides: list[str], config_dirs: list[Path]) -> list[str]:
-    """Raise PresetConflict for a user's option that would get a preset's settings made for another option (keys
-    the base config does not share across options, and the user did not set); return one note per option the user's
-    command line took over from a preset."""
+    """Raise PresetConflict for a user's option that would get a preset's settings made for another option
+    (keys the base config does not share across options, and the user did not set); return one note per option
+    the user's command line took over from a preset."""
     named = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
     base = preset_file("", "train", config_dirs) or {}
     notes = []
@@ -37,17 +37,20 @@ def check_presets(choices: dict[str, Any], overrides: list[str], config_dirs: li
             settings = {k for spec in chain for k in (spec.get(group) or {})} - set(base.get(group) or {})
             stale = sorted(k for k in settings if f"{group}.{k}" not in named)
             if stale:
+                mine, keys = f"{group}={choices.get(group)}", [f"{group}.{k}" for k in stale]
                 raise PresetConflict(
-                    f"{preset}={name} picks {group}={option} and sets {', '.join(f'{group}.{k}' for k in stale)} "
-                    f"for it; {group}={choices.get(group)} on the command line would train with those values. Drop "
-                    f"{group}={choices.get(group)}, set {', '.join(f'{group}.{k}=...' for k in stale)} yourself, or "
-                    "copy the preset into a config folder of your own (--config-dir DIR)")
-            notes.append(f"{group}={choices.get(group)} (command line) replaces {preset}={name}'s {group}={option}")
+                    f"{preset}={name} picks {group}={option} and sets {', '.join(keys)} for it; {mine} on "
+                    f"the command line would train with those values. Drop {mine}, set "
+                    f"{', '.join(k + '=...' for k in keys)} yourself, or copy the preset into a config "
+                    "folder of your own (--config-dir DIR)")
+            notes.append(f"{group}={choices.get(group)} (command line) replaces {preset}={name}'s "
+                         f"{group}={option}")
     return notes
 
 
 def preset_chain(group: str, name: str, config_dirs: list[Path]) -> list[dict[str, Any]]:
-    """The preset and the presets of the same group its defaults list includes (`- stsb_pooling`), outermost first."""
+    """The preset and the presets of the same group its defaults list includes (`- stsb_pooling`), outermost
+    first."""
     spec = preset_file(group, name, config_dirs)
     if spec is None:
         return []
@@ -56,7 +59,8 @@ def preset_chain(group: str, name: str, config_dirs: list[Path]) -> list[dict[st
 
 
 def preset_file(group: str, name: str, config_dirs: list[Path]) -> dict[str, Any] | None:
-    """The preset's yaml from the first config folder that has it (a user's --config-dir before the package's)."""
+    """The preset's yaml from the first config folder that has it (a user's --config-dir before the
+    package's)."""
     for folder in config_dirs:
         path = Path(folder, group, f"{name}.yaml")
         if path.is_file():
@@ -65,7 +69,7 @@ def preset_file(group: str, name: str, config_dirs: list[Path]) -> dict[str, Any
 
 
 def preset_options(spec: dict[str, Any]) -> dict[str, str]:
-    """{group: option} for each `override /<group>: <option>` in the preset's defaults list (hydra/* aside)."""
+    """{group: option} for each `override /<group>: <option>` in the preset's defaults (hydra/* aside)."""
     found = {}
     for entry in spec.get("defaults") or []:
         if not isinstance(entry, dict):

@@ -1,7 +1,7 @@
-"""`poolhead train [overrides]` and `poolhead train -m [overrides]` (a sweep): Hydra's own command line over the
-configs shipped in the package (src/poolhead/conf). Add a config folder of your own with `--config-dir DIR` or
-`hydra.searchpath=[file://DIR]`. The repository's train.py calls `main` too, so both compose the same configs and give
-every job the same identity."""
+"""`poolhead train [overrides]` and `poolhead train -m [overrides]` (a sweep): Hydra's own command line over
+the configs shipped in the package (src/poolhead/conf). Add a config folder of your own with `--config-dir
+DIR` or `hydra.searchpath=[file://DIR]`. The repository's train.py calls `main` too, so both compose the same
+configs and give every job the same identity."""
 
 from __future__ import annotations
 
@@ -24,29 +24,32 @@ from poolhead.use.presets import PresetConflict, check_presets, config_dirs
 
 log = logging.getLogger(__name__)
 
-register()  # here too: a parallel launcher's worker imports this module to run a job, and composes nothing itself
+register()  # here too: a parallel launcher's worker imports this module to run a job, and composes nothing
 
 
 def main(argv: list[str] | None = None, program: str = "poolhead train") -> None:
-    """Run Hydra with `argv` (default: sys.argv[1:]); `program` is how the closing "Next:" lines name the command."""
+    """Run Hydra with `argv` (default: sys.argv[1:]); `program` is how the closing "Next:" lines name the
+    command."""
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
-    os.environ["POOLHEAD_PROGRAM"] = program  # what the job's closing lines print (a joblib worker inherits it)
+    os.environ["POOLHEAD_PROGRAM"] = program  # what the closing lines print (a joblib worker inherits it)
     if os.getcwd() not in sys.path:  # `_target_: my_pooling.X` in the working folder, as `python -m` finds it
         sys.path.insert(1, os.getcwd())
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a launcher's own handler (submitit) is left as it is
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a launcher's own handler (submitit) stays
         signal.signal(signal.SIGTERM, interrupt)
     hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="train")(task)()
 
 
 def task(cfg: DictConfig) -> float | None:
-    """Hydra's task function: one job; an interruption (SIGTERM) in a sweep reports what finished, then stops."""
+    """Hydra's task function: one job; an interruption (SIGTERM) in a sweep reports what finished, stops."""
     respect_the_user()
     try:
         return train(cfg)
     except SystemExit as stop:  # interrupted (SIGTERM): a sweep says what finished before it stops, non-zero
-        if os.environ.get("SUBMITIT_EXECUTOR"):  # a job of submitit's: its own exits (a requeue) go on; an
-            if stop.code == SIGTERM_EXIT:        # interrupted job returns its record, and the sweep reports it
+        # a job of submitit's: its own exits (a requeue) go on; an interrupted job returns its record, and the
+        # sweep reports it
+        if os.environ.get("SUBMITIT_EXECUTOR"):
+            if stop.code == SIGTERM_EXIT:
                 return None
             raise
         if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -60,7 +63,7 @@ def task(cfg: DictConfig) -> float | None:
 
 def train(cfg: DictConfig) -> float | None:
     """Skip a job done with this config, else run it; a single run prints its closing lines."""
-    results, resume_from = prepare_job(cfg)  # a job already done with this config: its results, and nothing runs
+    results, resume_from = prepare_job(cfg)  # a job already done with this config: its results; nothing runs
     if results is None:
         from poolhead.run.train import run  # here: a re-run sweep that skips all never imports torch
         from poolhead.use.console import quiet_known_noise
@@ -75,12 +78,14 @@ def train(cfg: DictConfig) -> float | None:
     if single_run:
         from poolhead.use.console import closing_summary
 
-        print(closing_summary(results, cfg, overrides(), os.environ.get("POOLHEAD_PROGRAM", "poolhead train")))
+        program = os.environ.get("POOLHEAD_PROGRAM", "poolhead train")
+        print(closing_summary(results, cfg, overrides(), program))
     return results.get("metrics", {}).get(results.get("monitor"))  # for Hydra sweepers that optimise
 
 
 def respect_the_user() -> None:
-    """Before any work: a preset never overrides the user's data, mode or encoder silently (poolhead.use.presets)."""
+    """Before any work: a preset never overrides the user's data, mode or encoder silently
+    (poolhead.use.presets)."""
     hydra_cfg = HydraConfig.get()
     sources = OmegaConf.to_container(hydra_cfg.runtime.config_sources)
     try:
@@ -97,7 +102,8 @@ def overrides() -> list[str]:
 
 
 def interrupt(signum: int, frame: Any) -> None:
-    """SIGTERM outside fit (data, model, evaluation, between jobs) is an interruption like one inside it: the run
-    records it and the process exits 143. Inside fit Lightning's own handler calls this one too: it stops there."""
+    """SIGTERM outside fit (data, model, evaluation, between jobs) is an interruption like one inside it: the
+    run records it and the process exits 143. Inside fit Lightning's own handler calls this one too: it stops
+    there."""
     if signal.getsignal(signal.SIGTERM) is interrupt:
         raise SystemExit(SIGTERM_EXIT)

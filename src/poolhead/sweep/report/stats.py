@@ -52,9 +52,10 @@ def correct(p_values: pd.Series) -> pd.Series:
 
 def paired_bootstrap(best_dir: Path, other_dir: Path, n: int = N_BOOTSTRAP, seed: int = 0) -> tuple[float, str, str]:
     """Fraction of row resamples where the score of `best_dir`'s predictions <= that of `other_dir`'s.
-    Spearman for numeric gold/pred, accuracy for classes (`pred_id`), on the val (dev) rows: those the ranking and
-    the best row come from (test rows would judge the choice on the data kept to report it). Returns (p, split,
-    score); p is NaN when a predictions.csv is missing or the jobs share fewer than 3 rows."""
+    Spearman for numeric gold/pred, accuracy for classes (`pred_id`), on the val (dev) rows: those the
+    ranking and the best row come from (test rows would judge the choice on the data kept to report it).
+    Returns (p, split, score); p is NaN when a predictions.csv is missing or the jobs share fewer than 3
+    rows."""
     frames = [pd.read_csv(d / "predictions.csv") for d in (best_dir, other_dir) if (d / "predictions.csv").exists()]
     if len(frames) < 2:
         return math.nan, "", ""

@@ -86,7 +86,7 @@ def _one_line(error: Any, limit: int = 300) -> str:
 
 
 def job_counts(counts: pd.Series) -> str:
-    """Every job accounted for: ok, failed and missing always, then any other status (paused at a rung, ...)."""
+    """Every job accounted for: ok, failed and missing, then any other status (paused at a rung, ...)."""
     named = ["ok", "failed", "missing"]
     named += sorted(str(s) for s in counts.index if s not in named)
     return ", ".join(f"{counts.get(s, 0)} {s}" for s in named)
