@@ -21,13 +21,32 @@ from poolhead.use.cli import main as cli
 
 RUNS = {  # name -> overrides given a data folder
     "bi-regression": lambda d: ["mode=bi", "pooling=mean"],
-    "cross-classes": lambda d: ["mode=cross", "pooling=cls", "head=classification", "data=csv",
-                                f"data.train={class_pairs(d)}", "data.text_pair=text_pair", "data.task=class"],
-    "single-labelsets": lambda d: ["mode=single", "pooling=mean", "head=multilabel", "data=csv",
-                                   f"data.train={class_pairs(d, multilabel=True)}", "data.text_pair=null",
-                                   "data.task=multilabel"],
-    "single-classes": lambda d: ["mode=single", "pooling=cls", "head=classification", "data=csv",
-                                 f"data.train={class_texts(d)}", "data.task=class"],
+    "cross-classes": lambda d: [
+        "mode=cross",
+        "pooling=cls",
+        "head=classification",
+        "data=csv",
+        f"data.train={class_pairs(d)}",
+        "data.text_pair=text_pair",
+        "data.task=class",
+    ],
+    "single-labelsets": lambda d: [
+        "mode=single",
+        "pooling=mean",
+        "head=multilabel",
+        "data=csv",
+        f"data.train={class_pairs(d, multilabel=True)}",
+        "data.text_pair=null",
+        "data.task=multilabel",
+    ],
+    "single-classes": lambda d: [
+        "mode=single",
+        "pooling=cls",
+        "head=classification",
+        "data=csv",
+        f"data.train={class_texts(d)}",
+        "data.task=class",
+    ],
 }
 
 
@@ -48,7 +67,9 @@ def rows_of(run_dir, tmp_path) -> tuple[pd.DataFrame, list]:
     if train is None:
         frame = pd.read_csv(demo_pairs(tmp_path)).drop(columns="score")
         return frame, list(zip(frame["sentence1"], frame["sentence2"]))
-    frame = (pd.read_json(train, lines=True) if train.endswith(".jsonl") else pd.read_csv(train)).drop(columns="label")
+    frame = (pd.read_json(train, lines=True) if train.endswith(".jsonl") else pd.read_csv(train)).drop(
+        columns="label"
+    )
     if model.mode.pair:
         return frame, list(zip(frame["text"], frame["text_pair"]))
     frame = frame[["text"]]
@@ -61,11 +82,25 @@ def test_predict_gives_poolhead_predicts_column_in_input_order(runs, name, tmp_p
     prediction (the issue: 0.7079 where the run predicts 3.5), or rows in the batches' length order."""
     frame, inputs = rows_of(runs[name], tmp_path)
     frame.to_csv(tmp_path / "in.csv", index=False)
-    assert cli(["predict", str(runs[name]), "--input", str(tmp_path / "in.csv"), "--output",
-                str(tmp_path / "out.csv"), "--quiet"]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                str(runs[name]),
+                "--input",
+                str(tmp_path / "in.csv"),
+                "--output",
+                str(tmp_path / "out.csv"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     want = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)["pred"].tolist()
     model = poolhead.load(runs[name], device="cpu")
-    got = model.predict(inputs, batch_size=7)  # batches of 7, sorted by length inside: the order must come back
+    got = model.predict(
+        inputs, batch_size=7
+    )  # batches of 7, sorted by length inside: the order must come back
     if model.task.kind == "score":
         assert isinstance(got, np.ndarray) and np.abs(got - np.asarray(want, dtype=float)).max() <= 1e-5
         lo, hi = model.task.score_range
@@ -74,13 +109,17 @@ def test_predict_gives_poolhead_predicts_column_in_input_order(runs, name, tmp_p
         assert got == want
     else:
         assert ["|".join(labels) for labels in got] == want and all(isinstance(g, list) for g in got)
-    assert model.predict(inputs[3]) == got[3] if not isinstance(got, np.ndarray) else \
-        abs(model.predict(inputs[3]) - got[3]) <= 1e-5, "one input: one prediction"
+    assert (
+        model.predict(inputs[3]) == got[3]
+        if not isinstance(got, np.ndarray)
+        else abs(model.predict(inputs[3]) - got[3]) <= 1e-5
+    ), "one input: one prediction"
 
 
 def test_encode_gives_the_sentence_transformers_exports_vectors(runs, tmp_path):
     """The bug it catches: `encode` missing (the issue's AttributeError), or vectors other than those the head
-    reads (another pooling, normalised, another max_length): compared with the exported SentenceTransformer."""
+    reads (another pooling, normalised, another max_length): compared with the exported SentenceTransformer's
+    vectors."""
     from sentence_transformers import SentenceTransformer
 
     run_dir = runs["bi-regression"]
@@ -111,7 +150,9 @@ def test_readme_python_example_runs(runs, tmp_path):
     text = (ROOT / "README.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "poolhead.load(" in b)
     code = block.replace("logs/train/runs/<run>", str(runs["bi-regression"]))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 
@@ -125,10 +166,27 @@ def test_eval_scores_a_held_out_file_with_the_runs_columns_and_no_train_file(run
     held = pd.read_csv(poolhead.load(run_dir).description.config["data"]["train"]).iloc[::3]
     held.to_csv(tmp_path / "held.csv", index=False)
     out = tmp_path / "eval.json"
-    assert cli(["eval", str(run_dir), "data=csv", f"data.test={tmp_path / 'held.csv'}", "--output", str(out)]) == 0
+    assert (
+        cli(["eval", str(run_dir), "data=csv", f"data.test={tmp_path / 'held.csv'}", "--output", str(out)])
+        == 0
+    )
     entry = json.loads(out.read_text())["csv"]
     assert list(entry["rows"]) == ["test"] and entry["rows"]["test"] == len(held)
-    assert cli(["predict", str(run_dir), "--input", str(tmp_path / "held.csv"), "--output",
-                str(tmp_path / "p.csv"), "--quiet"]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                str(run_dir),
+                "--input",
+                str(tmp_path / "held.csv"),
+                "--output",
+                str(tmp_path / "p.csv"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     predicted = pd.read_csv(tmp_path / "p.csv")
-    assert entry["metrics"]["test/accuracy"] == pytest.approx((predicted["pred"] == predicted["label"]).mean())
+    assert entry["metrics"]["test/accuracy"] == pytest.approx(
+        (predicted["pred"] == predicted["label"]).mean()
+    )

@@ -17,8 +17,10 @@ from poolhead.use.console import next_commands
 def lines_for(tmp_path: Path, overrides: list[str], program: str = "poolhead train") -> dict[str, list[str]]:
     cfg = compose_cfg(overrides, tmp_path / "run")
     found = next_commands(cfg, overrides, program)
-    return {what: shlex.split(next(line for line in found if f" {what} " in line).split("   #")[0])
-            for what in ("-m", "predict", "eval", "export")}
+    return {
+        what: shlex.split(next(line for line in found if f" {what} " in line).split("   #")[0])
+        for what in ("-m", "predict", "eval", "export")
+    }
 
 
 def test_next_lines_follow_a_csv_run(tmp_path, monkeypatch):
@@ -27,13 +29,25 @@ def test_next_lines_follow_a_csv_run(tmp_path, monkeypatch):
     folder."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine.csv").write_text("text,label\na,1\n")
-    given = ["data=csv", "data.train=mine.csv", "data.text=text", "mode=single", "pooling=cls", "encoder=tiny",
-             "seed=3", "hydra.run.dir=x"]
+    given = [
+        "data=csv",
+        "data.train=mine.csv",
+        "data.text=text",
+        "mode=single",
+        "pooling=cls",
+        "encoder=tiny",
+        "seed=3",
+        "hydra.run.dir=x",
+    ]
     lines = lines_for(tmp_path, given)
     sweep = lines["-m"]
     assert sweep[:3] == ["poolhead", "train", "-m"] or sweep[1:3] == ["train", "-m"]
     assert {"data=csv", "data.train=mine.csv", "data.text=text", "mode=single", "encoder=tiny"} <= set(sweep)
-    assert "pooling=cls" not in sweep and "seed=3" not in sweep and not any(a.startswith("hydra.") for a in sweep)
+    assert (
+        "pooling=cls" not in sweep
+        and "seed=3" not in sweep
+        and not any(a.startswith("hydra.") for a in sweep)
+    )
     predict = lines["predict"]
     assert predict[predict.index("--input") + 1] == "mine.csv"
     output = Path(predict[predict.index("--output") + 1]).resolve()

@@ -17,10 +17,13 @@ from test_layers import SRC, imports
 
 LATER = ("poolhead.run", "poolhead.sweep", "poolhead.use")
 HEAVY = ("torch", "lightning", "transformers", "hydra", "omegaconf", "pandas", "numpy")
-# cycles that other branches of the same round remove (issue 41): halving <-> halving_report (the halving branch),
-# use/export <-> its backends (the onnx branch). Empty this when they are merged: a listed cycle that is gone fails.
-KNOWN_CYCLES = [["poolhead.sweep.halving", "poolhead.sweep.halving_report"],
-                ["poolhead.use.export", "poolhead.use.export.backends"]]
+# cycles that other branches of the same round remove (issue 41): halving <-> halving_report (the halving
+# branch), use/export <-> its backends (the onnx branch). Empty this when they are merged: a listed cycle that
+# is gone fails.
+KNOWN_CYCLES = [
+    ["poolhead.sweep.halving", "poolhead.sweep.halving_report"],
+    ["poolhead.use.export", "poolhead.use.export.backends"],
+]
 
 
 def loaded_after(code: str) -> list[str]:
@@ -51,8 +54,18 @@ def test_import_core_model_loads_no_later_layer_and_no_hydra():
     assert top(loaded, LATER + ("hydra",)) == [], top(loaded, LATER + ("hydra",))
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["train", "--help"], ["predict", "--help"],
-                                  ["eval", "--help"], ["export", "--help"], ["cache", "--help"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["--version"],
+        ["train", "--help"],
+        ["predict", "--help"],
+        ["eval", "--help"],
+        ["export", "--help"],
+        ["cache", "--help"],
+    ],
+)
 def test_the_command_starts_without_heavy_imports(argv):
     """The bug it catches: `poolhead --help` taking 11 s because cli.py imports torch, Lightning, transformers
     or Hydra at the top (the start-up time itself: benchmarks/startup.py)."""

@@ -13,10 +13,15 @@ from conftest import FAST, compose_cfg
 
 from poolhead.run.train import run
 
-pytest.importorskip("tensorboard", reason="the loggers extra: pip install -e '.[loggers]' (make install does)")
+pytest.importorskip(
+    "tensorboard", reason="the loggers extra: pip install -e '.[loggers]' (make install does)"
+)
 pytest.importorskip("mlflow", reason="the loggers extra: pip install -e '.[loggers]' (make install does)")
 
-BASE = [o for o in FAST if not o.startswith("trainer.max_epochs")] + ["trainer.log_every_n_steps=1", "mode=cross"]
+BASE = [o for o in FAST if not o.startswith("trainer.max_epochs")] + [
+    "trainer.log_every_n_steps=1",
+    "mode=cross",
+]
 STEPS = [*BASE, "trainer.max_epochs=1", "trainer.limit_train_batches=2"]
 WANTED = ("train/loss", "val/spearman", "test/spearman")
 
@@ -38,19 +43,27 @@ def test_tensorboard_and_mlflow_hold_train_val_and_test_metrics(tmp_path):
     events.Reload()
     tags = events.Tags()["scalars"]
     assert all(name in tags for name in WANTED), tags
-    assert events.Scalars("test/spearman")[-1].value == pytest.approx(results["metrics"]["test/spearman"], abs=1e-6)
+    assert events.Scalars("test/spearman")[-1].value == pytest.approx(
+        results["metrics"]["test/spearman"], abs=1e-6
+    )
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     (logged,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert all(name in logged.data.metrics for name in WANTED), sorted(logged.data.metrics)
-    assert logged.data.metrics["test/spearman"] == pytest.approx(results["metrics"]["test/spearman"], abs=1e-6)
+    assert logged.data.metrics["test/spearman"] == pytest.approx(
+        results["metrics"]["test/spearman"], abs=1e-6
+    )
     assert logged.data.params.get("pooling/_target_") or logged.data.params, "the config is logged too"
 
 
 def test_many_loggers_and_a_list_compose(tmp_path):
     """`logger=many` is every logger; a list picks some; each keeps the CSV log."""
     assert list(compose_cfg(["logger=many"], tmp_path).logger) == ["csv", "tensorboard", "mlflow", "wandb"]
-    assert list(compose_cfg(["logger=[tensorboard,mlflow]"], tmp_path).logger) == ["csv", "tensorboard", "mlflow"]
+    assert list(compose_cfg(["logger=[tensorboard,mlflow]"], tmp_path).logger) == [
+        "csv",
+        "tensorboard",
+        "mlflow",
+    ]
 
 
 def test_debug_fdr_runs_one_batch_and_writes_no_checkpoint(tmp_path):
@@ -66,10 +79,19 @@ def test_debug_fdr_runs_one_batch_and_writes_no_checkpoint(tmp_path):
 def test_debug_overfit_drives_the_training_loss_down(tmp_path):
     """The same 3 batches every epoch: the loss on them falls far (here 10 epochs at a learning rate the tiny
     random encoder learns at, and without anomaly detection, to stay fast)."""
-    results = trained(tmp_path, "debug=overfit", "trainer.max_epochs=10", "optim.lr=1e-3", "optim.head_lr=1e-2",
-                      "trainer.detect_anomaly=false", base=BASE)
+    results = trained(
+        tmp_path,
+        "debug=overfit",
+        "trainer.max_epochs=10",
+        "optim.lr=1e-3",
+        "optim.head_lr=1e-2",
+        "trainer.detect_anomaly=false",
+        base=BASE,
+    )
     assert results["timing"]["train_steps"] == 30
-    losses = pd.read_csv(tmp_path / "csv" / "metrics.csv").dropna(subset=["train/loss"])["train/loss"].to_numpy()
+    losses = (
+        pd.read_csv(tmp_path / "csv" / "metrics.csv").dropna(subset=["train/loss"])["train/loss"].to_numpy()
+    )
     assert losses[-3:].mean() < 0.7 * losses[:3].mean(), losses  # dropout stays on: the fall is noisy
 
 

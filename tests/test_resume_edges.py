@@ -30,7 +30,9 @@ def test_resuming_a_finished_run_keeps_its_training_time(finished):
     again = run(compose_cfg([*SHORT, "ckpt_path=last"], finished))
     assert again["status"] == "ok", again["error"]
     assert again["timing"]["train_seconds"] == pytest.approx(before["train_seconds"], rel=0.05)
-    assert again["timing"]["train_samples_per_second"] == pytest.approx(before["train_samples_per_second"], rel=0.05)
+    assert again["timing"]["train_samples_per_second"] == pytest.approx(
+        before["train_samples_per_second"], rel=0.05
+    )
 
 
 def test_another_runs_checkpoint_is_refused_naming_the_way_to_resume_it(finished, tmp_path):

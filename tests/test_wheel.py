@@ -35,7 +35,11 @@ def venv(tmp_path_factory) -> Path:
     """A virtual environment holding only the wheel (with its export extra) and what it depends on."""
     tmp = tmp_path_factory.mktemp("wheel")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    sh([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(tmp / "dist")], tmp, env)
+    sh(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", str(ROOT), "-w", str(tmp / "dist")],
+        tmp,
+        env,
+    )
     (wheel,) = (tmp / "dist").glob("poolhead-*.whl")
     reuse = os.environ.get("POOLHEAD_WHEEL_VENV")
     folder = Path(reuse) if reuse else tmp / "venv"
@@ -50,7 +54,7 @@ def venv(tmp_path_factory) -> Path:
 
 def next_lines(stdout: str) -> dict[str, list[str]]:
     """The "Next:" commands, split as a shell would, by what they do."""
-    lines = stdout[stdout.index("\nNext:") + 1:].splitlines()[1:]
+    lines = stdout[stdout.index("\nNext:") + 1 :].splitlines()[1:]
     found = {}
     for line in lines:
         if not line.startswith("  "):
@@ -65,17 +69,34 @@ def test_the_wheel_trains_sweeps_predicts_evaluates_exports_from_an_empty_folder
     work = tmp_path / "empty"
     work.mkdir()
     rng = random.Random(0)
-    rows = [{"text": " ".join(rng.sample(WORDS, 4)), "text_pair": " ".join(rng.sample(WORDS, 4)),
-             "label": round(rng.uniform(0, 5), 2)} for _ in range(80)]
+    rows = [
+        {
+            "text": " ".join(rng.sample(WORDS, 4)),
+            "text_pair": " ".join(rng.sample(WORDS, 4)),
+            "label": round(rng.uniform(0, 5), 2),
+        }
+        for _ in range(80)
+    ]
     pd.DataFrame(rows).to_csv(work / "pairs.csv", index=False)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env |= {"HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}"}
+    env |= {
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+        "PATH": f"{venv / 'bin'}{os.pathsep}{env['PATH']}",
+    }
     bin_ = venv / "bin"
 
     assert sh([str(bin_ / "poolhead"), "--version"], work, env).startswith("poolhead ")
     assert "config groups:" in sh([str(bin_ / "python"), "-m", "poolhead", "train", "--help"], work, env)
-    given = ["encoder=tiny", "data=csv", "data.train=pairs.csv", "data.text_pair=text_pair", "mode=cross",
-             "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+    given = [
+        "encoder=tiny",
+        "data=csv",
+        "data.train=pairs.csv",
+        "data.text_pair=text_pair",
+        "mode=cross",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+    ]
     out = sh([str(bin_ / "poolhead"), "train", *given, "hydra.run.dir=run"], work, env)
     results = json.loads((work / "run" / "results.json").read_text())
     assert results["status"] == "ok" and results["data"]["train"] + results["data"]["val"] == 80
@@ -98,10 +119,12 @@ def test_the_wheel_trains_sweeps_predicts_evaluates_exports_from_an_empty_folder
     assert (work / "sweep" / "summary.md").is_file()
     sh([str(bin_ / "poolhead-report"), "sweep"], work, env)
 
-    code = ("import poolhead, pandas as pd\n"
-            "rows = pd.read_csv('pairs.csv')\n"
-            "scores = poolhead.load('run').predict(list(zip(rows['text'], rows['text_pair'])))\n"
-            "print(' '.join(repr(float(s)) for s in scores))")
+    code = (
+        "import poolhead, pandas as pd\n"
+        "rows = pd.read_csv('pairs.csv')\n"
+        "scores = poolhead.load('run').predict(list(zip(rows['text'], rows['text_pair'])))\n"
+        "print(' '.join(repr(float(s)) for s in scores))"
+    )
     scores = [float(s) for s in sh([str(bin_ / "python"), "-c", code], work, env).split()]
     assert max(abs(a - b) for a, b in zip(scores, predicted["pred"])) <= 1e-5
     assert not any(work.glob("**/site-packages")), "nothing written into the package"
