@@ -370,7 +370,7 @@ def test_halving_curves_name_their_metric(tmp_path, monkeypatch):
 
 def test_readme_excerpt_is_todays_report_format(tmp_path):
     """The bug it catches (issue 42): the README showing a table format the report no longer writes. Each
-    excerpt line is in experiments/demo_grid/summary.md, whose header has the columns a report writes today."""
+    excerpt line is in experiments/demo_grid/summary.md, whose header has the columns of a report of today."""
     readme = (ROOT / "README.md").read_text().splitlines()
     start = readme.index(next(line for line in readme if line.startswith("| pooling | head |")))
     excerpt = [line for line in readme[start:] if line.startswith("|")][:6]
