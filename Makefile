@@ -3,13 +3,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: install train test test-slow test-backends bench bench-quick data-readme clean
+.PHONY: install train test test-slow test-backends bench bench-quick bench-startup data-readme clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)   # first: an unpinned torch pulls gigabytes of CUDA wheels
-	$(PY) -m pip install -q -e ".[test,bench,sweeps,mteb,onnx]"
+	$(PY) -m pip install -q -e ".[test,bench,sweeps,mteb,onnx,loggers]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -43,6 +43,9 @@ bench: install
 
 bench-quick: install
 	$(PY) benchmarks/run.py --quick
+
+bench-startup: install   # how fast `poolhead --help` and each subcommand's --help answer (target: < 1 s)
+	$(PY) benchmarks/startup.py
 
 data-readme: install   # the bad-input count in src/poolhead/data/README.md, from the tests themselves
 	n=$$($(PY) -m pytest -m bad_input --collect-only -q -p no:xdist tests | grep -c '::'); \

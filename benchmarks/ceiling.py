@@ -80,7 +80,7 @@ def stsb_config(pairs: int, precision: str | None, overrides: list[str] = ()):
     lines = (data / "sts-train.csv").read_text(encoding="utf-8").splitlines(keepends=True)[:pairs]
     (tmp / "stsb" / "sts-train.csv").write_text("".join(lines), encoding="utf-8")
     (tmp / "stsb" / "sts-dev.csv").write_text("".join(lines[:64]), encoding="utf-8")
-    with initialize_config_dir(str(common.REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(str(common.REPO / "src/poolhead/conf"), version_base="1.3"):
         return compose("train", overrides=["encoder=minilm", "data=stsb", f"data.dir={tmp / 'stsb'}", "mode=cross",
                                            "pooling=cls", f"paths.output_dir={tmp / 'run'}",
                                            f"paths.cache_dir={tmp / 'cache'}"]

@@ -58,7 +58,7 @@ def _default_precision() -> str:
     """What poolhead runs in by default on this machine: conf/trainer/default.yaml, with `auto` resolved."""
     from poolhead.run.plan import resolve_precision
 
-    value = yaml.safe_load((common.REPO / "conf/trainer/default.yaml").read_text())["precision"]
+    value = yaml.safe_load((common.REPO / "src/poolhead/conf/trainer/default.yaml").read_text())["precision"]
     return "bf16" if resolve_precision(value).startswith("bf16") else "fp32"
 
 

@@ -26,7 +26,7 @@ import poolhead  # noqa: E402
 from poolhead.core.encoder import Encoder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = poolhead.conf_dir()  # the configs shipped in the package (src/poolhead/conf)
 # the fast settings of a real run: the tiny random encoder, one epoch, fp32, no progress bar
 FAST = ["encoder=tiny", "trainer.max_epochs=1", "trainer.precision=32-true", "trainer.enable_progress_bar=false"]
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -37,7 +37,7 @@ TINY_CONFIG = dict(model_type="bert", hidden_size=32, num_hidden_layers=2, num_a
 
 @pytest.fixture(scope="session")
 def conf_dir() -> Path:
-    return ROOT / "conf"
+    return CONF
 
 
 @pytest.fixture

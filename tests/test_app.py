@@ -84,7 +84,9 @@ def test_loggers_and_trainers_compose(tmp_path, logger, trainer):
     assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
     assert cfg.trainer.accelerator == {"cpu": "cpu", "gpu": "gpu"}.get(trainer, "auto")
     assert str(cfg.trainer.get("strategy", "auto")).startswith("ddp_spawn") == (trainer == "ddp")
-    assert sorted(cfg.logger) == {"csv": ["csv"], "wandb": ["csv", "wandb"]}[logger]
+    expected = {"csv": ["csv"], "wandb": ["csv", "wandb"], "tensorboard": ["csv", "tensorboard"],
+                "mlflow": ["csv", "mlflow"], "many": ["csv", "mlflow", "tensorboard", "wandb"]}
+    assert sorted(cfg.logger) == expected[logger]
     assert Path(instantiate(cfg.logger.csv).log_dir) == tmp_path / "csv"
 
 

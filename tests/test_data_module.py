@@ -240,7 +240,7 @@ def test_class_task_batches_and_label_map(tmp_path: Path) -> None:
     train.write_text("sentence,premise,gold\n" + "".join(f"s{i},p{i},{['yes', 'no', 'maybe'][i % 3]}\n"
                                                          for i in range(30)))
     cfg = dict(train=str(train), text="sentence", text_pair="premise", label="gold", task="class")
-    dm = build(Path(__file__).resolve().parents[1] / "conf", "csv", tmp_path, **cfg)
+    dm = build(poolhead.conf_dir(), "csv", tmp_path, **cfg)
     dm.setup("fit")
     assert dm.task.label_names == ("maybe", "no", "yes") and dm.task.kind == "class"
     batch = next(iter(dm.train_dataloader()))

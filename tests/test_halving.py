@@ -17,6 +17,7 @@ from conftest import FAST, ROOT, compose_cfg
 from test_app import train_py
 from test_sweep import results
 
+import poolhead
 from poolhead.data.sources import DEMO_DIR
 from poolhead.run.train import run
 
@@ -235,7 +236,7 @@ def test_not_identity_and_hydras_exclude_keys_name_the_same_keys():
     `stop_at_step` would put each rung of one job in a folder of its own."""
     from poolhead.run.record import NOT_IDENTITY
 
-    hydra = yaml.safe_load((ROOT / "conf" / "hydra" / "default.yaml").read_text())
+    hydra = yaml.safe_load((poolhead.conf_dir() / "hydra" / "default.yaml").read_text())
     assert sorted(hydra["job"]["config"]["override_dirname"]["exclude_keys"]) == sorted(NOT_IDENTITY)
 
 
@@ -578,7 +579,7 @@ def test_the_committed_fast_study_predates_designs_and_counts_as_its_own():
 
     record = json.loads((FAST_STUDY / "halving.json").read_text())
     assert "design" not in record
-    presets = ROOT / "conf" / "experiment"
+    presets = poolhead.conf_dir() / "experiment"
     preset = yaml.safe_load((presets / "stsb_pooling_fast.yaml").read_text())["hydra"]["sweeper"]
     grid = yaml.safe_load((presets / "stsb_pooling.yaml").read_text())["hydra"]["sweeper"]["params"]
     axes = {k: v.split(",") for k, v in grid.items() if k != "seed"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 LAYERS = ("core", "data", "speed", "run", "sweep", "use")
 SRC = Path(__file__).resolve().parents[1] / "src" / "poolhead"
-ROOT_NAMES = {"build": "run", "load": "run"}  # the root's lazy attributes, and the layer they come from
+ROOT_NAMES = {"build": "run", "load": "use", "resolvers": "sweep"}  # root names, and the layer they reach
 
 
 def imports(path: Path, src: Path = SRC) -> list[tuple[str, int]]:

@@ -1,15 +1,15 @@
 """A short real fine-tune: MiniLM on a few hundred STS-B pairs beats an untrained head on a dev slice."""
 
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
+import poolhead
 from poolhead import build
 from poolhead.run.evaluate import evaluate
 from poolhead.run.train import run
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = poolhead.conf_dir()
 
 pytestmark = pytest.mark.real
 

@@ -221,9 +221,13 @@ def test_benjamini_hochberg_on_textbook_values():
 
 
 def write_predictions(job: Path, gold, pred, **extra) -> Path:
+    """`pred` on the val rows; on the test rows the same predictions in reverse order (another ranking): the
+    bootstrap must judge the rows the ranking comes from, val (issue 42: it used test)."""
     job.mkdir(parents=True)
-    pd.DataFrame({"index": range(len(gold)), "split": "test", "gold": gold, "pred": pred, **extra}).to_csv(
-        job / "predictions.csv", index=False)
+    val = pd.DataFrame({"index": range(len(gold)), "split": "val", "gold": gold, "pred": pred, **extra})
+    test = val.assign(split="test", pred=list(val["pred"])[::-1],
+                      **{k: list(v)[::-1] for k, v in extra.items()})
+    pd.concat([val, test]).to_csv(job / "predictions.csv", index=False)
     return job
 
 
@@ -231,14 +235,14 @@ def test_paired_bootstrap_known_answers(tmp_path):
     gold = np.random.default_rng(0).normal(size=50)
     perfect = write_predictions(tmp_path / "perfect", gold, gold)
     noise = write_predictions(tmp_path / "noise", gold, np.random.default_rng(1).normal(size=50))
-    assert paired_bootstrap(perfect, noise) == (0.0, "test", "Spearman")  # perfect wins every resample
-    assert paired_bootstrap(noise, perfect) == (1.0, "test", "Spearman")  # and loses every one the other way
+    assert paired_bootstrap(perfect, noise) == (0.0, "val", "Spearman")  # perfect wins every resample
+    assert paired_bootstrap(noise, perfect) == (1.0, "val", "Spearman")  # and loses every one the other way
     assert paired_bootstrap(noise, noise)[0] == 1.0  # ties count against the best
 
     labels = np.array(["neg", "pos"])[np.arange(40) % 2]
     right = write_predictions(tmp_path / "right", labels, labels, pred_id=(labels == "pos").astype(int))
     wrong = write_predictions(tmp_path / "wrong", labels, labels[::-1], pred_id=(labels[::-1] == "pos").astype(int))
-    assert paired_bootstrap(right, wrong) == (0.0, "test", "accuracy")  # class labels: accuracy, not Spearman
+    assert paired_bootstrap(right, wrong) == (0.0, "val", "accuracy")  # class labels: accuracy, not Spearman
     assert paired_bootstrap(wrong, right)[0] == 1.0
 
 
@@ -247,7 +251,7 @@ def test_single_seed_report_uses_the_bootstrap(tmp_path):
     worst = out["groups"].set_index("config").loc["pooling=cls, head=classification", "p_value"]
     assert worst < 0.05  # correlation 0.85 vs 0.60 on 60 rows
     md = out["summary_md"].read_text()
-    assert "paired bootstrap over the test predictions" in md and "1000 resamples" in md
+    assert "paired bootstrap over the val predictions" in md and "1000 resamples" in md
 
 
 def test_summary_csv_holds_each_ok_jobs_best_checkpoint(tmp_path):
@@ -334,3 +338,55 @@ def test_real_multirun_logs_the_summary_to_wandb(tmp_path):
     assert "pooling" in table["columns"] and sorted(row[table["columns"].index("pooling")]
                                                     for row in table["data"]) == ["cls", "mean"]
     assert "Writing the sweep report failed" not in proc.stdout + proc.stderr
+
+
+def test_the_jobs_line_accounts_for_every_job_paused_ones_too(tmp_path):
+    """The bug it catches (issue 42): a halving summary's "Jobs: 6 (2 ok, 0 failed, 0 missing)" leaving 4 jobs
+    paused at a rung unaccounted for."""
+    sweep = tmp_path / "sweep"
+    statuses = [("mean", "ok"), ("cls", "ok"), ("max", "paused"), ("attention", "paused"),
+                ("pooler", "paused"), ("mean_sqrt_len", "failed")]
+    for num, (pooling, status) in enumerate(statuses):
+        write_job(sweep, num, {"pooling": pooling, "head": "regression", "seed": 1}, [f"pooling={pooling}"],
+                  status=status, error="boom" if status == "failed" else None)
+    md = write_report(sweep)["summary_md"].read_text()
+    assert "- Jobs: 6 (2 ok, 1 failed, 0 missing, 3 paused)" in md, md[:600]
+
+
+def test_halving_curves_name_their_metric(tmp_path, monkeypatch):
+    """The bug it catches (issue 42): curves.png's y axis said "validation metric", not which one."""
+    from poolhead.sweep.halving_report import plot_curves
+
+    labels = []
+    original = Axes.set_ylabel
+    monkeypatch.setattr(Axes, "set_ylabel",
+                        lambda self, text, *a, **k: labels.append(text) or original(self, text))
+    job = write_job(tmp_path, 0, {"pooling": "mean", "head": "regression", "seed": 1}, ["pooling=mean"],
+                    monitor="val/accuracy")
+    record = {"configs": {"pooling=mean": {"group": "all", "dropped_at": None}}, "rungs": [5]}
+    assert plot_curves(tmp_path, record, {("pooling=mean", 1): job}, [1]).is_file()
+    assert labels == ["val/accuracy (seed 1)"]
+
+
+def test_readme_excerpt_is_todays_report_format(tmp_path):
+    """The bug it catches (issue 42): the README showing a table format the report no longer writes. Each
+    excerpt line is in experiments/demo_grid/summary.md, whose header has the columns of a report of today."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    start = readme.index(next(line for line in readme if line.startswith("| pooling | head |")))
+    excerpt = [line for line in readme[start:] if line.startswith("|")][:6]
+    committed = (ROOT / "experiments" / "demo_grid" / "summary.md").read_text().splitlines()
+    assert all(line in committed for line in excerpt), "README excerpt differs from the committed summary.md"
+    today = write_report(make_grid_sweep(tmp_path / "sweep", seeds=(1, 2, 3)))["summary_md"].read_text()
+    header = next(line for line in today.splitlines() if line.startswith("| pooling | head |"))
+    ends = lambda line: line.split("|")[3:4] + line.split("|")[-4:]  # noqa: E731 (the metric columns vary)
+    assert ends(header) == ends(excerpt[0])
+
+
+def test_write_report_names_the_best_job(tmp_path):
+    """`poolhead export --best` reads the report's best job (it worked the best configuration out again): the
+    best configuration's seed with the highest val/spearman, from the jobs' own results."""
+    out = write_report(make_grid_sweep(tmp_path / "sweep", seeds=(1, 2, 3)))
+    rows = [(r["metrics"]["val/spearman"], p.parent) for p in (tmp_path / "sweep").glob("*/results.json")
+            for r in [json.loads(p.read_text())] if r["config"]["pooling"] == "mean"
+            and r["config"]["head"] == "regression"]
+    assert out["best"] == "pooling=mean, head=regression" and out["best_job"] == max(rows)[1]

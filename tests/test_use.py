@@ -384,7 +384,7 @@ def test_train_py_ends_saying_where_everything_is_without_library_noise(tmp_path
     assert last[0].startswith("Done: val/spearman "), last
     for expected in ("run folder       run", "results          run/results.json",
                      "predictions      run/predictions.csv", "best checkpoint  run/checkpoints/best.ckpt",
-                     "python train.py -m", "poolhead predict run", "poolhead eval run", "poolhead export run"):
+                     "train.py -m", "poolhead predict run", "poolhead eval run", "poolhead export run"):
         assert any(expected in line for line in last), expected
     console = proc.stdout + proc.stderr
     for noise in ("💡 Tip", "litlogger", "LeafSpec", "FLOPs"):

@@ -3,6 +3,12 @@ a checkpoint's `mode`), and the one place poolhead decides it (tests check it ag
 `higher_is_better`). Imports nothing: a sweep that skips every job stays free of torch."""
 
 LOWER_IS_BETTER = ("loss", "mse", "mae")  # every other metric poolhead logs is higher-is-better
+MAIN_METRIC = {"score": "spearman", "class": "accuracy", "multilabel": "f1_micro"}  # of each task kind
+
+
+def default_monitor(kind: str | None) -> str:
+    """What `monitor: null` means for a task kind (data.task; STS data: score): its main validation metric."""
+    return f"val/{MAIN_METRIC[kind or 'score']}"
 
 
 def monitor_mode(monitor: str) -> str:

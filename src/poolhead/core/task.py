@@ -10,8 +10,9 @@ from torch import Tensor
 from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, PearsonCorrCoef, SpearmanCorrCoef
 from torchmetrics.classification import BinaryF1Score
 
+from poolhead.core.direction import MAIN_METRIC
+
 KINDS = ("score", "class", "multilabel")
-MAIN_METRIC = {"score": "spearman", "class": "accuracy", "multilabel": "f1_micro"}
 
 
 class ThresholdF1(BinaryF1Score):

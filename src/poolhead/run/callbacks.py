@@ -69,6 +69,15 @@ class TrainThroughput(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.pause()
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in each checkpoint, this epoch's training so far included: a resumed run adds to the
+        totals (a finished run resumed with ckpt_path=last keeps its training time, not 0.0)."""
+        running = self._last - self._start if self._start is not None else 0.0
+        return {"seconds": self.seconds + running, "samples": self.samples}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.seconds, self.samples = float(state_dict["seconds"]), int(state_dict["samples"])
+
     def pause(self) -> None:
         """Counts the epoch's training so far (its end, or a stop within it)."""
         if self._start is not None:

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from poolhead.resources import conf_dir
 from poolhead.core.task import TaskSpec
 
 
@@ -130,7 +131,7 @@ def check_against_data(cfg: DictConfig, task: TaskSpec, source: str) -> None:
 
 
 _ABSENT = object()
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"  # the repository's conf/ (poolhead is installed editable)
+CONF_DIR = conf_dir()  # the configs shipped in the package (src/poolhead/conf), editable install or wheel
 
 
 def check_appended_keys(cfg: DictConfig, overrides: list[str] | None = None, groups: set[str] | None = None) -> None:

@@ -73,7 +73,14 @@ def resume_path(cfg: DictConfig, out_dir: Path) -> tuple[str, int] | None:
     if not path.exists():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no checkpoint at {path}. To resume a run, pass its "
                                 "folder too: hydra.run.dir=<that run's folder> ckpt_path=last")
-    return str(path), int(read_checkpoint(path).get("global_step", 0))
+    step = int(read_checkpoint(path).get("global_step", 0))
+    own = out_dir / "checkpoints"
+    if path.resolve().parent != own.resolve():  # a new folder would get no checkpoint, nor the run's config
+        raise ValueError(f"ckpt_path={cfg.ckpt_path}: a checkpoint outside this run's folder ({out_dir}). "
+                         "To continue that run, resume it in its own folder: "
+                         f"hydra.run.dir={path.parent.parent} ckpt_path=last (a copy of a run's folder "
+                         "resumes the same way)")
+    return str(path), step
 
 
 def resume_config(cfg: DictConfig, out_dir: Path) -> DictConfig:

@@ -146,3 +146,8 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def shown(value: float | None) -> str:
+    """A metric for the console: 4 decimals, or `undefined` (results.json says why)."""
+    return "undefined" if value is None else f"{value:.4f}"

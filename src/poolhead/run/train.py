@@ -7,7 +7,6 @@ import logging
 import platform
 import subprocess
 import traceback
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,10 @@ import transformers
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from poolhead.core.hub import weights_sha256
-from poolhead.data import DEMO_DIR
 from poolhead.run.build import assemble, load
 from poolhead.run.callbacks import (
     RNGState,
@@ -36,7 +35,7 @@ from poolhead.run.checks import check_settings
 from poolhead.run.evaluate import evaluate
 from poolhead.run.loggers import prepare_metrics_file
 from poolhead.run.plan import plan_run
-from poolhead.run.record import SIGTERM_EXIT, atomic_write, json_text
+from poolhead.run.record import SIGTERM_EXIT, atomic_write, json_text, shown
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +106,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_p
         results["metrics"] = dict(sorted(metrics.items()))
         if undefined:  # null metrics, and why
             results["undefined"] = undefined
+        log_test_metrics(loggers, results["metrics"], trainer.global_step)
         results["checkpoints"] = {"best": best, "last": _existing(out_dir / "checkpoints" / "last.ckpt")}
         results["timing"] = {"train_seconds": round(throughput.seconds, 3),
                              "train_samples_per_second": round(throughput.samples_per_second, 2),
@@ -223,85 +223,20 @@ def _existing(path: Path) -> str | None:
     return str(path) if path.exists() else None
 
 
+def log_test_metrics(loggers: list, metrics: dict[str, float], step: int) -> None:
+    """The test metrics (scored after fit, outside Lightning's loops) sent to each logger a user reads
+    them in: TensorBoard, MLflow, W&B. The CSV log stays the per-step log; results.json holds them for it."""
+    test = {name: value for name, value in metrics.items()  # an undefined metric (null) has no value to log
+            if name.startswith("test/") and value is not None}
+    for logger in loggers:
+        if test and not isinstance(logger, CSVLogger):
+            logger.log_metrics(test, step=step)
+            logger.finalize("success")  # Lightning finalized them after fit: flush and close again
+
+
 def finish_wandb(loggers: list, failed: bool) -> None:
     """Always close the W&B run, so the next job of a sweep starts its own."""
     if any(type(lg).__name__ == "WandbLogger" for lg in loggers):
         import wandb
 
         wandb.finish(exit_code=1 if failed else 0)
-
-
-def quiet_known_noise() -> None:
-    """Drop Lightning's cloud-service tips ("💡 Tip: ... litlogger") and a FutureWarning torch raises inside
-    Lightning's own code (not poolhead's to fix); every other warning stays."""
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                            category=FutureWarning)
-    # poolhead's batch sampler resumes mid-epoch by itself (it skips the batches trained: poolhead.data.sampling)
-    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_no_tips)
-    one_console_line()
-
-
-def one_console_line() -> None:
-    """Each Lightning log line once: when the root logger prints (Hydra's job logging), drop the console handler
-    `import lightning` adds ("INFO: ..."), which printed every line a second time."""
-    if not logging.getLogger().handlers:
-        return
-    own = logging.getLogger("lightning")
-    for handler in list(own.handlers):
-        if type(handler) is logging.StreamHandler:  # the console one; a FileHandler (a subclass) stays
-            own.removeHandler(handler)
-
-
-def _no_tips(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith("💡 Tip:")
-
-
-def closing_summary(results: dict[str, Any], out_dir: str | Path) -> str:
-    """The last lines of a single run: the main metric, where the files are, and what to try next."""
-    out = _shown(Path(out_dir))
-    metrics, monitor = results["metrics"], results["monitor"]
-    test = f"test/{monitor.split('/', 1)[1]}"
-    headline = f"{monitor} {shown(metrics[monitor])}" + (f", {test} {shown(metrics[test])}" if test in metrics
-                                                          else "")
-    best = results["checkpoints"].get("best")
-    lines = [
-        f"Done: {headline} (best checkpoint; {results['timing'].get('train_seconds', 0):.0f} s of training)",
-        f"  run folder       {out}",
-        f"  results          {out / 'results.json'}",
-        f"  predictions      {out / 'predictions.csv'}",
-        f"  best checkpoint  {_shown(Path(best)) if best else '(none)'}",
-        "Next:",
-        f"  {command('python')} train.py -m pooling=cls,mean,max head=regression,classification   # a sweep",
-        f"  {command('poolhead')} predict {out} --input {_shown(DEMO_DIR / 'pairs.csv')}   # score new rows",
-        f"  {command('poolhead')} eval {out} data=stsb data.dir=../shared/data/stsb   # another dataset",
-        f"  {command('poolhead')} export {out} --to exported/   # a sentence-transformers / transformers folder",
-    ]
-    return "\n".join(lines)
-
-
-def shown(value: float | None) -> str:
-    """A metric for the console: 4 decimals, or `undefined` (results.json says why)."""
-    return "undefined" if value is None else f"{value:.4f}"
-
-
-def command(name: str) -> str:
-    """`name` as a command that runs as printed: bare when PATH finds this interpreter's own, else its path in this
-    interpreter's bin folder (a virtualenv that was not activated: `.venv/bin/poolhead`)."""
-    import shutil
-    import sys
-
-    own = Path(sys.executable).parent / name
-    found = shutil.which(name)
-    if found and Path(found).parent.resolve() == own.parent.resolve():
-        return name
-    return str(_shown(own)) if own.exists() else name
-
-
-def _shown(path: Path) -> Path:
-    """Relative to the working directory when inside it (shorter to copy), else as it is."""
-    try:
-        return path.resolve().relative_to(Path.cwd())
-    except ValueError:
-        return path

@@ -142,6 +142,7 @@ def plot_curves(sweep_dir: Path, record: dict[str, Any], folders: dict[tuple[str
     import matplotlib.pyplot as plt
 
     groups = sorted({e["group"] for e in record["configs"].values()})
+    metric = curve_metric(next(iter(folders.values()))) if folders else "validation metric"
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
     for ax, group in zip(axes[0], groups):
         for name, e in record["configs"].items():
@@ -158,7 +159,7 @@ def plot_curves(sweep_dir: Path, record: dict[str, Any], folders: dict[tuple[str
                 ax.plot(xs[-1], ys[-1], "x", color="0.5", zorder=2)
         ax.set_title(group)
         ax.set_xlabel("training step")
-        ax.set_ylabel("validation metric (seed %s)" % seeds[0])
+        ax.set_ylabel(f"{metric} (seed {seeds[0]})")
         ax.legend(fontsize=7)
     fig.tight_layout()
     path = sweep_dir / "curves.png"
@@ -167,10 +168,14 @@ def plot_curves(sweep_dir: Path, record: dict[str, Any], folders: dict[tuple[str
     return path
 
 
+def curve_metric(job_dir: Path) -> str:
+    """The metric the curves plot: the job's monitor (its results.json)."""
+    return read_json(job_dir / "results.json").get("monitor") or "val/spearman"
+
+
 def curve(job_dir: Path, rungs: Sequence[int]) -> list[tuple[int, float]]:
     """(step, metric) of one job: its records at the sweep's rungs and its epoch-end validations (metrics.csv)."""
-    results = read_json(job_dir / "results.json")
-    monitor = results.get("monitor") or "val/spearman"
+    monitor = curve_metric(job_dir)
     points = {}
     for path in (job_dir / "rungs").glob("step-*/metrics.json"):
         rung = json.loads(path.read_text())

@@ -105,18 +105,3 @@ def keep(path: Path, write, check) -> None:
         json.dumps({"file": path.name, "check": said}) + "\n"
     )
 
-
-def load(
-    path: str | Path,
-    map_location: str = "cpu",
-    trust_remote_code: bool = False,
-    backend: str = "torch",
-    quantize: str | None = None,
-) -> PoolheadModel:
-    """`poolhead.load`: the trained model (`poolhead.run.build.load`), its encoder on `backend` when not
-    torch."""
-    from poolhead.run.build import load as load_torch
-
-    if backend == "torch" and not quantize:
-        return load_torch(path, map_location, trust_remote_code)
-    return load_on(path, backend, quantize, trust_remote_code)

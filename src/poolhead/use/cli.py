@@ -1,5 +1,6 @@
-"""poolhead commands: use a trained model (predict, eval, export) and look after the caches (cache).
-`poolhead <command> --help` explains each; README.md "Use the winner" shows them."""
+"""poolhead commands: train and sweep (train), use a trained model (predict, eval, export) and look after the
+caches (cache). `poolhead <command> --help` explains each; README.md shows them. Start-up stays light: torch,
+Lightning, transformers and Hydra are imported inside the command that needs them (tests/test_imports.py)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from poolhead.run.checkpoint import checkpoint_file
-from poolhead.run.checks import CONF_DIR
-from poolhead.run.record import atomic_write, json_text
-from poolhead.speed.cache import FeatureCache, folder_size
+from poolhead import __version__
+from poolhead.resources import conf_dir
 from poolhead.use.guards import (
     cache_made,
-    check_columns_kept,
     check_device,
     check_finished,
     check_output,
@@ -36,6 +34,9 @@ def default_cache_dir() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # Hydra parses its own command line
+        return train_command(argv[1:])
     args = parser().parse_args(argv)
     try:
         return args.run_command(args)
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
 def parser() -> argparse.ArgumentParser:
     main_parser = argparse.ArgumentParser(prog="poolhead", description=__doc__,
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    main_parser.add_argument("--version", action="version", version=f"poolhead {__version__}")
     sub = main_parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="train one model, or sweep with -m (Hydra overrides: poolhead train --help)",
+                   add_help=False)
     run_help = "a run folder (logs/<task>/runs/<time>: its checkpoints/best.ckpt) or a .ckpt file"
     device = dict(default=None, help="cpu, cuda, ... (default: cuda when available, else cpu)")
     precision = dict(default=None, choices=["32-true", "bf16-mixed", "16-mixed"],
@@ -92,7 +96,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--split", nargs="+", choices=["train", "val", "test"],
                    help="default: val and, when the data has one, test")
     e.add_argument("--output", type=Path, help="eval.json to write (default: <run folder>/eval.json)")
-    e.add_argument("--config-dir", type=Path, default=CONF_DIR, help=f"the conf folder (default: {CONF_DIR})")
+    e.add_argument("--config-dir", type=Path, default=None,
+                   help="a config folder of your own (data/<name>.yaml), searched before the package's")
     e.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="token cache (default: as cache)")
     e.add_argument("--device", **device)
     e.add_argument("--precision", **precision)
@@ -133,14 +138,39 @@ def parser() -> argparse.ArgumentParser:
     return main_parser
 
 
+# --- train ------------------------------------------------------------------------------------------------------
+TRAIN_HELP = """usage: poolhead train [-m] [--config-dir DIR] [group=option ...] [key=value ...]
+
+Train one model (a run folder under logs/train/runs/), or with -m sweep the comma-separated options (a grid,
+or hydra/sweeper=halving, hparams_search=<preset>). Composes the configs shipped with poolhead ({conf}); a
+folder of your own adds or replaces options: --config-dir DIR or hydra.searchpath=[file://DIR].
+
+config groups: {groups}
+
+examples:
+  poolhead train data=csv data.train=train.csv data.text=text data.label=label encoder=tiny
+  poolhead train -m pooling=cls,mean,max head=regression,classification
+  poolhead train --cfg job pooling=cls     # the composed config, printed; nothing runs
+  poolhead train --hydra-help              # Hydra's own flags (--multirun, --cfg, --info, ...)
+"""
+
+
+def train_command(argv: list[str]) -> int:
+    """Hand the command line to Hydra (poolhead.use.train); -h/--help answers here, without Hydra."""
+    if "-h" in argv or "--help" in argv:
+        groups = sorted(p.name for p in conf_dir().iterdir() if p.is_dir() and not p.name.startswith("_"))
+        print(TRAIN_HELP.format(conf=conf_dir(), groups=", ".join(groups)))
+        return 0
+    from poolhead.use.train import main as train_main
+
+    train_main(argv)
+    return 0
+
+
 # --- predict ----------------------------------------------------------------------------------------------------
 def predict_command(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from poolhead.data.read import DataError, build_split, read_table
-    from poolhead.run.evaluate import prediction_frame
     from poolhead.use.backend import load_on
-    from poolhead.use.predict import predict_texts, prediction_columns
+    from poolhead.use.predict import predict_file
 
     path: Path = args.input
     default = path.with_name(f"{path.stem}.pred{path.suffix}")
@@ -149,22 +179,8 @@ def predict_command(args: argparse.Namespace) -> int:
     model = _load(args.run, args.device, args.trust_remote_code) if args.backend == "torch" else \
         load_on(args.run, args.backend, args.quantize, args.trust_remote_code, args.max_loss)
     columns = column_names(model, args)
-    rows, unit = read_table(path, columns, optional=("label",), keep_record=True, setting="--{flag} COLUMN")
-    labelled = [where for where, row in rows if "label" in row]
-    if labelled and len(labelled) < len(rows):
-        missing = next(where for where, row in rows if "label" not in row)
-        raise DataError(f"{path} {unit} {missing}, field {columns['label']}: missing, but {unit} {labelled[0]} has "
-                        "one; label every row or none")
-    split = build_split(rows, str(path), unit, pair=model.mode.pair, task=model.task.kind if labelled else None,
-                        score_range=model.task.score_range, names=columns)
-    check_columns_kept([row["record"] for _, row in rows], prediction_columns(model), path)  # before any work
-    scores = predict_texts(model, split.text, split.text_pair, args.precision, args.batch_size, not args.quiet)
-    frame = prediction_frame(model, split.frame(), scores).drop(columns=["index", "gold"], errors="ignore")
-    position = {where: i for i, (where, _) in enumerate(rows)}
-    frame.index = [position[where] for where in split.where]  # skipped rows keep their place, without a prediction
-    records = pd.DataFrame([row["record"] for _, row in rows], dtype=object)  # values as read: an id column with a
-    # missing value stays whole numbers (pandas would make them floats, and two large ids equal)
-    write_table(records.join(frame), output)
+    frame, split = predict_file(model, path, columns, args.precision, args.batch_size, not args.quiet)
+    write_table(frame, output)
     skipped = f" ({split.skipped} rows with an empty text left without a prediction)" if split.skipped else ""
     print(f"wrote {len(split)} predictions{skipped} to {output}")
     return 0
@@ -207,18 +223,20 @@ def _plain(value: Any) -> Any:
 
 # --- eval -------------------------------------------------------------------------------------------------------
 def eval_command(args: argparse.Namespace) -> int:
+    from poolhead.run.checkpoint import checkpoint_file
     from poolhead.run.evaluate import evaluate
-    from poolhead.run.train import shown
+    from poolhead.run.record import atomic_write, json_text, shown
     from poolhead.use.predict import data_for
 
     data = compose_data(args.overrides, args.config_dir)
     model = _load(args.run, args.device, args.trust_remote_code)
+    data, held_out = table_settings(data, model.description.config["data"], args.overrides)
     if args.mteb and model.mode.name != "bi":
         raise ValueError(f"--mteb scores embeddings (MTEB STS): a mode=bi run only, this one is "
                          f"mode={model.mode.name}")
     datamodule = data_for(model, data=data, cache_dir=str(args.cache_dir))
     same_task(model.task, datamodule.task, datamodule.name)
-    splits = args.split or ["val"] + (["test"] if datamodule.has_test else [])
+    splits = args.split or held_out or ["val"] + (["test"] if datamodule.has_test else [])
     path = args.output or run_folder(Path(args.run)) / "eval.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     name = entry_name(datamodule.name, data, results)
@@ -254,6 +272,26 @@ def eval_command(args: argparse.Namespace) -> int:
     return 0
 
 
+TABLE_KEYS = ("text", "text_pair", "label", "task", "score_range")  # data=csv settings a run's files share
+
+
+def table_settings(data: dict[str, Any], run_data: dict[str, Any], overrides: list[str]
+                   ) -> tuple[dict[str, Any], list[str]]:
+    """Files of your own (data=csv) scored as `predict` reads them: column names and task from the run's own
+    data config unless set on the command line; without data.train, the given val/test file stands in for it
+    (eval scores only the splits named). Returns the data config and the splits a held-out file asks for."""
+    if "text" not in data:
+        return data, []
+    named = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    data = data | {k: run_data[k] for k in TABLE_KEYS if k in run_data and f"data.{k}" not in named}
+    if data.get("train"):
+        return data, []
+    given = [split for split in ("val", "test") if data.get(split)]
+    if not given:
+        raise ValueError("data=csv: name the file to score, data.test=PATH (or data.val=PATH)")
+    return data | {"train": data[given[-1]], "val": data.get("val") or data[given[-1]]}, given
+
+
 def entry_name(name: str, data: dict[str, Any], results: dict[str, Any]) -> str:
     """eval.json's key for `data`: its data name, or, when that key holds another data config (two csv files, two
     folders of one format), the name with a hash of this config, so an earlier entry is never replaced."""
@@ -263,21 +301,26 @@ def entry_name(name: str, data: dict[str, Any], results: dict[str, Any]) -> str:
     return f"{name}-{hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:8]}"
 
 
-def compose_data(overrides: list[str], config_dir: Path) -> dict[str, Any]:
-    """conf/data/<group>.yaml with the overrides applied, composed by Hydra as train.py composes it."""
+def compose_data(overrides: list[str], config_dir: Path | None = None) -> dict[str, Any]:
+    """The package's data/<group>.yaml (or one in `config_dir`, searched first) with the overrides applied,
+    composed by Hydra as `poolhead train` composes it."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    import poolhead  # noqa: F401  (the config resolvers)
+    from poolhead.resolvers import register
 
+    register()
     other = [o for o in overrides if not re.match(r"^[+~]*(data|paths)([.=])", o)]
     if other:
         raise ValueError(f"{other}: eval takes data=<group>, data.<key>=... (and paths.*) overrides only; the model "
                          "and its settings come from the checkpoint")
-    if not (config_dir / "data").is_dir():
-        raise FileNotFoundError(f"{config_dir}: no conf/data folder here; pass --config-dir /path/to/poolhead/conf")
-    with initialize_config_dir(str(config_dir.resolve()), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    search = []
+    if config_dir is not None:
+        if not config_dir.is_dir():
+            raise FileNotFoundError(f"--config-dir {config_dir}: no such folder")
+        search = [f"hydra.searchpath=[file://{config_dir.resolve()}]"]
+    with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+        cfg = compose("train", overrides=[*search, *overrides])
     return OmegaConf.to_container(cfg.data, resolve=True)
 
 
@@ -291,6 +334,7 @@ def same_task(model_task: Any, data_task: Any, name: str) -> None:
 
 # --- export -----------------------------------------------------------------------------------------------------
 def export_command(args: argparse.Namespace) -> int:
+    from poolhead.run.checkpoint import checkpoint_file
     from poolhead.use.export import ExportRefused, backend_refusal, choose, describe, export
 
     checkpoint = best_checkpoint(args.run) if args.best else checkpoint_file(args.run)
@@ -315,9 +359,9 @@ def export_command(args: argparse.Namespace) -> int:
 
 def best_checkpoint(sweep_dir: str | Path) -> Path:
     """The best checkpoint of the sweep report's best configuration (its best seed when there are several)."""
+    from poolhead.run.checkpoint import checkpoint_file
     from poolhead.sweep.report import write_report
-    from poolhead.sweep.report.collect import is_seed, load_jobs, varied_keys
-    from poolhead.sweep.report.table import label
+    from poolhead.sweep.report.collect import load_jobs
 
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -326,19 +370,15 @@ def best_checkpoint(sweep_dir: str | Path) -> Path:
         raise ValueError(f"{sweep_dir}: no job finished ok; nothing to export (the sweep's files are left as "
                          "they are)")
     report = write_report(sweep_dir)
-    if report["best"] is None:
+    if report["best_job"] is None:
         raise ValueError(f"{sweep_dir}: no finished job with {report['monitor']}; nothing to export")
-    jobs = load_jobs(sweep_dir)
-    axes = [k for k in varied_keys(jobs) if not is_seed(k)]
-    ok = report["summary"][report["summary"]["status"] == "ok"]
-    config = [label(row, axes) if axes else "all" for _, row in ok.iterrows()]
-    best = ok[[c == report["best"] for c in config]].sort_values(report["monitor"], ascending=report["mode"] == "min")
-    job = best.iloc[0]["job"]
-    return checkpoint_file(next(j["dir"] for j in jobs if j["job"] == job))
+    return checkpoint_file(report["best_job"])
 
 
 # --- cache ------------------------------------------------------------------------------------------------------
 def cache_command(args: argparse.Namespace) -> int:
+    from poolhead.speed.cache import FeatureCache, folder_size
+
     root: Path = args.cache_dir.expanduser()
     if args.action == "clear":
         freed, left = clear_caches(root)

@@ -33,7 +33,7 @@ def write_report(sweep_dir: str | Path) -> dict[str, Any]:
     monitor, mode, guessed = main_metric(jobs, metrics)
     out: dict[str, Any] = {"summary_csv": sweep_dir / "summary.csv", "summary_md": sweep_dir / "summary.md",
                            "groups_csv": None, "summary_png": None, "summary": summary, "groups": None,
-                           "monitor": monitor, "mode": mode, "best": None}
+                           "monitor": monitor, "mode": mode, "best": None, "best_job": None}
     summary.to_csv(out["summary_csv"], index=False)
 
     axes = [k for k in varied if not is_seed(k)]
@@ -47,7 +47,8 @@ def write_report(sweep_dir: str | Path) -> dict[str, Any]:
         groups = group_over_seeds(ok, axes, columns, monitor, mode)
         dirs = {config: jobs[i]["dir"] for i, config in ok["config"].drop_duplicates().items()}
         method = compare_with_best(groups, ok, monitor, mode, seed, dirs)
-        out.update(groups=groups, best=groups.loc[0, "config"], groups_csv=sweep_dir / "summary_groups.csv")
+        out.update(groups=groups, best=groups.loc[0, "config"], groups_csv=sweep_dir / "summary_groups.csv",
+                   best_job=best_job(ok, jobs, groups.loc[0, "config"], monitor, mode))
         groups.to_csv(out["groups_csv"], index=False)
         low, high = groups["n"].min(), groups["n"].max()
         title = f"{monitor}: mean over {low if low == high else f'{low}–{high}'} seed{'s' if high > 1 else ''}"
@@ -56,6 +57,13 @@ def write_report(sweep_dir: str | Path) -> dict[str, Any]:
                                                   method))
     log.info("Sweep report written to %s", out["summary_md"])
     return out
+
+
+def best_job(ok: pd.DataFrame, jobs: list[dict[str, Any]], config: str, monitor: str, mode: str) -> Path:
+    """The folder of the best configuration's best seed (what `poolhead export --best` exports)."""
+    rows = ok[ok["config"] == config].sort_values(monitor, ascending=mode == "min")
+    job = rows.iloc[0]["job"]
+    return Path(next(j["dir"] for j in jobs if j["job"] == job))
 
 
 def log_to_wandb(groups: pd.DataFrame, project: str, group: str, mode: str = "offline",

@@ -52,12 +52,14 @@ def correct(p_values: pd.Series) -> pd.Series:
 
 def paired_bootstrap(best_dir: Path, other_dir: Path, n: int = N_BOOTSTRAP, seed: int = 0) -> tuple[float, str, str]:
     """Fraction of row resamples where the score of `best_dir`'s predictions <= that of `other_dir`'s.
-    Spearman for numeric gold/pred, accuracy for classes (`pred_id`), on test rows (else val). Returns (p, split,
-    score); p is NaN when a predictions.csv is missing or the jobs share fewer than 3 rows."""
+    Spearman for numeric gold/pred, accuracy for classes (`pred_id`), on the val (dev) rows: those the
+    ranking and the best row come from (test rows would judge the choice on the data kept to report it).
+    Returns (p, split, score); p is NaN when a predictions.csv is missing or the jobs share fewer than 3
+    rows."""
     frames = [pd.read_csv(d / "predictions.csv") for d in (best_dir, other_dir) if (d / "predictions.csv").exists()]
     if len(frames) < 2:
         return math.nan, "", ""
-    split = "test" if all((frame["split"] == "test").any() for frame in frames) else "val"
+    split = "val"
     best, other = (frame[frame["split"] == split] for frame in frames)
     rows = best.merge(other, on="index", suffixes=("_b", "_o"))
     columns = ["gold_b", "pred_b", "pred_o"]
@@ -93,7 +95,7 @@ def compare_with_best(groups: pd.DataFrame, ok: pd.DataFrame, monitor: str, mode
     else:
         results = [paired_bootstrap(dirs[best], dirs[c]) for c in others]
         groups["p_value"] = [math.nan] + [p for p, _, _ in results]
-        split, score = next(((s, sc) for _, s, sc in results if sc), ("test", "Spearman"))
+        split, score = next(((s, sc) for _, s, sc in results if sc), ("val", "Spearman"))
         how = (f"one seed, so a paired bootstrap over the {split} predictions (predictions.csv), {N_BOOTSTRAP} "
                f"resamples of rows, p = fraction where {score}(best) ≤ {score}(row)"
                + (" (class labels: accuracy, not Spearman)" if score == "accuracy" else ""))

@@ -85,6 +85,13 @@ def _one_line(error: Any, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def job_counts(counts: pd.Series) -> str:
+    """Every job accounted for: ok, failed and missing, then any other status (paused at a rung, ...)."""
+    named = ["ok", "failed", "missing"]
+    named += sorted(str(s) for s in counts.index if s not in named)
+    return ", ".join(f"{counts.get(s, 0)} {s}" for s in named)
+
+
 def summary_markdown(sweep_dir: Path, summary: pd.DataFrame, varied: list[str], groups: pd.DataFrame | None,
                      axes: list[str], monitor: str | None, mode: str, guessed: bool, method: str) -> str:
     """summary.md: what was varied, the best row in one sentence, the grouped table, failed and missing jobs."""
@@ -93,8 +100,7 @@ def summary_markdown(sweep_dir: Path, summary: pd.DataFrame, varied: list[str], 
     counts = summary["status"].value_counts()
     md = [f"# Sweep report: `{sweep_dir.name}`", "", f"- Sweep dir: `{sweep_dir}`",
           "- Varied: " + ("; ".join(f"`{k}` ∈ {{{', '.join(v)}}}" for k, v in values.items()) or "nothing"),
-          f"- Jobs: {len(summary)} ({counts.get('ok', 0)} ok, {counts.get('failed', 0)} failed, "
-          f"{counts.get('missing', 0)} missing)"]
+          f"- Jobs: {len(summary)} ({job_counts(counts)})"]
     if groups is None:
         md += ["", "**No job has results yet** (no ok job with a main metric): nothing to compare."]
     else:

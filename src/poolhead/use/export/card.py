@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from poolhead.core.encoder import Encoder
 from poolhead.core.hub import weights_sha256
 from poolhead.core.model import PoolheadModel
-from poolhead.run.record import config_hash
+from poolhead.run.record import config_hash, portable
 from poolhead.use.export.st import carries_code
 
 LOAD = {
@@ -51,7 +51,7 @@ def hub_id(name_or_path: str | None) -> str | None:
     path = Path(str(name_or_path or "")).expanduser()
     if not name_or_path or not path.exists():
         return str(name_or_path) if _hub_like(name_or_path) else None
-    from poolhead import minilm_path
+    from poolhead.resources import minilm_path
 
     try:
         if path.resolve() == Path(minilm_path()).resolve():
@@ -196,7 +196,7 @@ def code_note(model: PoolheadModel, fmt: str) -> str:
 
 def model_card(model: PoolheadModel, fmt: str, card: dict[str, Any]) -> str:
     """README.md of an export: what was trained on what, how well, how to load it, what its scores mean."""
-    config = model.description.config if model.description else {}
+    config = portable(model.description.config) if model.description else {}  # no local install path in it
     encoder, kind = model.encoder, model.task.kind
     low, high = model.task.score_range or (0.0, 1.0)
     load = LOAD[fmt].format(

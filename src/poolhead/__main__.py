@@ -1,0 +1,5 @@
+"""python -m poolhead ...: the same as the `poolhead` command."""
+
+from poolhead.use.cli import main
+
+raise SystemExit(main())
