@@ -50,7 +50,7 @@ def main() -> None:
                       "seconds_per_pass": seconds,
                       "median": statistics.median(seconds), "min": min(seconds), "max": max(seconds),
                       "real_tokens_per_second": run["tokens"] / statistics.median(seconds)}
-    ratios = [b / a_ for a_, b in zip(runs["A"]["seconds"], runs["B"]["seconds"])]
+    ratios = [b / a_ for a_, b in zip(runs["A"]["seconds"], runs["B"]["seconds"], strict=True)]
     result = {"command": "python benchmarks/ab_step.py " + " ".join([*(f"--a {o}" for o in a.a),
                                                                      *(f"--b {o}" for o in a.b)])
               + f" --passes {a.passes} --steps {a.steps} --pairs {a.pairs}",

@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 CONTENDERS = {  # key: (script in contenders/, extra arguments)
     "poolhead_cross": ("poolhead_run.py", ["--mode", "cross", "--pooling", "cls"]),

@@ -66,12 +66,12 @@ def rows_of(run_dir, tmp_path) -> tuple[pd.DataFrame, list]:
     train = model.description.config["data"].get("train")
     if train is None:
         frame = pd.read_csv(demo_pairs(tmp_path)).drop(columns="score")
-        return frame, list(zip(frame["sentence1"], frame["sentence2"]))
+        return frame, list(zip(frame["sentence1"], frame["sentence2"], strict=True))
     frame = (pd.read_json(train, lines=True) if train.endswith(".jsonl") else pd.read_csv(train)).drop(
         columns="label"
     )
     if model.mode.pair:
-        return frame, list(zip(frame["text"], frame["text_pair"]))
+        return frame, list(zip(frame["text"], frame["text_pair"], strict=True))
     frame = frame[["text"]]
     return frame, frame["text"].tolist()
 

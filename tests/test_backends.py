@@ -143,7 +143,7 @@ def ort_through_st(folder: Path, fmt: str, text: list[str], pair: list[str], fil
         return features["sentence_embedding" if fmt == "sentence-transformers" else "scores"]
 
     if fmt == "cross-encoder":
-        return run(list(zip(text, pair))).squeeze(-1).double().numpy()
+        return run(list(zip(text, pair, strict=True))).squeeze(-1).double().numpy()
     return torch.nn.functional.cosine_similarity(run(text), run(pair)).double().numpy()
 
 
@@ -158,7 +158,7 @@ def library(
 
     kwargs = dict(backend=backend, model_kwargs={"file_name": file_name}, device="cpu")
     if fmt == "cross-encoder":
-        return np.asarray(CrossEncoder(str(folder), **kwargs).predict(list(zip(text, pair))), dtype=float)
+        return np.asarray(CrossEncoder(str(folder), **kwargs).predict(list(zip(text, pair, strict=True))), dtype=float)
     model = SentenceTransformer(str(folder), **kwargs)
     return model.similarity_pairwise(model.encode(text), model.encode(pair)).double().numpy()
 

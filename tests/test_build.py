@@ -83,7 +83,7 @@ def test_class_predictions_name_labels_with_ids_and_probabilities(runs):
     assert (frame["pred"] == frame["pred_id"].map({0: "neg", 1: "pos"})).all()
     probabilities = frame[["prob_neg", "prob_pos"]].to_numpy()
     assert abs(probabilities.sum(1) - 1).max() < 1e-6
-    assert ((probabilities.argmax(1) == frame["pred_id"].to_numpy())).all()
+    assert (probabilities.argmax(1) == frame["pred_id"].to_numpy()).all()
 
 
 RELOAD = textwrap.dedent("""

@@ -73,7 +73,7 @@ def test_korsts_three_splits_with_header(shared_data_dir: Path) -> None:
     assert sum(splits["test"].label) == pytest.approx(3596.317)
     assert sum(splits["train"].label) == pytest.approx(15528.043)
     assert splits["train"].where[0] == 2 and "sentence1" not in splits["train"].text  # the header is not a row
-    assert sum('"' in a + b for a, b in zip(splits["train"].text, splits["train"].text_pair)) == 260
+    assert sum('"' in a + b for a, b in zip(splits["train"].text, splits["train"].text_pair, strict=True)) == 260
 
 
 # --- what is kept as written ----------------------------------------------------------------------------------------

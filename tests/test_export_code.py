@@ -57,7 +57,7 @@ def st_scores(folder: Path, fmt: str, frame: pd.DataFrame) -> np.ndarray:
     text, pair = frame["sentence1"].tolist(), frame["sentence2"].tolist()
     if fmt == "cross-encoder":
         model = CrossEncoder(str(folder), device="cpu", trust_remote_code=True)
-        return np.asarray(model.predict(list(zip(text, pair))), dtype=float)
+        return np.asarray(model.predict(list(zip(text, pair, strict=True))), dtype=float)
     model = SentenceTransformer(str(folder), device="cpu", trust_remote_code=True)
     return model.similarity_pairwise(model.encode(text), model.encode(pair)).double().numpy()
 

@@ -501,7 +501,7 @@ def test_three_workers_on_one_halving_sweep_train_each_job_once_and_all_finish(t
     sweep = tmp_path / "sweep"
     procs = [_start(*WORKERS, f"hydra.sweep.dir={sweep}") for _ in range(3)]
     outputs = [proc.communicate(timeout=600)[0] for proc in procs]
-    for proc, out in zip(procs, outputs):
+    for proc, out in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, out[-3000:]
         assert "interrupted" not in out, out[-3000:]
     steps = _trained_steps(sweep)
@@ -512,7 +512,7 @@ def test_three_workers_on_one_halving_sweep_train_each_job_once_and_all_finish(t
     assert all(len(f) == 1 for f in finals) and finals[0] == finals[1] == finals[2], finals
     record = json.loads((sweep / "halving.json").read_text())
     assert record["complete"] and [c for c, e in record["configs"].items() if e["finalist"]] == \
-        eval(finals[0][0].split(" (")[0])  # noqa: S307 - the list the log line prints
+        eval(finals[0][0].split(" (")[0])
     assert sum(r["status"] == "ok" for r in results(sweep).values()) == 2
 
 
@@ -583,7 +583,7 @@ def test_the_committed_fast_study_predates_designs_and_counts_as_its_own():
     preset = yaml.safe_load((presets / "stsb_pooling_fast.yaml").read_text())["hydra"]["sweeper"]
     grid = yaml.safe_load((presets / "stsb_pooling.yaml").read_text())["hydra"]["sweeper"]["params"]
     axes = {k: v.split(",") for k, v in grid.items() if k != "seed"}
-    configs = sorted(" ".join(sorted(f"{k}={v}" for k, v in zip(axes, combo)))
+    configs = sorted(" ".join(sorted(f"{k}={v}" for k, v in zip(axes, combo, strict=True)))
                      for combo in __import__("itertools").product(*axes.values()))
     current = {"grid": {"configurations": configs, "fixed": ["experiment=stsb_pooling_fast"]},
                "seeds": grid["seed"].split(","), "rungs": preset["rungs"], "eta": preset["eta"],

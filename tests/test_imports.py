@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from test_layers import SRC, imports
 
 LATER = ("poolhead.run", "poolhead.sweep", "poolhead.use")

@@ -25,8 +25,8 @@ import poolhead.core.pooling
 from poolhead import load
 from poolhead.core.hub import load_tokenizer
 from poolhead.core.task import TaskSpec
-from poolhead.run.build import build_model
 from poolhead.data.sources import DEMO_DIR
+from poolhead.run.build import build_model
 from poolhead.run.checkpoint import Description, UntrustedCheckpoint, check_entry, trusted_target
 from poolhead.run.plan import resolve
 from poolhead.run.train import run

@@ -122,7 +122,7 @@ def library_scores(folder: Path, fmt: str, text: list[str], text_pair: list[str]
     if fmt == "cross-encoder":
         from sentence_transformers import CrossEncoder
 
-        return np.asarray(CrossEncoder(str(folder), device="cpu").predict(list(zip(text, text_pair)),
+        return np.asarray(CrossEncoder(str(folder), device="cpu").predict(list(zip(text, text_pair, strict=True)),
                                                                           apply_softmax=kind == "class"), dtype=float)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -428,7 +428,7 @@ def test_transformers_export_loads_right_in_cross_encoder(tmp_path):
     frame = pd.read_csv(tmp_path / "p.csv")
     assert cli(["export", str(run_dir), "--to", str(tmp_path / "out"), "--format", "transformers"]) == 0
     scores = CrossEncoder(str(tmp_path / "out"), device="cpu").predict(list(zip(frame["sentence1"],
-                                                                                 frame["sentence2"])))
+                                                                                 frame["sentence2"], strict=True)))
     assert np.abs(np.asarray(scores, dtype=float) - frame["pred"].to_numpy()).max() <= 1e-5
 
 

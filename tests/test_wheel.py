@@ -126,5 +126,5 @@ def test_the_wheel_trains_sweeps_predicts_evaluates_exports_from_an_empty_folder
         "print(' '.join(repr(float(s)) for s in scores))"
     )
     scores = [float(s) for s in sh([str(bin_ / "python"), "-c", code], work, env).split()]
-    assert max(abs(a - b) for a, b in zip(scores, predicted["pred"])) <= 1e-5
+    assert max(abs(a - b) for a, b in zip(scores, predicted["pred"], strict=True)) <= 1e-5
     assert not any(work.glob("**/site-packages")), "nothing written into the package"

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+import common
 
 SKIP_STEPS = 5  # steps left out of the per-step median (first-call allocations, oneDNN kernel selection)
 

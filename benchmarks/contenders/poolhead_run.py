@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import common  # noqa: E402
+import common
 
 PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
 # No checkpoint files, as HF/ST run with save_strategy="no"; this also makes poolhead report the last epoch's dev

@@ -66,7 +66,7 @@ def comparisons(jobs: pd.DataFrame, sweep: str) -> pd.DataFrame:
             seed = pairs.index.min()  # and on the dev rows of one seed's pair: the only test where seeds agree
             dirs = [Path(jobs[where & (jobs[axis] == v) & (jobs["seed"] == seed)]["dir"].iloc[0]) for v in (a, b)]
             rows.append({"id": f"{sweep[0]}{number}", "sweep": sweep, "question": f"{a} vs {b}", "fixed": " ".join(
-                f"{x}={v}" for x, v in zip(fixed_axes, fixed)), "a": a, "b": b, "n_seeds": len(pairs),
+                f"{x}={v}" for x, v in zip(fixed_axes, fixed, strict=True)), "a": a, "b": b, "n_seeds": len(pairs),
                 "mean_a": pairs[a].mean(), "mean_b": pairs[b].mean(), "delta_a_minus_b": (pairs[a] - pairs[b]).mean(),
                 "p": p, "p_bootstrap_rows": bootstrap_p(*dirs)})
     return with_corrections(pd.DataFrame(rows))
@@ -98,7 +98,7 @@ def head_lr_comparisons(finetune: pd.DataFrame, check: pd.DataFrame) -> pd.DataF
     against = [("head_lr 1e-3 vs 3e-5", "1e-3", "3e-5", "classification", "mode=bi head=classification"),
                ("classification (head_lr 1e-3) vs regression", "classification", "regression", "regression", "mode=bi")]
     rows = []
-    for offset, (question, a_name, b_name, b_head, fixed) in zip((0, len(POOLINGS)), against):
+    for offset, (question, a_name, b_name, b_head, fixed) in zip((0, len(POOLINGS)), against, strict=True):
         for number, pooling in enumerate(POOLINGS, 1 + offset):
             pair = [job(check, "classification", pooling), job(finetune, b_head, pooling)]
             if any(side.empty for side in pair):
@@ -185,7 +185,7 @@ def busy_seconds(spans: list[tuple[float, float]], pauses: list[tuple[float, flo
     """Seconds inside at least one span and outside every pause: the sweep's wall time, however many jobs ran at
     once and however many sessions it took."""
     cuts = sorted({t for span in spans + pauses for t in span})
-    return sum(b - a for a, b in zip(cuts, cuts[1:])
+    return sum(b - a for a, b in itertools.pairwise(cuts)
                if any(s <= a and b <= e for s, e in spans) and not any(s <= a and b <= e for s, e in pauses))
 
 
@@ -196,9 +196,9 @@ def read_pauses(path: Path | None) -> list[tuple[float, float]]:
     events = [line.split()[:3] for line in path.read_text().splitlines() if line.strip()]
     stops = [float(e[2]) for e in events if e[0] == "stop"]
     conts = [float(e[2]) for e in events if e[0] == "cont"]
-    if len(stops) != len(conts) or any(b < a for a, b in zip(stops, conts)):
+    if len(stops) != len(conts) or any(b < a for a, b in zip(stops, conts, strict=True)):
         raise SystemExit(f"{path}: every `stop` line needs a later `cont` line")
-    return list(zip(stops, conts))
+    return list(zip(stops, conts, strict=True))
 
 
 def best_per_mode(jobs: pd.DataFrame) -> dict[str, pd.Series]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -69,7 +70,7 @@ class Encoder(nn.Module):
     def has_pooler(self) -> bool:
         return getattr(self.model, "pooler", None) is not None
 
-    def train(self, mode: bool = True) -> "Encoder":
+    def train(self, mode: bool = True) -> Encoder:
         super().train(mode)
         if self.freeze:
             self.model.eval()  # a frozen encoder never uses dropout

@@ -4,7 +4,8 @@ Each head is a partial in `conf/head/<name>.yaml`, completed with the pooled siz
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -144,7 +145,7 @@ class ClassificationHead(Head):
             low, high = task.score_range or (min(bin_edges) - 1.0, max(bin_edges) + 1.0)
             edges = [low, *sorted(bin_edges), high]
             self.register_buffer("edges", torch.tensor(sorted(bin_edges), dtype=torch.float32), persistent=False)
-            centres = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
+            centres = [(a + b) / 2 for a, b in pairwise(edges)]
             self.register_buffer("centres", torch.tensor(centres, dtype=torch.float32), persistent=False)
             self.num_classes = len(centres)
         else:

@@ -6,7 +6,8 @@ import inspect
 import logging
 import math
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch

@@ -8,7 +8,8 @@ one `conf/mode/<name>.yaml` each. Heads read `sides` (pooled vectors per row); e
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F

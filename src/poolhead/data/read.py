@@ -9,9 +9,10 @@ import io
 import json
 import logging
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -294,7 +295,7 @@ def _delimited_lines(path: Path, text: str, columns: dict[str, str], delimiter: 
             if len(fields) != len(header):
                 name = header[len(fields)] if len(fields) < len(header) else f"#{len(header) + 1} (extra)"
                 raise DataError(f"{path} line {no}, field {name}: {len(fields)} fields, the header has {len(header)}")
-            records.append((no, dict(zip(header, fields))))
+            records.append((no, dict(zip(header, fields, strict=True))))
     except csv.Error as err:
         raise DataError(f"{path} line {reader.line_num}: {err}") from None
     return records

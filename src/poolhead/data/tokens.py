@@ -52,7 +52,7 @@ def encode(tokenizer: Any, text: list[str], text_pair: list[str] | None, mode: M
         full = mode.tokenize(tokenizer, text, text_pair, 10**9)
     finally:
         transformers_logging.set_verbosity(verbosity)
-    for side, out in zip(sides, full):
+    for side, out in zip(sides, full, strict=True):
         side["truncated"] = np.fromiter(map(len, out["input_ids"]), np.int64, len(text)) > side["lengths"]
     return sides
 
@@ -70,7 +70,7 @@ def cached_encode(tokenizer: Any, tokenizer_id: str, text: list[str], text_pair:
                          for s in range(int(z["sides"]))]
             log.info("%s: tokens from cache %s", what, path)
             return sides
-        except Exception as err:  # noqa: BLE001 - a broken cache file is re-made, never trusted
+        except Exception as err:
             log.warning("%s: unreadable token cache %s (%s); tokenizing again", what, path, err)
     sides = encode(tokenizer, text, text_pair, mode, max_length)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ class Collate:
         self.tokenizer, self.label_dtype = tokenizer, label_dtype
 
     def __call__(self, items: list[tuple[int, list[dict], Any]]) -> dict[str, Any]:
-        index, features, labels = zip(*items)
+        index, features, labels = zip(*items, strict=True)
         padded = [dict(self.tokenizer.pad([f[s] for f in features], return_tensors="pt"))
                   for s in range(len(features[0]))]
         return {"features": padded, "labels": torch.tensor(labels, dtype=self.label_dtype),

@@ -25,7 +25,6 @@ from poolhead.run.checks import check_against_data, check_settings
 from poolhead.run.plan import autocast_dtype, resolve
 
 
-
 @dataclass(frozen=True)
 class Built:
     """What a run trains: the data module, the model, the config resolved for this machine and task

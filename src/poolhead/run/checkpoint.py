@@ -188,7 +188,7 @@ def read_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
         raise ValueError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err}). It may be truncated by an "
                          "interrupted save: use another checkpoint (e.g. last.ckpt / best.ckpt), or start the run "
                          "over without ckpt_path") from None
-    except Exception as err:  # noqa: BLE001 - EOFError, zip errors: all mean "unreadable"
+    except Exception as err:
         raise ValueError(f"{path}: unreadable checkpoint ({type(err).__name__}: {err or 'empty or truncated file'}). "
                          "It may be truncated by an interrupted save: use another checkpoint (e.g. last.ckpt / "
                          "best.ckpt), or start the run over without ckpt_path") from None

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from poolhead.resources import conf_dir
 from poolhead.core.task import TaskSpec
-
+from poolhead.resources import conf_dir
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def _parameters(target: Any) -> set[str] | None:
 
     try:
         obj = _locate(str(target))
-    except Exception:  # noqa: BLE001 - not importable
+    except Exception:
         return None
     names: set[str] = set()
     for call in (obj.__mro__ if isinstance(obj, type) else (obj,)):

@@ -6,8 +6,8 @@ import."""
 from __future__ import annotations
 
 import fcntl
-import os
 import logging
+import os
 import sys
 import time
 import zipfile
@@ -32,7 +32,7 @@ def claim_job(out_dir: Path) -> str | None:
         return None
     release_job()
     out_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(out_dir / CLAIM_FILE, "a+")  # noqa: SIM115 - kept open: closing releases the lock
+    handle = open(out_dir / CLAIM_FILE, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -112,7 +112,7 @@ def prediction_frame(model: PoolheadModel, rows: pd.DataFrame, output: torch.Ten
         frame["pred"] = [names[i] for i in pred.tolist()]
         frame["pred_id"] = pred.numpy()
     elif model.task.kind == "multilabel":
-        frame["pred"] = ["|".join(n for n, on in zip(names, row) if on) for row in pred.tolist()]
+        frame["pred"] = ["|".join(n for n, on in zip(names, row, strict=True) if on) for row in pred.tolist()]
     else:
         frame["pred"] = pred.double().numpy()
     probabilities = head.probabilities(output)

@@ -26,7 +26,6 @@ from poolhead.run.record import NOT_IDENTITY, config_hash, current_targets
 from poolhead.run.trust import check_saved_config
 
 
-
 @dataclass(frozen=True)
 class RunPlan:
     """What one run trains and from where: `cfg` (read-only), the checkpoint it resumes from and that checkpoint's

@@ -48,7 +48,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_p
     try:
         plan = plan_run(cfg, ckpt_path)
         prepare_metrics_file(out_dir / "csv" / "metrics.csv", plan.resume_step)
-    except Exception as err:  # noqa: BLE001 - said to the caller, and nothing of the run is touched
+    except Exception as err:
         log.error("cannot resume: %s", err)
         return {"status": "failed", "error": f"{type(err).__name__}: {err}", "resumable": False}
     cfg = plan.cfg
@@ -116,7 +116,7 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_p
         if not cfg.keep_last_checkpoint and results["checkpoints"]["last"]:  # finished: nothing left to resume
             Path(results["checkpoints"]["last"]).unlink()
             results["checkpoints"]["last"] = None
-    except Exception as err:  # noqa: BLE001 - a sweep goes on past one failed job; the error is recorded
+    except Exception as err:
         results["error"] = f"{type(err).__name__}: {err}"
         results["traceback"] = traceback.format_exc()
         log.error("run failed: %s", results["error"])

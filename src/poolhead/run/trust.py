@@ -77,7 +77,7 @@ def _located(target: str) -> Any:
 
     try:
         return _locate(target)
-    except Exception:  # noqa: BLE001 - not found: not one of ours
+    except Exception:
         return None
 
 

@@ -16,12 +16,13 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from hydra.plugins.sweeper import Sweeper
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from poolhead.data.read import DataError
 from poolhead.run.record import NOT_IDENTITY, SUPERSEDED, read_json
@@ -370,7 +371,7 @@ class HalvingSweeper(LaunchingSweep, Sweeper):
             results = self.launcher.launch(batch, initial_job_idx=self.launched_jobs)
             self.launched_jobs += len(batch)
             returns.append(results)
-            for job, result in zip(mine, results):
+            for job, result in zip(mine, results, strict=True):
                 self.folders[job] = Path(str(result.hydra_cfg.hydra.runtime.output_dir))
                 launched[(*job, step)] = launched.get((*job, step), 0) + 1
             self.report(design)

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -68,7 +69,7 @@ def write_halving_report(sweep_dir: Path, sweeper: Any, configs: Sequence[str], 
     atomic_write(sweep_dir / "halving.md", halving_markdown(record))
     try:
         plot_curves(sweep_dir, record, folders, seeds)
-    except Exception as err:  # noqa: BLE001 - a plot never takes the report down; said in the log
+    except Exception as err:
         import logging
 
         logging.getLogger(__name__).warning("curves.png not written: %s", err)
@@ -144,14 +145,14 @@ def plot_curves(sweep_dir: Path, record: dict[str, Any], folders: dict[tuple[str
     groups = sorted({e["group"] for e in record["configs"].values()})
     metric = curve_metric(next(iter(folders.values()))) if folders else "validation metric"
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4.5), squeeze=False)
-    for ax, group in zip(axes[0], groups):
+    for ax, group in zip(axes[0], groups, strict=True):
         for name, e in record["configs"].items():
             if e["group"] != group or (name, seeds[0]) not in folders:
                 continue
             points = curve(folders[(name, seeds[0])], record["rungs"])
             if not points:
                 continue
-            xs, ys = zip(*points)
+            xs, ys = zip(*points, strict=True)
             dropped = e["dropped_at"] is not None
             style = {"color": "0.75", "lw": 1, "zorder": 1} if dropped else {"lw": 2, "zorder": 3}
             ax.plot(xs, ys, marker="o", ms=3, label=None if dropped else name, **style)

@@ -22,8 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 from poolhead.core.direction import monitor_mode
 from poolhead.run.claim import (  # noqa: F401 - claimed_elsewhere, release_job: sweepers import them here
     claim_job,
-    claimed_elsewhere,
     claim_run,
+    claimed_elsewhere,
     release_job,
     set_aside,
     unreadable_checkpoint,
@@ -198,7 +198,7 @@ def claim_free(n: int, lock_dir: Path) -> int | None:
     """The first of `n` slots whose lock file no live process holds, now held by this process until it exits."""
     lock_dir.mkdir(parents=True, exist_ok=True)
     for slot in range(n):
-        handle = open(lock_dir / f"{slot}.lock", "w")  # noqa: SIM115 - kept open: closing releases the lock
+        handle = open(lock_dir / f"{slot}.lock", "w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -256,7 +256,7 @@ def report_interrupted(sweep_dir: str | Path) -> None:
         report = write_report(Path(str(sweep_dir)))
         done = int((report["summary"]["status"] == "ok").sum()) if "status" in report["summary"] else 0
         where = report["summary_md"]
-    except Exception as err:  # noqa: BLE001 - the interruption is what is reported; a report failure must not hide it
+    except Exception as err:
         done, where = 0, f"(not written: {type(err).__name__}: {err})"
     print(f"sweep interrupted: {done} finished job(s) reported in {where}; run the same command again to continue "
           "(finished jobs are skipped, the interrupted one resumes from its last.ckpt)", file=sys.stderr, flush=True)

@@ -62,7 +62,7 @@ def open_rdb(url: str, heartbeat_interval: int, grace_period: int, callback: Any
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval,
                                               grace_period=grace_period, **{key: callback})
-    except Exception as err:  # noqa: BLE001 - SQLAlchemy's many errors: one line naming the URL instead
+    except Exception as err:
         first = str(err).splitlines()[0] if str(err) else ""
         raise SweepRefused(f"hydra.sweeper.storage={_masked(url)}: cannot open it ({type(err).__name__}: "
                            f"{first})") from err

@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,7 +118,7 @@ class Model:
         if self.task.kind == "class":
             return [names[i] for i in pred.tolist()]
         if self.task.kind == "multilabel":
-            return [[n for n, on in zip(names, row) if on] for row in pred.tolist()]
+            return [[n for n, on in zip(names, row, strict=True) if on] for row in pred.tolist()]
         return pred.double().numpy()
 
     @torch.inference_mode()

@@ -18,8 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from poolhead.resolvers import register
 from poolhead.resources import conf_dir
-from poolhead.run.record import SIGTERM_EXIT
 from poolhead.run.claim import release_job
+from poolhead.run.record import SIGTERM_EXIT
 from poolhead.sweep.jobs import prepare_job
 from poolhead.use.presets import PresetConflict, check_presets, config_dirs
 

@@ -73,7 +73,7 @@ def grouped_table(groups: pd.DataFrame, axes: list[str], monitor: str) -> str:
         if f"{column} mean" in groups:
             shown[column] = [_mean_std(row, column) for _, row in groups.iterrows()]
     shown[f"Δ {monitor}"] = groups[f"delta {monitor}"].map(lambda d: "" if d == 0 else f"{d:+.4f}")
-    shown["p (corrected)"] = ["" if b else fmt(p) for b, p in zip(groups["best"], groups["p_corrected"])]
+    shown["p (corrected)"] = ["" if b else fmt(p) for b, p in zip(groups["best"], groups["p_corrected"], strict=True)]
     if "train_seconds mean" in groups:
         shown["train s"] = groups["train_seconds mean"].map(lambda s: f"{s:.3g}")
     shown.iloc[0] = [f"**{v}**" if v else v for v in shown.iloc[0]]

@@ -287,7 +287,7 @@ def openvino_int8(loaded: Any, folder: Path, datamodule: Any) -> str:
     texts = (
         train["text"].tolist()
         if "text_pair" not in train
-        else [f"{a} {b}" for a, b in zip(train["text"], train["text_pair"])]
+        else [f"{a} {b}" for a, b in zip(train["text"], train["text_pair"], strict=True)]
     )
     with tempfile.TemporaryDirectory() as tmp:
         pd.DataFrame({"sentence": texts}).to_csv(Path(tmp) / "train.csv", index=False)

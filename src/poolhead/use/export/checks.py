@@ -97,7 +97,7 @@ def exported_scores(
     if fmt == "cross-encoder":
         softmax = loaded.num_labels > 1 and isinstance(loaded.activation_fn, nn.Identity)
         scores = loaded.predict(
-            list(zip(text, text_pair)), apply_softmax=softmax, convert_to_tensor=True, batch_size=64
+            list(zip(text, text_pair, strict=True)), apply_softmax=softmax, convert_to_tensor=True, batch_size=64
         )
         return scores.double().cpu().numpy()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer

@@ -35,7 +35,7 @@ class LastHiddenState(nn.Module):
         self.model, self.names = model, names
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.names, inputs)), return_dict=True).last_hidden_state
+        return self.model(**dict(zip(self.names, inputs, strict=True)), return_dict=True).last_hidden_state
 
 
 def plain_encoder(model: PoolheadModel) -> nn.Module:

@@ -77,7 +77,7 @@ class PoolheadPooling(Module):
         revision: str | None = None,
         local_files_only: bool = False,
         **kwargs: Any,
-    ) -> "PoolheadPooling":
+    ) -> PoolheadPooling:
         """Rebuild the pooling from its source file and config, then load its weights (none for a weightless
         one)."""
         hub = dict(
