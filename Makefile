@@ -1,9 +1,9 @@
-# make train | test | test-slow | test-backends | bench | bench-quick   (.venv: pinned CPU torch, then the project)
+# make train | lint | test | test-slow | test-backends | bench | bench-quick (.venv: pinned CPU torch, then the project)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 
-.PHONY: install train test test-slow test-backends bench bench-quick bench-startup data-readme clean
+.PHONY: install train lint test test-slow test-backends bench bench-quick bench-startup data-readme clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
@@ -28,6 +28,9 @@ $(OV_VENV)/.installed: pyproject.toml Makefile
 
 train: install
 	$(PY) train.py
+
+lint: install        # ruff, configured in pyproject.toml ([tool.ruff]); CI runs it before the tests
+	$(PY) -m ruff check .
 
 test: install        # everything but the end-to-end runs marked slow: under 10 minutes on 2 cores
 	$(PY) -m pytest -n 2 -m "not slow" --durations=15

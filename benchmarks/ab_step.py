@@ -63,9 +63,10 @@ def main() -> None:
              f"Each pass: {a.steps} training steps of MiniLM (A: {rows['A']['model']}, {rows['A']['precision']}; "
              f"B: {rows['B']['model']}, {rows['B']['precision']}) on the same real "
              f"STS-B batches; passes alternate A B B A ...", "",
-             "| config | overrides | median s/pass | min | max | real tokens/s |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {n} | {' '.join(r['overrides']) or '(defaults)'} | {r['median']:.3f} | {r['min']:.3f} | {r['max']:.3f} "
-              f"| {r['real_tokens_per_second']:.0f} |" for n, r in rows.items()]
+             "| config | overrides | median s/pass | min | max | real tokens/s |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {n} | {' '.join(r['overrides']) or '(defaults)'} | {r['median']:.3f} | {r['min']:.3f} "
+              f"| {r['max']:.3f} | {r['real_tokens_per_second']:.0f} |" for n, r in rows.items()]
     lines += ["", f"B/A time per neighbouring pass pair: median {result['b_over_a_median']:.3f} "
                   f"(range {min(ratios):.3f}-{max(ratios):.3f}); < 1 means B is faster."]
     common.save_report("ab", result, lines)

@@ -221,25 +221,27 @@ def main() -> None:
               "capability": torch.backends.cpu.get_cpu_capability(), "bf16_units": cpu_computes_bf16(),
               "precision_auto": resolve_precision("auto", "cpu"), "load_average_before": load_before,
               "load_average_after": os.getloadavg(), "ceilings": ceilings, "step": step,
-              "command": "python benchmarks/ceiling.py " + " ".join(f"--{k} {v}" for k, v in
-                                                                   (("steps", a.steps), ("pairs", a.pairs), ("tokens", a.tokens),
-                                                                    ("repeats", a.repeats)))
+              "command": "python benchmarks/ceiling.py "
+              + " ".join(f"--{k} {v}" for k, v in (("steps", a.steps), ("pairs", a.pairs), ("tokens", a.tokens),
+                                                  ("repeats", a.repeats)))
               + "".join(f" --override {o}" for o in a.override)}
     stem = a.out / f"{datetime.now():%Y%m%d-%H%M%S}-ceiling"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
     lines = [f"# Ceiling and step profile ({result['cpu']}, {result['threads']} threads, {result['capability']}, "
              f"bf16 units: {result['bf16_units']})", "", f"Command: `{result['command']}`; load average before "
-             f"{load_before[0]:.2f}, after {result['load_average_after'][0]:.2f} (2 cores: > 0.5 means others ran).", "",
+             f"{load_before[0]:.2f}, after {result['load_average_after'][0]:.2f} "
+             "(2 cores: > 0.5 means others ran).", "",
              "| dtype | FLOP-weighted ceiling GFLOP/s | per shape |", "| --- | --- | --- |"]
-    lines += [f"| {c['dtype']} | {c['ceiling_gflops']} | " + ", ".join(f"{r['shape']}: {r['gflops']}" for r in c["shapes"])
-              + " |" for c in ceilings]
+    lines += [f"| {c['dtype']} | {c['ceiling_gflops']} | "
+              + ", ".join(f"{r['shape']}: {r['gflops']}" for r in c["shapes"]) + " |" for c in ceilings]
     lines += ["", f"poolhead training step (mode=cross pooling=cls, then overrides {step['overrides']}; MiniLM, "
               f"{step['precision']}, {step['steps']} steps of real STS-B batches, median of "
               f"{len(step['seconds_each_repeat'])} timed passes {step['seconds_each_repeat']} s, unprofiled): "
               f"{step['real_tokens_per_second']} real tokens/s, {step['model_gflops_per_second']} model "
-              f"GFLOP/s (6 x {step['matmul_params']:,} matmul parameters per token) = **{100 * step['mfu']:.0f}% of the "
-              f"ceiling** (model FLOPs utilisation). The encoder computes {step['padded_over_real_tokens']}x the real "
-              "tokens (padding).", "", "Self CPU time of one more pass, under torch.profiler:", "",
+              f"GFLOP/s (6 x {step['matmul_params']:,} matmul parameters per token) = "
+              f"**{100 * step['mfu']:.0f}% of the ceiling** (model FLOPs utilisation). The encoder computes "
+              f"{step['padded_over_real_tokens']}x the real tokens (padding).", "",
+              "Self CPU time of one more pass, under torch.profiler:", "",
               "| self CPU time | seconds | share |", "| --- | --- | --- |"]
     lines += [f"| {k} | {v} | {100 * v / step['self_cpu_total']:.0f}% |" for k, v in step["self_cpu_seconds"].items()]
     if in_step["gflops_per_second"]:

@@ -38,7 +38,8 @@ def child(overrides: list[str], steps: int, pairs: int, passes: int) -> dict:
         faults.append((after.ru_minflt - before.ru_minflt) / steps)
         system.append((after.ru_stime - before.ru_stime) / steps * 1e3)
     return {"pass_seconds": [round(s, 3) for s in seconds], "seconds": round(statistics.median(seconds), 3),
-            "faults_per_step": round(statistics.median(faults)), "system_ms_per_step": round(statistics.median(system), 1),
+            "faults_per_step": round(statistics.median(faults)),
+            "system_ms_per_step": round(statistics.median(system), 1),
             "peak_rss_mb": round(common.peak_rss_mb(), 1), "precision": str(cfg.trainer.precision),
             "real_tokens": tokens}
 

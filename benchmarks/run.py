@@ -117,7 +117,8 @@ def main() -> None:
     report = {
         "mode": mode, "command": shlex.join([sys.executable, *sys.argv]), "started": stamp,
         "settings": {"train_pairs": pairs["train"], "dev_pairs": pairs["dev"], "epochs": epochs, "repeats": repeats,
-                     "precisions": precisions, "skipped": sorted(skip), "batch_size": common.BATCH_SIZE, "lr": common.LR,
+                     "precisions": precisions, "skipped": sorted(skip), "batch_size": common.BATCH_SIZE,
+                     "lr": common.LR,
                      "warmup_ratio": common.WARMUP_RATIO, "weight_decay": common.WEIGHT_DECAY,
                      "max_grad_norm": common.MAX_GRAD_NORM, "max_length": common.MAX_LENGTH, "seed": common.SEED,
                      "data_dir": str(a.data_dir)},

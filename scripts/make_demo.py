@@ -16,6 +16,7 @@ import random
 from pathlib import Path
 
 SEED, SIZES = 20250101, {"train": 300, "dev": 100, "test": 100}
+DEMO_DIR = Path(__file__).resolve().parents[1] / "src" / "poolhead" / "data" / "demo"
 
 # (phrase, paraphrase) pairs. People: (subject, paraphrase, plural?).
 PEOPLE = [("A man", "A guy", False), ("A woman", "A lady", False), ("A boy", "A young boy", False),
@@ -161,7 +162,7 @@ def make(rng: random.Random, n: int) -> list[tuple[str, str, str, float]]:
     return pairs
 
 
-def main(folder: Path = Path(__file__).resolve().parents[1] / "src" / "poolhead" / "data" / "demo") -> None:
+def main(folder: Path = DEMO_DIR) -> None:
     rng = random.Random(SEED)
     pairs = make(rng, sum(SIZES.values()))
     start = 0

@@ -96,7 +96,8 @@ def assert_predictions_match_results(run_dir: Path, splits: tuple[str, ...] = ("
         metrics = {k.split("/", 1)[1]: v for k, v in results["metrics"].items() if k.startswith(f"{split}/")}
         if "spearman" in metrics:
             gold, pred = part["gold"].astype(float).to_numpy(), part["pred"].astype(float).to_numpy()
-            expected = {"spearman": stats.spearmanr(gold, pred).statistic, "pearson": stats.pearsonr(gold, pred).statistic,
+            expected = {"spearman": stats.spearmanr(gold, pred).statistic,
+                        "pearson": stats.pearsonr(gold, pred).statistic,
                         "mse": np.mean((gold - pred) ** 2), "mae": np.mean(np.abs(gold - pred))}
         elif "accuracy" in metrics:
             expected = {"accuracy": np.mean(part["gold"].astype(str) == part["pred"].astype(str))}

@@ -43,7 +43,8 @@ def test_pooling_head_mode_compose_build_and_run_a_batch(tmp_path, pooling, head
     assert output.shape == ((n,) if head == "regression" else (n, 2))
     loss = model.head.loss(output, batch["labels"])
     loss.backward()
-    assert torch.isfinite(loss) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.parameters())
+    assert torch.isfinite(loss) and any(p.grad is not None and p.grad.abs().sum() > 0
+                                        for p in model.encoder.parameters())
     pred = model.head.predict(output.detach())
     assert pred.shape == (n,)
     if head == "classification":  # the expected score lies between the bin centres

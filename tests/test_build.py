@@ -147,8 +147,9 @@ def test_bce_loss_trains_a_sigmoid_score_on_sts(tmp_path):
 
 
 def test_sgd_and_a_cosine_schedule_through_the_same_code_path(tmp_path):
-    results = run(compose_cfg([*FAST, "optim=sgd", "optim.scheduler.name=cosine", "optim.warmup_ratio=0", "trainer.log_every_n_steps=1",
-                               "trainer.max_epochs=2", "mode=cross"], tmp_path))  # cross: the head has weights (pg3)
+    results = run(compose_cfg([*FAST, "optim=sgd", "optim.scheduler.name=cosine", "optim.warmup_ratio=0",
+                               "trainer.log_every_n_steps=1", "trainer.max_epochs=2",
+                               "mode=cross"], tmp_path))  # cross: the head has weights (pg3)
     assert results["status"] == "ok", results["error"]
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     group = ckpt["optimizer_states"][0]["param_groups"][0]
@@ -189,7 +190,8 @@ def test_a_pooling_added_as_the_readme_says_trains(tmp_path):
     (tmp_path / "my_pooling.py").write_text(code)
     (tmp_path / "my_conf" / "pooling").mkdir(parents=True)
     (tmp_path / "my_conf" / "pooling" / "first_last.yaml").write_text(yaml)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run([sys.executable, str(ROOT / "train.py"), "pooling=first_last",
                            f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", *FAST, f"hydra.run.dir={tmp_path}/run"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -230,7 +232,8 @@ def test_precision_auto_on_cpus(tmp_path, monkeypatch, flags, expected):
 
 @pytest.mark.parametrize("bf16", [True, False], ids=["gpu_with_bf16", "gpu_without_bf16"])
 def test_precision_auto_on_gpus_is_fp32(monkeypatch, bf16):
-    """Measured on an H200 (benchmarks/results/20261201-*-gpu-probe*.log): bf16 autocast slower than fp32 at batch 32."""
+    """Measured on an H200 (benchmarks/results/20261201-*-gpu-probe*.log): bf16 autocast slower than fp32 at
+    batch 32."""
     from poolhead.run import plan as builder
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -21,8 +21,9 @@ from poolhead.data import DemoSts, LengthGroupedBatchSampler, StsData, TableData
 TOK = poolhead.minilm_path()
 
 
-def build(conf_dir: Path, name: str, tmp_path: Path, mode: Mode = Cross(), **overrides) -> TextDataModule:
+def build(conf_dir: Path, name: str, tmp_path: Path, mode: Mode | None = None, **overrides) -> TextDataModule:
     """What the app does: instantiate conf/data/<name>.yaml with the run's tokenizer, mode, max_length, seed, cache."""
+    mode = mode or Cross()
     cfg = OmegaConf.merge(OmegaConf.load(conf_dir / "data" / f"{name}.yaml"), overrides)
     return instantiate(cfg, tokenizer=TOK, mode=mode, max_length=64, seed=7, cache_dir=str(tmp_path / "cache"))
 
@@ -98,7 +99,8 @@ def test_bi_mode_pads_each_side_on_its_own(tmp_path: Path) -> None:
 
 def test_bi_eval_batches_go_by_the_longer_side(tmp_path: Path) -> None:
     """A bi batch pads both sides to one width (its longest side), so rows sort by the longer side, not by the two
-    sides' sum: sorting by the sum pads STS-B dev to 1.42x its real tokens in batches of 128, by the longer side 1.26x."""
+    sides' sum: sorting by the sum pads STS-B dev to 1.42x its real tokens in batches of 128, by the longer side
+    1.26x."""
     dm = DemoSts(tokenizer=TOK, mode=Bi(), max_length=64, seed=0, cache_dir=tmp_path, batch_size=8)
     dm.setup("fit")
     widths = torch.cat([torch.maximum(a["attention_mask"].sum(1), b["attention_mask"].sum(1))

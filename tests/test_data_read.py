@@ -203,7 +203,8 @@ def test_integer_labels_sort_as_numbers(tmp_path: Path) -> None:
 @pytest.mark.bad_input
 def test_unseen_class_label_in_val_stops_the_run(tmp_path: Path) -> None:
     val = write(tmp_path / "v.csv", "text,label\na,pos\nb,neutral\n")
-    with pytest.raises(DataError, match=r"v.csv line 3, field label: class label 'neutral' does not occur in the train"):
+    with pytest.raises(DataError,
+                       match=r"v.csv line 3, field label: class label 'neutral' does not occur in the train"):
         table(tmp_path, train=write(tmp_path / "t.csv", CLASS_CSV), val=val, task="class")
 
 
@@ -337,8 +338,8 @@ def test_a_tokenizer_that_does_not_know_the_script_warns_with_the_unk_rate(tmp_p
     with caplog.at_level(logging.WARNING, logger="poolhead.data"):
         dm.setup()
     assert dm.unk_rate > 0.2 and f"{100 * dm.unk_rate:.1f}% of the tokens are [UNK]" in caplog.text
-    plain = TableData(train=table_file(tmp_path, [f"plain words {i},{i % 5}" for i in range(20)], "p.csv"), task="score",
-                      **common(tmp_path))
+    plain = TableData(train=table_file(tmp_path, [f"plain words {i},{i % 5}" for i in range(20)], "p.csv"),
+                      task="score", **common(tmp_path))
     plain.setup()
     assert plain.unk_rate == 0.0
 

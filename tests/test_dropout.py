@@ -1,5 +1,5 @@
-"""poolhead.speed.dropout: CPU dropout masks from 16-bit draws must be dropout (rate, scale, gradient, replayable), and the
-attention that uses them must be sdpa's attention (mask, scale, dropout after the softmax)."""
+"""poolhead.speed.dropout: CPU dropout masks from 16-bit draws must be dropout (rate, scale, gradient, replayable),
+and the attention that uses them must be sdpa's attention (mask, scale, dropout after the softmax)."""
 
 from types import SimpleNamespace
 

@@ -117,7 +117,7 @@ def test_a_halving_sweep_through_the_parallel_launcher_reports_every_rung_and_th
     assert record["complete"] and len(record["configs"]) == 4
     finalists = [c for c, e in record["configs"].items() if e["finalist"]]
     assert sorted(record["configs"][c]["group"] for c in finalists) == ["mode=bi", "mode=cross"]
-    for name, entry in record["configs"].items():
+    for _name, entry in record["configs"].items():
         if entry["finalist"]:
             assert set(entry["scores"]) == {"4", "12", "full"}
         else:

@@ -1,6 +1,6 @@
 """The one-way import rule: each subpackage of poolhead imports only its own layer and the layers before it,
-core -> data -> speed -> run -> sweep -> use (walked with ast: no import runs). The package root (`poolhead/__init__.py`:
-the bundled MiniLM's path, config resolvers, lazy `poolhead.build`) is above every layer."""
+core -> data -> speed -> run -> sweep -> use (walked with ast: no import runs). The package root
+(`poolhead/__init__.py`: the bundled MiniLM's path, config resolvers, lazy `poolhead.build`) is above every layer."""
 
 import ast
 import shutil

@@ -138,8 +138,9 @@ def test_layer_average(minilm):
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("pooling", [CLS(), PoolerOutput()], ids=["cls", "pooler"])
 def test_first_token_shortcut_gives_the_full_encoders_output_and_gradients(model_type, attention, pooling):
-    """speed.first_token.skip_unread_tokens (the last layer computes only the token cls/pooler read) must change nothing:
-    a wrong query row, a mask row of the wrong token or a missed residual would show here. Right and left padding."""
+    """speed.first_token.skip_unread_tokens (the last layer computes only the token cls/pooler read) must change
+    nothing: a wrong query row, a mask row of the wrong token or a missed residual would show here. Right and left
+    padding."""
     from transformers import AutoConfig
 
     config = AutoConfig.for_model(model_type, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

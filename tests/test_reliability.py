@@ -53,7 +53,8 @@ def test_resume_as_the_readme_writes_it_continues_the_runs_own_config(attention_
     proc = train_py(f"hydra.run.dir={run_dir}", "ckpt_path=last")  # nothing else: pooling/mode come from the run
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["status"] == "ok" and results["config"]["pooling"] == "attention" and results["config"]["mode"] == "bi"
+    assert (results["status"] == "ok" and results["config"]["pooling"] == "attention"
+            and results["config"]["mode"] == "bi")
     assert {n: (run_dir / ".hydra" / n).read_text() for n in hydra_before} == hydra_before, "the run's .hydra kept"
     assert list((run_dir / ".hydra").glob("resume-*/overrides.yaml")), "the resume records itself beside them"
     rows_after = pd.read_csv(run_dir / "csv" / "metrics.csv")
@@ -136,7 +137,8 @@ def test_resumed_training_sees_the_same_batches_and_dropout(tmp_path, grouped):
 
 
 def test_non_finite_training_stops_at_once_naming_step_epoch_and_cause(tmp_path):
-    results = run(compose_cfg([*FAST, "mode=cross", "trainer.max_epochs=3", "optim.lr=1e3", "optim.head_lr=1e3",  # cross: the bi cosine is bounded and diverges later
+    # cross: the bi cosine is bounded and diverges later
+    results = run(compose_cfg([*FAST, "mode=cross", "trainer.max_epochs=3", "optim.lr=1e3", "optim.head_lr=1e3",
                                "trainer.gradient_clip_val=null", "optim.optimizer._target_=torch.optim.SGD",
                                "~optim.optimizer.betas", "~optim.optimizer.eps", "~optim.optimizer.fused"], tmp_path))
     assert results["status"] == "failed"
@@ -168,7 +170,8 @@ def test_non_finite_training_stops_at_once_naming_step_epoch_and_cause(tmp_path)
 def test_impossible_settings_stop_before_the_encoder_loads(tmp_path, monkeypatch, override, message):
     import poolhead.core.encoder
 
-    monkeypatch.setattr(poolhead.core.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("the encoder was loaded"))
+    monkeypatch.setattr(poolhead.core.encoder.Encoder, "__init__",
+                        lambda *a, **k: pytest.fail("the encoder was loaded"))
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         build(compose_cfg([*FAST, *override.split()], tmp_path))
 
@@ -221,7 +224,8 @@ def test_an_appended_key_poolhead_never_reads_stops_before_work_naming_the_close
     unknown key)."""
     import poolhead.core.encoder
 
-    monkeypatch.setattr(poolhead.core.encoder.Encoder, "__init__", lambda *a, **k: pytest.fail("the encoder was loaded"))
+    monkeypatch.setattr(poolhead.core.encoder.Encoder, "__init__",
+                        lambda *a, **k: pytest.fail("the encoder was loaded"))
     cfg = as_train_py([*FAST, override], tmp_path)
     with pytest.raises(ValueError, match=rf"\{override}: .* so it would be ignored; did you mean "
                                          rf"{closest}\?"):
@@ -287,7 +291,8 @@ def test_results_record_the_encoder_that_ran(tmp_path):
     results = run(compose_cfg([*FAST, f"encoder.name_or_path={folder}", "encoder.config=null"], tmp_path / "run"))
     assert results["status"] == "ok", results["error"]
     assert results["encoder"]["name_or_path"] == str(folder)
-    assert results["encoder"]["weights_sha256"] == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert (results["encoder"]["weights_sha256"]
+            == hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest())
 
 
 def test_an_offline_hub_encoder_is_one_plain_message(tmp_path, monkeypatch):

@@ -102,7 +102,9 @@ def spy(monkeypatch):
     """Records which Axes plotting methods were called."""
     calls: list[str] = []
     for name in ("imshow", "bar", "barh"):
-        def record(self, *args, _name=name, _original=getattr(Axes, name), **kwargs):
+        def record(self, *args, _name=name,
+                   _original=getattr(Axes, name),  # noqa: B008 - binds this pass's method (late binding otherwise)
+                   **kwargs):
             calls.append(_name)
             return _original(self, *args, **kwargs)
 

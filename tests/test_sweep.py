@@ -120,7 +120,8 @@ def test_a_key_added_since_a_job_ran_does_not_retrain_it(tmp_path):
     again = train_py(*command)
     assert again.returncode == 0, again.stderr[-3000:]
     log = again.stdout + again.stderr
-    assert "Skipped" in log and "keys added since this job ran, taken at their defaults: added_since: <absent> -> 0" in log
+    assert "Skipped" in log and ("keys added since this job ran, taken at their defaults: added_since: <absent> -> 0"
+                                 in log)
     assert results(sweep) == {next(iter(results(sweep))): done}, "the finished job's results are untouched"
     assert not list(sweep.glob("*/superseded"))
 

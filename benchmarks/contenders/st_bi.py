@@ -34,7 +34,8 @@ def main():
         targs = SentenceTransformerTrainingArguments(
             output_dir=tmp, num_train_epochs=args.epochs, per_device_train_batch_size=common.BATCH_SIZE,
             learning_rate=common.LR, weight_decay=common.WEIGHT_DECAY, max_grad_norm=common.MAX_GRAD_NORM,
-            lr_scheduler_type="linear", warmup_steps=common.WARMUP_RATIO, seed=common.SEED, use_cpu=common.device() == "cpu",
+            lr_scheduler_type="linear", warmup_steps=common.WARMUP_RATIO, seed=common.SEED,
+            use_cpu=common.device() == "cpu",
             bf16=args.precision == "bf16", dataloader_num_workers=0, report_to="none", save_strategy="no",
             eval_strategy="no", logging_strategy="no", disable_tqdm=True,
         )

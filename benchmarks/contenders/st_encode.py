@@ -22,7 +22,8 @@ def main():
     model = SentenceTransformer(common.minilm_path(), device=common.device())
     model.max_seq_length = common.MAX_LENGTH
     d1, d2, gold = common.read_sts(args.dev)
-    autocast = (torch.autocast(common.device(), dtype=torch.bfloat16) if args.precision == "bf16" else contextlib.nullcontext())
+    autocast = (torch.autocast(common.device(), dtype=torch.bfloat16) if args.precision == "bf16"
+                else contextlib.nullcontext())
     with autocast:
         model.encode(d1[:common.BATCH_SIZE], batch_size=common.BATCH_SIZE)  # warm-up, not timed
     eval_seconds, dev_spearman = common.st_dev_spearman(model, d1, d2, gold, args.precision)

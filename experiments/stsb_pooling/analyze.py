@@ -162,9 +162,9 @@ def job_span(job_dir: Path, record: dict) -> tuple[float, float, bool, bool]:
     process; whether an earlier, interrupted process came before
     (its time is not counted: where it stopped is not recorded); whether the span is read from train.log. From
     results.json's `started`/`finished`; for records older than those fields, train.log's last "Seed set to" line
-    and its last line after it not from the sweep's job module (a later rerun of the sweep logs "Skipped" there); short by
-    the best checkpoint's scoring, which logs nothing: ~7 s a fine-tune job, ~9 s a probe job on the Intel Xeon.
-    Never file times: a git checkout rewrites them, and Hydra rewrites .hydra/ every time the sweep runs again."""
+    and its last line after it not from the sweep's job module (a later rerun of the sweep logs "Skipped" there);
+    short by the best checkpoint's scoring, which logs nothing: ~7 s a fine-tune job, ~9 s a probe job on the Intel
+    Xeon. Never file times: a git checkout rewrites them, and Hydra rewrites .hydra/ every time the sweep runs again."""
     lines = (job_dir / "train.log").read_text().splitlines()
     starts = [i for i, line in enumerate(lines) if "Seed set to" in line]
     if record.get("started") and record.get("finished"):
@@ -283,7 +283,8 @@ def main() -> None:
                 shutil.copy(report[key], HERE / sweep / Path(report[key]).name)
         jobs = load_jobs(sweep_dir)
         recorded = [job for job in jobs if (job["dir"] / "results.json").exists()]
-        summary = pd.DataFrame([{**{axis: (job.get("config") or job["overrides"]).get(axis) for axis in ("mode", "head", "pooling", "seed")},
+        summary = pd.DataFrame([{**{axis: (job.get("config") or job["overrides"]).get(axis)
+                                    for axis in ("mode", "head", "pooling", "seed")},
                                  "status": job["status"], METRIC: job.get("metrics", {}).get(METRIC),
                                  "best_checkpoint": own_checkpoint(job), "dir": job["dir"],
                                  "zero_shot": bool(job.get("zero_shot"))}
@@ -330,10 +331,10 @@ def main() -> None:
             "# Paired comparisons\n\np: two-sided t-test over seed-matched pairs (NaN with fewer than 2 seeds, or "
             "when the difference is the same for every seed, as between two zero-shot rows); p_bh: Benjamini-Hochberg "
             "over all comparisons of a sweep; p_bootstrap_rows: two-sided paired bootstrap over the 1,500 dev pairs "
-            "(1,000 resamples; 0.0000 = in none of them) of the lowest common seed's two jobs, Spearman (NaN across heads, whose predictions "
-            "differ in kind); p_bootstrap_bh: those corrected the same way. Rows h1-h7: the head_lr check against the "
-            "fine-tune grid's same job; h8-h14: against the grid's bi regression (cosine) job of the same pooling and "
-            "seed (one seed: bootstrap only).\n\n"
+            "(1,000 resamples; 0.0000 = in none of them) of the lowest common seed's two jobs, Spearman "
+            "(NaN across heads, whose predictions differ in kind); p_bootstrap_bh: those corrected the same way. "
+            "Rows h1-h7: the head_lr check against the fine-tune grid's same job; h8-h14: against the grid's bi "
+            "regression (cosine) job of the same pooling and seed (one seed: bootstrap only).\n\n"
             + markdown_table(shown) + "\n")
     if done:
         figure({sweep: done[sweep] for sweep in ("finetune", "head_lr", "probe") if sweep in done}, HERE / "study.png")

@@ -131,7 +131,7 @@ class TextDataModule(L.LightningDataModule):
         log.warning("%s: no data.score_range given: read [%g, %g] from the training scores of %s (the head maps "
                     "this range to [0, 1]); set data.score_range=[LOW,HIGH] if the scale is wider", self.name, low,
                     high, train.source)
-        for key, split in splits.items():
+        for _name, split in splits.items():
             for i, score in enumerate(split.label):
                 if not low <= score <= high:
                     raise DataError(f"{split.at(i, 'label')}: {score:g} is outside the score range [{low:g}, "

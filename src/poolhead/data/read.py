@@ -145,7 +145,7 @@ def build_split(rows: Iterable[Row], source: str, unit: str, *, pair: bool, task
     empty: list[int] = []
     for where, row in rows:
         split.read += 1
-        at = lambda key: f"{source} {unit} {where}, field {names[key]}"  # noqa: E731
+        at = lambda key, where=where: f"{source} {unit} {where}, field {names[key]}"  # noqa: E731
         if task is None:
             label: float | str | tuple | None = None
         elif task == "score":
