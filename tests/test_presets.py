@@ -95,5 +95,8 @@ def test_an_optuna_studys_direction_needs_no_monitor(tmp_path, overrides, direct
     """The bug it catches: a search of your own dying with a 60-line traceback unless monitor= is set,
     although the task knows its metric (val/spearman, val/accuracy, val/f1_micro: all maximized; val/loss
     minimized)."""
+    from poolhead.sweep.optuna_sweep import study_direction
+
     cfg = compose_cfg(["hydra/sweeper=poolhead_optuna", "monitor=null", *overrides], tmp_path, hydra=True)
-    assert cfg.hydra.sweeper.direction == direction
+    assert cfg.hydra.sweeper.direction is None  # null in the yaml: the sweeper works it out
+    assert study_direction(cfg.hydra.sweeper.direction, cfg.monitor) == direction

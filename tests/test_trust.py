@@ -338,7 +338,9 @@ def test_a_pickle_is_refused_on_resume_by_the_loader_lightning_uses(trained, tmp
     poolhead's own pre-read (plan.resume_path) stood between a pickled payload and a resume. Here that
     pre-read is skipped."""
     marker = tmp_path / "marker"
-    evil = crafted(trained, tmp_path, lambda c: c["poolhead"].__setitem__("extra", Payload(marker)))
+    inside = tmp_path / "resume" / "checkpoints"  # a checkpoint of this run's own folder (one from elsewhere is
+    inside.mkdir(parents=True)                   # refused before any load: test_resume_edges.py)
+    evil = crafted(trained, inside, lambda c: c["poolhead"].__setitem__("extra", Payload(marker)))
     monkeypatch.setattr("poolhead.run.plan.read_checkpoint", lambda path, *args: {"global_step": 0})
     results = run(compose_cfg([*FAST, f"ckpt_path={evil}"], tmp_path / "resume"))
     assert not marker.exists(), "the checkpoint's payload ran on resume"
