@@ -43,6 +43,14 @@ def test_import_poolhead_loads_no_later_layer_no_hydra_no_torch():
     assert top(loaded, LATER + HEAVY) == [], top(loaded, LATER + HEAVY)
 
 
+def test_hydras_plugin_scan_loads_no_torch_or_lightning():
+    """The bug it catches: the sweepers' plugin module (Hydra imports it in every process, before any config)
+    pulling torch and Lightning in through `poolhead.data`'s package root: a re-run sweep that skips every job
+    paid ~6 s of imports, and Lightning, imported before Hydra's logging, kept its messages off the job's log."""
+    loaded = loaded_after("import hydra_plugins.poolhead_sweepers")
+    assert top(loaded, ("torch", "lightning", "transformers")) == [], top(loaded, ("torch", "lightning"))
+
+
 def test_import_core_model_loads_no_later_layer_and_no_hydra():
     """The bug it catches: a core module importing run/, sweep/ or use/ at run time (a late import the
     source-text rule of test_layers.py also sees, or one through the package root it exempts), or Hydra."""

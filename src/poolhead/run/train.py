@@ -30,7 +30,7 @@ from poolhead.run.callbacks import (
     StopOnNonFinite,
     TrainThroughput,
 )
-from poolhead.run.checkpoint import DescribedCheckpointIO
+from poolhead.run.checkpoint import DescribedCheckpointIO, read_checkpoint
 from poolhead.run.checks import check_settings
 from poolhead.run.evaluate import evaluate
 from poolhead.run.loggers import prepare_metrics_file
@@ -152,13 +152,22 @@ def pause_at_rung(model: Any, trainer: L.Trainer, datamodule: Any, out_dir: Path
             "checkpoints": {"best": None, "last": _existing(out_dir / "checkpoints" / "last.ckpt")}}
 
 
+def steps_taken(trainer: L.Trainer) -> int:
+    """The optimizer steps fit took. Under ddp_spawn the ranks train in child processes and the main trainer's
+    global_step stays 0: the best checkpoint they wrote (its path comes back to the main process) holds theirs."""
+    if trainer.global_step:
+        return trainer.global_step
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    return read_checkpoint(Path(best)).get("global_step", 0) if best and Path(best).is_file() else 0
+
+
 def fit_or_evaluate_as_is(trainer: L.Trainer, model: Any, datamodule: Any, ckpt_path: str | None,
                           results: dict[str, Any]) -> str | None:
     """Fit, and return the best checkpoint's path. A model with nothing to train (a frozen encoder, a weightless
     pooling and the bi cosine head: the zero-shot baseline of that pooling) is evaluated as it is, and saved."""
     if model.trainable:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        if trainer.global_step == 0:
+        if steps_taken(trainer) == 0:
             raise RuntimeError("no training step was taken (the training split gave no batch under the "
                                "trainer's limits), so the model is untrained: nothing is reported as its "
                                "result")
