@@ -111,3 +111,10 @@ def assert_predictions_match_results(run_dir: Path, splits: tuple[str, ...] = ("
             assert metrics[name] == pytest.approx(value, abs=1e-6, rel=1e-6), f"{split}/{name}"
             checked += 1
     assert checked, "no metric was checked"
+
+
+def predict_cli(run_dir: Path, source: Path, output: Path, *flags: str) -> int:
+    """`poolhead predict RUN --input SOURCE --output OUTPUT --quiet [FLAGS]`, in this process: its exit status."""
+    from poolhead.use.cli import main
+
+    return main(["predict", str(run_dir), "--input", str(source), "--output", str(output), "--quiet", *flags])

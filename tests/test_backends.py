@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import FAST, compose_cfg
+from conftest import FAST, compose_cfg, predict_cli
 from test_use import class_pairs, demo_pairs, predicted, tiny_run
 
 import poolhead
@@ -306,18 +306,7 @@ def test_predict_on_a_backend_equals_predict_in_input_order(runs, tmp_path, back
     out = {}
     for name, flags in (("torch", []), (backend, ["--backend", backend])):
         assert (
-            cli(
-                [
-                    "predict",
-                    str(run_dir),
-                    "--input",
-                    str(source),
-                    "--output",
-                    str(tmp_path / f"{name}.csv"),
-                    "--quiet",
-                    *flags,
-                ]
-            )
+            predict_cli(run_dir, source, tmp_path / f"{name}.csv", *flags)
             == 0
         )
         out[name] = pd.read_csv(tmp_path / f"{name}.csv")
@@ -380,19 +369,7 @@ def test_minilm_backend_export_reproduces_and_int8_stays_within_the_loss(tmp_pat
     )
     source = demo_pairs(tmp_path, rows=20)
     assert (
-        cli(
-            [
-                "predict",
-                str(run_dir),
-                "--input",
-                str(source),
-                "--output",
-                str(tmp_path / "p.csv"),
-                "--quiet",
-                "--batch-size",
-                "16",
-            ]
-        )
+        predict_cli(run_dir, source, tmp_path / "p.csv", "--batch-size", "16")
         == 0
     )
     frame = pd.read_csv(tmp_path / "p.csv")
@@ -407,21 +384,7 @@ def test_minilm_backend_export_reproduces_and_int8_stays_within_the_loss(tmp_pat
     )  # kept: within the default 0.5 points on the demo dev split
     if backend == "onnx":
         assert (
-            cli(
-                [
-                    "predict",
-                    str(run_dir),
-                    "--input",
-                    str(source),
-                    "--output",
-                    str(tmp_path / "q.csv"),
-                    "--quiet",
-                    "--backend",
-                    "onnx",
-                    "--quantize",
-                    "int8",
-                ]
-            )
+            predict_cli(run_dir, source, tmp_path / "q.csv", "--backend", "onnx", "--quantize", "int8")
             == 0
         )
         int8 = pd.read_csv(tmp_path / "q.csv")["pred"].to_numpy()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, predict_cli
 from test_use import demo_pairs, predicted, tiny_run
 
 from poolhead.use.cli import main as cli
@@ -31,18 +31,7 @@ README_POOLING = (
 def predict_then_export(run_dir: Path, tmp_path: Path, *flags: str) -> tuple[pd.DataFrame, Path]:
     source = demo_pairs(tmp_path, rows=30)
     assert (
-        cli(
-            [
-                "predict",
-                str(run_dir),
-                "--input",
-                str(source),
-                "--output",
-                str(tmp_path / "p.csv"),
-                "--quiet",
-                *flags,
-            ]
-        )
+        predict_cli(run_dir, source, tmp_path / "p.csv", *flags)
         == 0
     )
     folder = tmp_path / "out"
