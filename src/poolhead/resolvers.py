@@ -15,13 +15,11 @@ def resume_subdir(ckpt_path: object) -> str:
 
 
 def study_direction(monitor: str | None, data: Any = None) -> str:
-    """An Optuna study's direction before any model is built: of `monitor`, or, when it is null, of the main
-    metric of the data's task (data.task; STS data: score), as the runs themselves will monitor."""
-    from poolhead.core.direction import default_monitor
-    from poolhead.sweep.jobs import optuna_direction
+    """`${optuna_direction:${monitor}[,${data}]}`, as older sweep configs name it: the Optuna sweeper's own rule
+    (`optuna_sweep.study_direction`; `monitor: null` is the task's main metric, maximized for every task)."""
+    from poolhead.sweep.optuna_sweep import study_direction as sweeper_rule
 
-    kind = data.get("task") if data is not None and hasattr(data, "get") else None
-    return optuna_direction(monitor or default_monitor(kind if isinstance(kind, str) else None))
+    return sweeper_rule(None, monitor)
 
 
 def register() -> None:
