@@ -38,6 +38,18 @@ def outputs(model: PoolheadModel, loader: DataLoader, precision: str | None = No
     return {k: torch.cat(v) for k, v in parts.items() if v}
 
 
+def evaluate_splits(model: PoolheadModel, datamodule: Any, splits: list[str], precision: str | None = None
+                    ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, str], dict[str, float]]:
+    """`evaluate` over `splits`: (predictions of all, in split then input order; metrics; the undefined ones'
+    reasons; seconds per split), as a run's predictions.csv and `poolhead eval` write them."""
+    frames, metrics, undefined, seconds = [], {}, {}, {}
+    for split in splits:
+        frame, values, seconds[split] = evaluate(model, datamodule, split, precision)
+        frames.append(frame)
+        metrics, undefined = metrics | values, undefined | values.undefined
+    return pd.concat(frames, ignore_index=True), metrics, undefined, seconds
+
+
 def evaluate(model: PoolheadModel, datamodule: Any, split: str,
              precision: str | None = None) -> tuple[pd.DataFrame, Metrics, float]:
     """(predictions in input order, metrics `<split>/<name>` incl. loss, seconds) for one split of

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import pandas as pd
 import torch
 import transformers
 import yaml
@@ -32,7 +31,7 @@ from poolhead.run.callbacks import (
 )
 from poolhead.run.checkpoint import DescribedCheckpointIO, read_checkpoint
 from poolhead.run.checks import check_settings
-from poolhead.run.evaluate import evaluate
+from poolhead.run.evaluate import evaluate, evaluate_splits
 from poolhead.run.loggers import prepare_metrics_file
 from poolhead.run.plan import plan_run
 from poolhead.run.record import SIGTERM_EXIT, atomic_write, json_text, shown
@@ -97,12 +96,8 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_p
         evaluated = load(best, trust_remote_code=True) if best else model
         evaluated.to(trainer.strategy.root_device)  # load() maps to the CPU, and so does Lightning's teardown
         splits = ["val"] + (["test"] if cfg.test and datamodule.has_test else [])
-        frames, metrics, seconds, undefined = [], {}, {}, {}
-        for split in splits:
-            frame, values, seconds[split] = evaluate(evaluated, datamodule, split)
-            frames.append(frame)
-            metrics, undefined = metrics | values, undefined | values.undefined
-        pd.concat(frames, ignore_index=True).to_csv(out_dir / "predictions.csv", index=False)
+        frame, metrics, undefined, seconds = evaluate_splits(evaluated, datamodule, splits)
+        frame.to_csv(out_dir / "predictions.csv", index=False)
         results["metrics"] = dict(sorted(metrics.items()))
         if undefined:  # null metrics, and why
             results["undefined"] = undefined

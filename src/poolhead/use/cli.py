@@ -224,7 +224,7 @@ def _plain(value: Any) -> Any:
 # --- eval -------------------------------------------------------------------------------------------------------
 def eval_command(args: argparse.Namespace) -> int:
     from poolhead.run.checkpoint import checkpoint_file
-    from poolhead.run.evaluate import evaluate
+    from poolhead.run.evaluate import evaluate_splits
     from poolhead.run.record import atomic_write, json_text, shown
     from poolhead.use.predict import data_for
 
@@ -244,21 +244,16 @@ def eval_command(args: argparse.Namespace) -> int:
     entry: dict[str, Any] = {"data": data, "checkpoint": str(checkpoint_file(args.run)), "metrics": {}, "rows": {},
                              "seconds": {}, "precision": precision,
                              "predictions": str(predictions_path(path, name, results))}
-    frames, undefined = [], {}
+    frame, entry["metrics"], undefined, seconds = evaluate_splits(model, datamodule, splits, args.precision)
     for split in splits:
-        frame, metrics, seconds = evaluate(model, datamodule, split, args.precision)
-        frames.append(frame)
-        entry["metrics"], undefined = entry["metrics"] | metrics, undefined | metrics.undefined
-        entry["rows"][split], entry["seconds"][split] = len(frame), round(seconds, 3)
+        entry["rows"][split], entry["seconds"][split] = int((frame["split"] == split).sum()), round(seconds[split], 3)
     if undefined:
         entry["undefined"] = undefined
     if args.mteb:
         from poolhead.use.mteb_eval import mteb_scores
 
         entry["mteb"] = mteb_scores(model, datamodule, splits, checkpoint_file(args.run))
-    import pandas as pd
-
-    pd.concat(frames, ignore_index=True).to_csv(entry["predictions"], index=False)
+    frame.to_csv(entry["predictions"], index=False)
     atomic_write(path, json_text(results | {name: entry}) + "\n")
     main_metric = model.task.monitor
     for split in splits:
