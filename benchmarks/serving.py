@@ -122,32 +122,27 @@ def st_scorer(name: str, folder: Path):
 
 
 def ort_scorer(name: str, folder: Path):
-    """ONNX Runtime runs the file in place of module 0 (the encoder); sentence-transformers' other modules
-    pool."""
-    import numpy as np
-    import onnxruntime as ort
+    """sentence-transformers' encode with ONNX Runtime running the file in place of module 0's Hugging Face
+    model (poolhead's EngineEncoder, where its backend="onnx" puts optimum's): the same tokenization, length
+    sorting and pooling as the other contenders, and the session options poolhead's model card gives."""
     import torch
     from sentence_transformers import SentenceTransformer
+
+    from poolhead.use.export.engine import EngineEncoder
 
     model = SentenceTransformer(
         str(folder), device="cpu", trust_remote_code=(folder / "poolhead_pooling.py").exists()
     )
-    session = ort.InferenceSession(str(folder / file_of(name)), providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
+    engine = EngineEncoder(folder / file_of(name), "onnx")
+    engine.config = model[0].model.config  # sentence-transformers reads the model's config
+    model[0].model = engine
 
-    def embed(texts: list[str]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(texts), BATCH_SIZE):
-            features = model.preprocess(texts[i : i + BATCH_SIZE])
-            feed = {n: features[n].numpy().astype(np.int64) for n in names}
-            features["token_embeddings"] = torch.from_numpy(session.run(["last_hidden_state"], feed)[0])
-            with torch.inference_mode():
-                for module in list(model)[1:]:
-                    features = module(features)
-            out.append(features["sentence_embedding"])
-        return torch.cat(out)
+    def score(s1: list[str], s2: list[str]):
+        u = model.encode(s1, batch_size=BATCH_SIZE, convert_to_tensor=True)
+        v = model.encode(s2, batch_size=BATCH_SIZE, convert_to_tensor=True)
+        return torch.nn.functional.cosine_similarity(u, v)
 
-    return lambda s1, s2: torch.nn.functional.cosine_similarity(embed(s1), embed(s2))
+    return score
 
 
 def predict_scorer(name: str, run: Path):

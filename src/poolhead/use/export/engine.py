@@ -13,6 +13,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from poolhead.core.model import PoolheadModel
+from poolhead.use.export.onnx_files import ort_session
 
 ENGINES = ("onnx", "openvino")
 INSTALL = {
@@ -74,9 +75,7 @@ def _session(file: Path, backend: str) -> tuple[Any, list[str]]:
     """(feed -> last_hidden_state, the graph's input names) for ONNX Runtime or OpenVINO."""
     importable(backend)
     if backend == "onnx":
-        import onnxruntime as ort
-
-        session = ort.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+        session = ort_session(file)
         return (lambda feed: session.run(["last_hidden_state"], feed)[0]), [
             i.name for i in session.get_inputs()
         ]

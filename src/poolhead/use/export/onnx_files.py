@@ -20,6 +20,9 @@ from poolhead.core.model import PoolheadModel
 
 OUTPUT = "last_hidden_state"
 AXES = ("batch_size", "sequence_length")  # optimum's names for the dynamic axes
+# The two settings benchmarks/onnx_levers.py measures (its results: benchmarks/results/*-onnx-levers.md):
+OPSET = 23  # attention as ONNX's Attention op, one fused kernel in ONNX Runtime (loads in onnxruntime >= 1.23)
+ORT_UNFUSED = "SkipLayerNormFusion"  # ONNX Runtime's fused residual + LayerNorm CPU kernel is slower than the two
 ISA_FLAGS = (
     ("avx512_vnni", "avx512_vnni"),
     ("avx512f", "avx512"),
@@ -61,7 +64,7 @@ def write_onnx(model: PoolheadModel, path: Path) -> Path:
     return write_graph(plain_encoder(model), input_names(model), path)
 
 
-def write_graph(encoder: nn.Module, names: list[str], path: Path) -> Path:
+def write_graph(encoder: nn.Module, names: list[str], path: Path, opset: int = OPSET) -> Path:
     """A Hugging Face encoder as an ONNX graph, by torch.onnx.export's dynamo exporter (the TorchScript one
     traces transformers 5's attention mask into constants and can give wrong states for other shapes)."""
     ids = (
@@ -85,6 +88,7 @@ def write_graph(encoder: nn.Module, names: list[str], path: Path) -> Path:
                 input_names=names,
                 output_names=[OUTPUT],
                 dynamic_shapes={"inputs": dims},
+                opset_version=opset,
                 dynamo=True,
                 external_data=False,
                 verbose=False,
@@ -92,6 +96,17 @@ def write_graph(encoder: nn.Module, names: list[str], path: Path) -> Path:
     finally:
         quiet.setLevel(level)
     return path
+
+
+def ort_session(file: Path, unfused: str | None = ORT_UNFUSED):
+    """An ONNX Runtime CPU session for `file`, with the `unfused` graph optimizer switched off (the model card
+    shows the same two lines, for optimum's `session_options` too)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if unfused:
+        options.add_session_config_entry("optimization.disable_specified_optimizers", unfused)
+    return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
 
 
 def onnx_isa() -> str:
