@@ -1,16 +1,19 @@
-"""The two ONNX Runtime settings poolhead's exporter picks, each alone and both: the opset (20: attention as
-MatMul / Softmax ops; 23: ONNX's Attention op, one kernel) and ONNX Runtime's residual + LayerNorm fusion
-(SkipLayerNormFusion: on, its default, or off), in fp32 and int8 (ONNX Runtime's dynamic quantization, as
-poolhead quantizes).
+"""The settings poolhead's ONNX exporter and sessions pick, each on and off: the graph (opset 20: attention as
+MatMul / Softmax ops; opset 23: ONNX's Attention op, one kernel; 23 + 3-D: that op on [batch, seq, hidden], no
+transposes), ONNX Runtime's residual + LayerNorm fusion (SkipLayerNormFusion: fused, its default, or unfused),
+in fp32 and int8 (ONNX Runtime's dynamic quantization, as poolhead quantizes); and whether its threads stop
+spinning when a run ends (session.force_spinning_stop), which matters where torch pools between runs.
 
     .venv/bin/python benchmarks/onnx_levers.py [--rounds 3] [--dev-pairs N]
 
 The bundled all-MiniLM-L6-v2's encoder on both sides of the STS-B dev pairs, tokenized once and sorted by
 length (as sentence-transformers batches), batch 32. Timed: the encoder alone (no tokenization, no pooling),
 every contender in this one process, rounds in alternating order; medians with the range, against torch fp32
-(the same batches through the Hugging Face model), each checked against it (max |diff| of the states, cosine
-of the first token's state). Then, for int8 with the default and with the picked settings, where the time goes
-(ONNX Runtime's profiler, share per op type). Results: benchmarks/results/<time>-onnx-levers.json / .md."""
+(the same batches through the Hugging Face model), each checked against it (max |diff| of the real tokens'
+states, cosine of the first token's state). Then sentence-transformers' encode (tokenization, the picked int8
+graph in place of the encoder, torch pooling) with spinning stopped or not; and, for int8 with ONNX Runtime's
+defaults and with poolhead's settings, where the time goes (ONNX Runtime's profiler, share per op type).
+Results: benchmarks/results/<time>-onnx-levers.json / .md."""
 
 from __future__ import annotations
 
@@ -38,9 +41,11 @@ from common import (
     versions,
 )
 
-from poolhead.use.export.onnx_files import ORT_UNFUSED, onnx_isa, ort_session, quantize_int8, write_graph
+from poolhead.use.export.onnx_files import ORT_SETTINGS, onnx_isa, ort_session, quantize_int8, write_graph
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+GRAPHS = {"opset 20": (20, False), "opset 23": (23, False), "opset 23 + 3-D attention": (23, True)}
+UNFUSED = {"optimization.disable_specified_optimizers": ORT_SETTINGS["optimization.disable_specified_optimizers"]}
 
 
 def batches(pairs: int | None) -> list[dict[str, np.ndarray]]:
@@ -61,30 +66,30 @@ def batches(pairs: int | None) -> list[dict[str, np.ndarray]]:
 
 
 def write_files(folder: Path) -> dict[str, Path]:
-    """{'opset20-fp32': file, 'opset20-int8': ..., 'opset23-...'} by poolhead's exporter and quantizer."""
+    """{'<graph> fp32': file, '<graph> int8': file} by poolhead's exporter and quantizer."""
     from transformers import AutoModel
 
     encoder = AutoModel.from_pretrained(minilm_path(), attn_implementation="sdpa").eval()
     files = {}
-    for opset in (20, 23):
-        fp32 = write_graph(encoder, NAMES, folder / f"opset{opset}.onnx", opset=opset)
-        files[f"opset{opset}-fp32"] = fp32
-        files[f"opset{opset}-int8"] = quantize_int8(fp32, folder / f"opset{opset}-int8.onnx", onnx_isa())
+    for i, (graph, (opset, flat)) in enumerate(GRAPHS.items()):
+        fp32 = write_graph(encoder, NAMES, folder / f"{i}.onnx", opset=opset, attention_3d=flat)
+        files[f"{graph} fp32"] = fp32
+        files[f"{graph} int8"] = quantize_int8(fp32, folder / f"{i}-int8.onnx", onnx_isa())
     return files
 
 
-def contenders(files: dict[str, Path]) -> dict[str, tuple[Path | None, str | None]]:
-    """name -> (file, the fusion switched off); torch fp32 first."""
-    out: dict[str, tuple[Path | None, str | None]] = {"torch-fp32": (None, None)}
+def contenders(files: dict[str, Path]) -> dict[str, tuple[Path | None, dict[str, str]]]:
+    """name -> (file, session settings); torch fp32 first."""
+    out: dict[str, tuple[Path | None, dict[str, str]]] = {"torch-fp32": (None, {})}
     for precision in ("fp32", "int8"):
-        for opset in (20, 23):
-            for unfused in (None, ORT_UNFUSED):
-                name = f"onnx-{precision} opset {opset}, SkipLayerNorm {'unfused' if unfused else 'fused'}"
-                out[name] = (files[f"opset{opset}-{precision}"], unfused)
+        for graph in GRAPHS:
+            for settings in ({}, UNFUSED):
+                fusion = "unfused" if settings else "fused"
+                out[f"onnx-{precision}, {graph}, SkipLayerNorm {fusion}"] = (files[f"{graph} {precision}"], settings)
     return out
 
 
-def runner(file: Path | None, unfused: str | None):
+def runner(file: Path | None, settings: dict[str, str]):
     if file is None:
         from transformers import AutoModel
 
@@ -95,8 +100,36 @@ def runner(file: Path | None, unfused: str | None):
                 return model(**{k: torch.from_numpy(v) for k, v in batch.items()}).last_hidden_state.numpy()
 
         return run_torch
-    session = ort_session(file, unfused)
+    session = ort_session(file, settings)
     return lambda batch: session.run(["last_hidden_state"], batch)[0]
+
+
+def beside_torch(file: Path, rounds: int, pairs: int | None) -> dict[str, list[float]]:
+    """Seconds of sentence-transformers' encode of both dev sides with `file` in place of the encoder (poolhead's
+    engine), poolhead's settings with and without session.force_spinning_stop; alternating rounds."""
+    from sentence_transformers import SentenceTransformer
+
+    from poolhead.use.export import engine
+
+    s1, s2, _ = read_sts(default_data_dir() / "sts-dev.csv", pairs)
+    model = SentenceTransformer(minilm_path(), device="cpu")
+    config, real = model[0].model.config, engine.ort_session
+    spinning = {k: v for k, v in ORT_SETTINGS.items() if k != "session.force_spinning_stop"}
+    seconds: dict[str, list[float]] = collections.defaultdict(list)
+    for r in range(rounds):
+        for label, settings in list({"spinning stopped": ORT_SETTINGS, "spinning": spinning}.items())[
+            :: 1 - 2 * (r % 2)
+        ]:
+            engine.ort_session = lambda f, settings=settings: real(f, settings)
+            model[0].model = engine.EngineEncoder(file, "onnx")
+            model[0].model.config = config
+            model.encode(s1[:BATCH_SIZE])
+            start = time.perf_counter()
+            model.encode(s1, batch_size=BATCH_SIZE)
+            model.encode(s2, batch_size=BATCH_SIZE)
+            seconds[label].append(time.perf_counter() - start)
+    engine.ort_session = real
+    return seconds
 
 
 def time_all(run, data) -> tuple[float, list[np.ndarray]]:
@@ -116,14 +149,14 @@ def agreement(out: list[np.ndarray], ref: list[np.ndarray], data) -> tuple[float
     return diff, float(cos.mean())
 
 
-def op_shares(file: Path, unfused: str | None, data, work: Path) -> dict[str, float]:
+def op_shares(file: Path, settings: dict[str, str], data, work: Path) -> dict[str, float]:
     """ONNX Runtime's profile of one pass over every third batch: the share of kernel time per op type."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.enable_profiling, options.profile_file_prefix = True, str(work / "profile")
-    if unfused:
-        options.add_session_config_entry("optimization.disable_specified_optimizers", unfused)
+    for key, value in settings.items():
+        options.add_session_config_entry(key, value)
     session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
     for batch in data[::3]:
         session.run(["last_hidden_state"], batch)
@@ -157,14 +190,12 @@ def main() -> None:
                 seconds[name].append(took)
                 ref = out if name == "torch-fp32" and not ref else ref
                 checks.setdefault(name, (0.0, 1.0) if name == "torch-fp32" else agreement(out, ref, data))
-        default_int8, picked_int8 = (files["opset20-int8"], None), (files["opset23-int8"], ORT_UNFUSED)
+        picked = files["opset 23 + 3-D attention int8"]
         shares = {
-            label: op_shares(*which, data, work)
-            for label, which in (
-                ("int8, opset 20, fused (ONNX Runtime's defaults)", default_int8),
-                ("int8, opset 23, unfused (poolhead's)", picked_int8),
-            )
+            "int8, opset 20, ONNX Runtime's default settings": op_shares(files["opset 20 int8"], {}, data, work),
+            "int8, opset 23 + 3-D attention, poolhead's settings": op_shares(picked, ORT_SETTINGS, data, work),
         }
+        spin = beside_torch(picked, args.rounds, args.dev_pairs)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     base = statistics.median(seconds["torch-fp32"])
     sentences = sum(len(b["input_ids"]) for b in data)
@@ -182,7 +213,7 @@ def main() -> None:
     }
     m = machine()
     lines = [
-        "# ONNX Runtime levers: opset (Attention op) x SkipLayerNorm fusion, fp32 and int8 (encoder only)",
+        "# ONNX Runtime levers: the graph (opset, 3-D attention) x SkipLayerNorm fusion, fp32 and int8; spinning",
         "",
         f"Machine: {describe_machine(m)}",
         "",
@@ -199,6 +230,19 @@ def main() -> None:
         f"{r['x_torch_fp32']:.2f} | {r['max_abs_diff']:.1e} | {r['cls_cosine']:.5f} |"
         for n, r in rows.items()
     ]
+    lines += [
+        "",
+        "sentence-transformers' encode of both dev sides (tokenization, the int8 opset 23 + 3-D attention graph in "
+        "place of the encoder, torch pooling), poolhead's settings with ONNX Runtime's threads:",
+        "",
+        "| threads after a run | s (median) | range s | pairs/s |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {label} | {statistics.median(t):.2f} | {min(t):.2f}-{max(t):.2f} | "
+        f"{sentences / 2 / statistics.median(t):.0f} |"
+        for label, t in spin.items()
+    ]
     for label, share in shares.items():
         lines += ["", f"Where the time goes, {label}: " + ", ".join(f"{op} {100 * v:.0f}%" for op, v in share.items())]
     pairs = f" --dev-pairs {args.dev_pairs}" if args.dev_pairs else ""
@@ -210,6 +254,7 @@ def main() -> None:
         "load_after": load_after,
         "rows": rows,
         "op_shares": shares,
+        "encode_seconds_by_spinning": spin,
         "sentences": sentences,
         "rounds": args.rounds,
     }

@@ -14,7 +14,7 @@ from poolhead.core.encoder import Encoder
 from poolhead.core.hub import weights_sha256
 from poolhead.core.model import PoolheadModel
 from poolhead.run.record import config_hash, portable
-from poolhead.use.export.onnx_files import ORT_UNFUSED
+from poolhead.use.export.onnx_files import ORT_SETTINGS
 from poolhead.use.export.st import carries_code
 
 LOAD = {
@@ -125,8 +125,8 @@ import onnxruntime as ort
 from transformers import AutoTokenizer   # or tokenizers.Tokenizer.from_file("tokenizer.json")
 
 tokenizer = AutoTokenizer.from_pretrained("PATH/TO/THIS/FOLDER")
-options = ort.SessionOptions()   # faster on CPU: keep residual + LayerNorm as two kernels (onnxruntime >= 1.23)
-options.add_session_config_entry("optimization.disable_specified_optimizers", "{unfused}")
+options = ort.SessionOptions()   # onnxruntime >= 1.23; the settings poolhead measured faster on CPU:
+{settings}
 session = ort.InferenceSession("PATH/TO/THIS/FOLDER/{file}", options)
 batch = tokenizer({inputs}, truncation=True, max_length={max_length}, padding=True, return_tensors="np")
 names = [i.name for i in session.get_inputs()]   # input_ids, attention_mask (, token_type_ids)
@@ -171,12 +171,13 @@ def backend_section(model: PoolheadModel, fmt: str, files: list[dict[str, Any]])
             if fmt == "cross-encoder"
             else '["A man plays a guitar."]'
         )
+        settings = "\n".join(f'options.add_session_config_entry("{k}", "{v}")' for k, v in ORT_SETTINGS.items())
         lines += [
             'sentence-transformers\' `backend="onnx"` needs optimum-onnx, which does not import with '
             "transformers 5 yet; ONNX Runtime runs the files directly:",
             "",
             ORT_LOAD.format(
-                file=onnx[-1]["file"], inputs=inputs, max_length=model.encoder.max_length, unfused=ORT_UNFUSED
+                file=onnx[-1]["file"], inputs=inputs, max_length=model.encoder.max_length, settings=settings
             ),
             "",
             "(Through sentence-transformers, the same `options` go in `model_kwargs` as optimum's "

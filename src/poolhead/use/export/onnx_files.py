@@ -20,9 +20,14 @@ from poolhead.core.model import PoolheadModel
 
 OUTPUT = "last_hidden_state"
 AXES = ("batch_size", "sequence_length")  # optimum's names for the dynamic axes
-# The two settings benchmarks/onnx_levers.py measures (its results: benchmarks/results/*-onnx-levers.md):
+# The graph's and ONNX Runtime's settings that benchmarks/onnx_levers.py measures, each on and off:
 OPSET = 23  # attention as ONNX's Attention op, one fused kernel in ONNX Runtime (loads in onnxruntime >= 1.23)
-ORT_UNFUSED = "SkipLayerNormFusion"  # ONNX Runtime's fused residual + LayerNorm CPU kernel is slower than the two
+ORT_SETTINGS = {
+    # ONNX Runtime's fused residual + LayerNorm CPU kernel is slower than the two ops it replaces
+    "optimization.disable_specified_optimizers": "SkipLayerNormFusion",
+    # its threads stop spinning when a run ends: the pooling runs in torch, on the same cores, between runs
+    "session.force_spinning_stop": "1",
+}
 ISA_FLAGS = (
     ("avx512_vnni", "avx512_vnni"),
     ("avx512f", "avx512"),
@@ -64,12 +69,15 @@ def write_onnx(model: PoolheadModel, path: Path) -> Path:
     return write_graph(plain_encoder(model), input_names(model), path)
 
 
-def write_graph(encoder: nn.Module, names: list[str], path: Path, opset: int = OPSET) -> Path:
+def write_graph(
+    encoder: nn.Module, names: list[str], path: Path, opset: int = OPSET, attention_3d: bool = True
+) -> Path:
     """A Hugging Face encoder as an ONNX graph, by torch.onnx.export's dynamo exporter (the TorchScript one
-    traces transformers 5's attention mask into constants and can give wrong states for other shapes)."""
-    ids = (
-        torch.arange(2 * 9).reshape(2, 9) % 100 + 100
-    )  # any token ids: the shapes are what the export traces
+    traces transformers 5's attention mask into constants and can give wrong states for other shapes), with
+    its Attention ops on 3-D inputs (onnx_attention; `attention_3d=False` keeps the exporter's graph)."""
+    from poolhead.use.export.onnx_attention import attention_3d as rewrite
+
+    ids = torch.arange(2 * 9).reshape(2, 9) % 100 + 100  # any token ids: the shapes are what the export traces
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0  # a padded row
     inputs = tuple({"input_ids": ids, "attention_mask": mask}.get(n, torch.zeros_like(ids)) for n in names)
@@ -81,31 +89,32 @@ def write_graph(encoder: nn.Module, names: list[str], path: Path, opset: int = O
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(
+            program = torch.onnx.export(
                 LastHiddenState(encoder.float().eval(), names),
                 inputs,
-                str(path),
                 input_names=names,
                 output_names=[OUTPUT],
                 dynamic_shapes={"inputs": dims},
                 opset_version=opset,
                 dynamo=True,
-                external_data=False,
                 verbose=False,
             )
     finally:
         quiet.setLevel(level)
+    if attention_3d:
+        rewrite(program.model)
+    program.save(str(path), external_data=False)
     return path
 
 
-def ort_session(file: Path, unfused: str | None = ORT_UNFUSED):
-    """An ONNX Runtime CPU session for `file`, with the `unfused` graph optimizer switched off (the model card
-    shows the same two lines, for optimum's `session_options` too)."""
+def ort_session(file: Path, settings: dict[str, str] = ORT_SETTINGS):
+    """An ONNX Runtime CPU session for `file` with `settings` (the model card gives the same lines, for
+    optimum's `session_options` too)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if unfused:
-        options.add_session_config_entry("optimization.disable_specified_optimizers", unfused)
+    for key, value in settings.items():
+        options.add_session_config_entry(key, value)
     return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
 
 
