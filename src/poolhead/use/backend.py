@@ -4,7 +4,7 @@ backend=)`.
 The encoder runs the export's graph (ONNX Runtime, or OpenVINO reading the same ONNX file), the pooling and
 head stay in torch, so the outputs are those of the torch model (within the export's fp32 tolerance), in input
 order. The graph is written and checked on first use, beside the run: <run>/backends/<checkpoint
-sha256[:12]>-opset<OPSET>/onnx/model.onnx (int8: model_qint8_<isa>.onnx, kept only within the allowed dev loss)."""
+sha256[:12]>-<GRAPH>/onnx/model.onnx (int8: model_qint8_<isa>.onnx, kept only within the allowed dev loss)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from poolhead.core.model import PoolheadModel
 from poolhead.use.export.backends import MAX_INT8_LOSS, backend_file, check_engine, check_engine_int8
 from poolhead.use.export.engine import ENGINES, importable, on_engine
-from poolhead.use.export.onnx_files import OPSET, onnx_isa, quantize_int8, write_onnx
+from poolhead.use.export.onnx_files import GRAPH, onnx_isa, quantize_int8, write_onnx
 
 
 def load_on(
@@ -81,14 +81,14 @@ def engine_file(
 
 
 def backends_folder(checkpoint: Path) -> Path:
-    """<run>/backends/<the checkpoint's sha256, 12 hex>-opset<OPSET>: a new checkpoint, or a graph written
-    another way, gets new files (the old ones stay)."""
+    """<run>/backends/<the checkpoint's sha256, 12 hex>-<GRAPH>: a new checkpoint, or a graph written another
+    way, gets new files (the old ones stay)."""
     digest = hashlib.sha256()
     with open(checkpoint, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    return run / "backends" / f"{digest.hexdigest()[:12]}-opset{OPSET}"
+    return run / "backends" / f"{digest.hexdigest()[:12]}-{GRAPH}"
 
 
 def keep(path: Path, write, check) -> None:

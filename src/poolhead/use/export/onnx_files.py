@@ -22,6 +22,7 @@ OUTPUT = "last_hidden_state"
 AXES = ("batch_size", "sequence_length")  # optimum's names for the dynamic axes
 # The graph's and ONNX Runtime's settings that benchmarks/onnx_levers.py measures, each on and off:
 OPSET = 23  # attention as ONNX's Attention op, one fused kernel in ONNX Runtime (loads in onnxruntime >= 1.23)
+GRAPH = f"opset{OPSET}-attention3d"  # names how write_graph writes (the cache of predict's files is keyed by it)
 ORT_SETTINGS = {
     # ONNX Runtime's fused residual + LayerNorm CPU kernel is slower than the two ops it replaces
     "optimization.disable_specified_optimizers": "SkipLayerNormFusion",
