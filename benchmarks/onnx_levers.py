@@ -38,10 +38,18 @@ from common import (
     minilm_path,
     read_sts,
     save_report,
+    st_on_onnx,
     versions,
 )
 
-from poolhead.use.export.onnx_files import ORT_SETTINGS, onnx_isa, ort_session, quantize_int8, write_graph
+from poolhead.use.export.onnx_files import (
+    ORT_SETTINGS,
+    onnx_isa,
+    ort_session,
+    quantize_int8,
+    session_options,
+    write_graph,
+)
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 GRAPHS = {"opset 20": (20, False), "opset 23": (23, False), "opset 23 + 3-D attention": (23, True)}
@@ -109,26 +117,20 @@ def beside_torch(file: Path, rounds: int, pairs: int | None) -> dict[str, list[f
     engine), poolhead's settings with and without session.force_spinning_stop; alternating rounds."""
     from sentence_transformers import SentenceTransformer
 
-    from poolhead.use.export import engine
-
     s1, s2, _ = read_sts(default_data_dir() / "sts-dev.csv", pairs)
     model = SentenceTransformer(minilm_path(), device="cpu")
-    config, real = model[0].model.config, engine.ort_session
     spinning = {k: v for k, v in ORT_SETTINGS.items() if k != "session.force_spinning_stop"}
     seconds: dict[str, list[float]] = collections.defaultdict(list)
     for r in range(rounds):
         for label, settings in list({"spinning stopped": ORT_SETTINGS, "spinning": spinning}.items())[
             :: 1 - 2 * (r % 2)
         ]:
-            engine.ort_session = lambda f, settings=settings: real(f, settings)
-            model[0].model = engine.EngineEncoder(file, "onnx")
-            model[0].model.config = config
+            st_on_onnx(model, file, settings)
             model.encode(s1[:BATCH_SIZE])
             start = time.perf_counter()
             model.encode(s1, batch_size=BATCH_SIZE)
             model.encode(s2, batch_size=BATCH_SIZE)
             seconds[label].append(time.perf_counter() - start)
-    engine.ort_session = real
     return seconds
 
 
@@ -153,10 +155,8 @@ def op_shares(file: Path, settings: dict[str, str], data, work: Path) -> dict[st
     """ONNX Runtime's profile of one pass over every third batch: the share of kernel time per op type."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
+    options = session_options(settings)
     options.enable_profiling, options.profile_file_prefix = True, str(work / "profile")
-    for key, value in settings.items():
-        options.add_session_config_entry(key, value)
     session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
     for batch in data[::3]:
         session.run(["last_hidden_state"], batch)

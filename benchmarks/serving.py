@@ -45,6 +45,7 @@ from common import (
     read_sts,
     save_report,
     spearman,
+    st_on_onnx,
     versions,
 )
 
@@ -128,14 +129,10 @@ def ort_scorer(name: str, folder: Path):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from poolhead.use.export.engine import EngineEncoder
-
     model = SentenceTransformer(
         str(folder), device="cpu", trust_remote_code=(folder / "poolhead_pooling.py").exists()
     )
-    engine = EngineEncoder(folder / file_of(name), "onnx")
-    engine.config = model[0].model.config  # sentence-transformers reads the model's config
-    model[0].model = engine
+    st_on_onnx(model, folder / file_of(name))
 
     def score(s1: list[str], s2: list[str]):
         u = model.encode(s1, batch_size=BATCH_SIZE, convert_to_tensor=True)

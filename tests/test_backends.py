@@ -221,6 +221,11 @@ def test_the_int8_loss_is_signed(torch_score, int8_score, refused):
     assert (loss_refusal(torch_score, int8_score, 0.005) is not None) == refused
 
 
+def int8_export(run: Path, to: Path, max_loss: str) -> list[str]:
+    """`poolhead export RUN --to TO --backend onnx --quantize int8 --max-loss MAX_LOSS`, as arguments."""
+    return ["export", str(run), "--to", str(to), "--backend", "onnx", "--quantize", "int8", "--max-loss", max_loss]
+
+
 def fake_int8(monkeypatch, run_dir: Path, better: bool) -> None:
     """The ONNX int8 file's predictions replaced by a ranking of the dev split's gold (better: the gold's
     order, Spearman 1; else its reverse, Spearman -1), whatever the tiny model predicts."""
@@ -253,20 +258,7 @@ def test_int8_is_kept_when_it_scores_higher_and_refused_beyond_the_loss(
             "sentence-transformers runs ONNX here: the int8 check goes through it, not poolhead's engine"
         )
     fake_int8(monkeypatch, runs["cross"], better)
-    code = cli(
-        [
-            "export",
-            str(runs["cross"]),
-            "--to",
-            str(tmp_path / "out"),
-            "--backend",
-            "onnx",
-            "--quantize",
-            "int8",
-            "--max-loss",
-            "0",
-        ]
-    )
+    code = cli(int8_export(runs["cross"], tmp_path / "out", "0"))
     if better:
         assert code == 0, capsys.readouterr().err
         assert "int8 1.0000" in (tmp_path / "out" / "README.md").read_text()
@@ -278,20 +270,7 @@ def test_int8_is_kept_when_it_scores_higher_and_refused_beyond_the_loss(
 @pytest.mark.parametrize("value", ["-1", "5", "x"])
 def test_max_loss_is_range_checked_before_any_work(tmp_path, capsys, value):
     with pytest.raises(SystemExit) as stop:
-        cli(
-            [
-                "export",
-                str(tmp_path / "no-run"),
-                "--to",
-                str(tmp_path / "out"),
-                "--backend",
-                "onnx",
-                "--quantize",
-                "int8",
-                "--max-loss",
-                value,
-            ]
-        )
+        cli(int8_export(tmp_path / "no-run", tmp_path / "out", value))
     assert stop.value.code == 2 and "--max-loss" in capsys.readouterr().err
 
 

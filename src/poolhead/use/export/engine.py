@@ -13,7 +13,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from poolhead.core.model import PoolheadModel
-from poolhead.use.export.onnx_files import ort_session
+from poolhead.use.export.onnx_files import ORT_SETTINGS, ort_session
 
 ENGINES = ("onnx", "openvino")
 INSTALL = {
@@ -40,10 +40,16 @@ class EngineEncoder(nn.Module):
     """Stands in for the Hugging Face encoder: input ids -> last_hidden_state from the engine (the pooler,
     when the model has one, runs in torch on the first token's state, as the model's own pooler does)."""
 
-    def __init__(self, file: Path, backend: str, pooler: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        file: Path,
+        backend: str,
+        pooler: nn.Module | None = None,
+        settings: dict[str, str] = ORT_SETTINGS,  # ONNX Runtime's session settings
+    ) -> None:
         super().__init__()
         self.file, self.backend, self.pooler = Path(file), backend, pooler
-        self.run, self.names = _session(self.file, backend)
+        self.run, self.names = _session(self.file, backend, settings)
 
     def forward(
         self,
@@ -71,11 +77,11 @@ class EngineEncoder(nn.Module):
         return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pooled)
 
 
-def _session(file: Path, backend: str) -> tuple[Any, list[str]]:
-    """(feed -> last_hidden_state, the graph's input names) for ONNX Runtime or OpenVINO."""
+def _session(file: Path, backend: str, settings: dict[str, str]) -> tuple[Any, list[str]]:
+    """(feed -> last_hidden_state, the graph's input names) for ONNX Runtime (with `settings`) or OpenVINO."""
     importable(backend)
     if backend == "onnx":
-        session = ort_session(file)
+        session = ort_session(file, settings)
         return (lambda feed: session.run(["last_hidden_state"], feed)[0]), [
             i.name for i in session.get_inputs()
         ]

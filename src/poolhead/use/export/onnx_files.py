@@ -108,15 +108,22 @@ def write_graph(
     return path
 
 
-def ort_session(file: Path, settings: dict[str, str] = ORT_SETTINGS):
-    """An ONNX Runtime CPU session for `file` with `settings` (the model card gives the same lines, for
-    optimum's `session_options` too)."""
+def session_options(settings: dict[str, str] = ORT_SETTINGS):
+    """ONNX Runtime SessionOptions carrying `settings` (the model card gives the same lines, for optimum's
+    `session_options` too)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     for key, value in settings.items():
         options.add_session_config_entry(key, value)
-    return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+    return options
+
+
+def ort_session(file: Path, settings: dict[str, str] = ORT_SETTINGS):
+    """An ONNX Runtime CPU session for `file` with `settings`."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(file), session_options(settings), providers=["CPUExecutionProvider"])
 
 
 def onnx_isa() -> str:
