@@ -1,7 +1,8 @@
 """The settings poolhead's ONNX exporter and sessions pick, each on and off: the graph (opset 20: attention as
 MatMul / Softmax ops; opset 23: ONNX's Attention op, one kernel; 23 + 3-D: that op on [batch, seq, hidden], no
 transposes), ONNX Runtime's residual + LayerNorm fusion (SkipLayerNormFusion: fused, its default, or unfused),
-in fp32 and int8 (ONNX Runtime's dynamic quantization, as poolhead quantizes); and whether its threads stop
+in fp32 and int8 (ONNX Runtime's dynamic quantization, as poolhead quantizes), and subnormal numbers flushed
+to zero or not (session.set_denormal_as_zero; torch fp32 too, for the baseline); and whether its threads stop
 spinning when a run ends (session.force_spinning_stop), which matters where torch pools between runs.
 
     .venv/bin/python benchmarks/onnx_levers.py [--rounds 3] [--dev-pairs N]
@@ -11,7 +12,8 @@ length (as sentence-transformers batches), batch 32. Timed: the encoder alone (n
 every contender in this one process, rounds in alternating order; medians with the range, against torch fp32
 (the same batches through the Hugging Face model), each checked against it (max |diff| of the real tokens'
 states, cosine of the first token's state). Then sentence-transformers' encode (tokenization, the picked int8
-graph in place of the encoder, torch pooling) with spinning stopped or not; and, for int8 with ONNX Runtime's
+graph in place of the encoder, torch pooling) with poolhead's settings, and with each of the two that act
+beside torch left out (spinning stopped, subnormals flushed); and, for int8 with ONNX Runtime's
 defaults and with poolhead's settings, where the time goes (ONNX Runtime's profiler, share per op type).
 Results: benchmarks/results/<time>-onnx-levers.json / .md."""
 
@@ -54,6 +56,14 @@ from poolhead.use.export.onnx_files import (
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 GRAPHS = {"opset 20": (20, False), "opset 23": (23, False), "opset 23 + 3-D attention": (23, True)}
 UNFUSED = {"optimization.disable_specified_optimizers": ORT_SETTINGS["optimization.disable_specified_optimizers"]}
+FLUSHED = {"session.set_denormal_as_zero": ORT_SETTINGS["session.set_denormal_as_zero"]}
+
+
+def flush_subnormals(settings: dict[str, str]) -> None:
+    """This thread's subnormal mode as a fresh process whose first session had `settings` would have it (ONNX
+    Runtime sets the calling thread's mode once per process, at its first session; its own threads per
+    session): every contender here shares one process."""
+    torch.set_flush_denormal(settings.get("session.set_denormal_as_zero") == "1")
 
 
 def batches(pairs: int | None) -> list[dict[str, np.ndarray]]:
@@ -87,13 +97,19 @@ def write_files(folder: Path) -> dict[str, Path]:
 
 
 def contenders(files: dict[str, Path]) -> dict[str, tuple[Path | None, dict[str, str]]]:
-    """name -> (file, session settings); torch fp32 first."""
+    """name -> (file, session settings); torch fp32 first (its settings: whether subnormals are flushed)."""
     out: dict[str, tuple[Path | None, dict[str, str]]] = {"torch-fp32": (None, {})}
+    out["torch-fp32, subnormals flushed"] = (None, FLUSHED)
+    picked = list(GRAPHS)[-1]
     for precision in ("fp32", "int8"):
         for graph in GRAPHS:
             for settings in ({}, UNFUSED):
                 fusion = "unfused" if settings else "fused"
                 out[f"onnx-{precision}, {graph}, SkipLayerNorm {fusion}"] = (files[f"{graph} {precision}"], settings)
+        out[f"onnx-{precision}, {picked}, SkipLayerNorm unfused, subnormals flushed"] = (
+            files[f"{picked} {precision}"],
+            {**UNFUSED, **FLUSHED},
+        )
     return out
 
 
@@ -114,24 +130,32 @@ def runner(file: Path | None, settings: dict[str, str]):
 
 def beside_torch(file: Path, rounds: int, pairs: int | None) -> dict[str, list[float]]:
     """Seconds of sentence-transformers' encode of both dev sides with `file` in place of the encoder (poolhead's
-    engine), poolhead's settings with and without session.force_spinning_stop; alternating rounds."""
+    engine): poolhead's settings, and each without session.force_spinning_stop or session.set_denormal_as_zero;
+    alternating rounds."""
     from sentence_transformers import SentenceTransformer
 
     s1, s2, _ = read_sts(default_data_dir() / "sts-dev.csv", pairs)
     model = SentenceTransformer(minilm_path(), device="cpu")
-    spinning = {k: v for k, v in ORT_SETTINGS.items() if k != "session.force_spinning_stop"}
+    variants = {
+        "poolhead's settings": ORT_SETTINGS,
+        "threads spinning after a run": without(ORT_SETTINGS, "session.force_spinning_stop"),
+        "subnormals kept": without(ORT_SETTINGS, "session.set_denormal_as_zero"),
+    }
     seconds: dict[str, list[float]] = collections.defaultdict(list)
     for r in range(rounds):
-        for label, settings in list({"spinning stopped": ORT_SETTINGS, "spinning": spinning}.items())[
-            :: 1 - 2 * (r % 2)
-        ]:
+        for label, settings in list(variants.items())[:: 1 - 2 * (r % 2)]:
             st_on_onnx(model, file, settings)
+            flush_subnormals(settings)
             model.encode(s1[:BATCH_SIZE])
             start = time.perf_counter()
             model.encode(s1, batch_size=BATCH_SIZE)
             model.encode(s2, batch_size=BATCH_SIZE)
             seconds[label].append(time.perf_counter() - start)
     return seconds
+
+
+def without(settings: dict[str, str], key: str) -> dict[str, str]:
+    return {k: v for k, v in settings.items() if k != key}
 
 
 def time_all(run, data) -> tuple[float, list[np.ndarray]]:
@@ -155,6 +179,7 @@ def op_shares(file: Path, settings: dict[str, str], data, work: Path) -> dict[st
     """ONNX Runtime's profile of one pass over every third batch: the share of kernel time per op type."""
     import onnxruntime as ort
 
+    flush_subnormals(settings)
     options = session_options(settings)
     options.enable_profiling, options.profile_file_prefix = True, str(work / "profile")
     session = ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
@@ -186,7 +211,9 @@ def main() -> None:
         ref: list[np.ndarray] = []
         for r in range(args.rounds):
             for name in list(named) if r % 2 == 0 else list(named)[::-1]:
-                took, out = time_all(runner(*named[name]), data)
+                run = runner(*named[name])
+                flush_subnormals(named[name][1])
+                took, out = time_all(run, data)
                 seconds[name].append(took)
                 ref = out if name == "torch-fp32" and not ref else ref
                 checks.setdefault(name, (0.0, 1.0) if name == "torch-fp32" else agreement(out, ref, data))
@@ -195,7 +222,7 @@ def main() -> None:
             "int8, opset 20, ONNX Runtime's default settings": op_shares(files["opset 20 int8"], {}, data, work),
             "int8, opset 23 + 3-D attention, poolhead's settings": op_shares(picked, ORT_SETTINGS, data, work),
         }
-        spin = beside_torch(picked, args.rounds, args.dev_pairs)
+        beside = beside_torch(picked, args.rounds, args.dev_pairs)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
     base = statistics.median(seconds["torch-fp32"])
     sentences = sum(len(b["input_ids"]) for b in data)
@@ -213,7 +240,8 @@ def main() -> None:
     }
     m = machine()
     lines = [
-        "# ONNX Runtime levers: the graph (opset, 3-D attention) x SkipLayerNorm fusion, fp32 and int8; spinning",
+        "# ONNX Runtime levers: the graph (opset, 3-D attention) x SkipLayerNorm fusion, fp32 and int8; subnormals "
+        "flushed; spinning",
         "",
         f"Machine: {describe_machine(m)}",
         "",
@@ -233,15 +261,16 @@ def main() -> None:
     lines += [
         "",
         "sentence-transformers' encode of both dev sides (tokenization, the int8 opset 23 + 3-D attention graph in "
-        "place of the encoder, torch pooling), poolhead's settings with ONNX Runtime's threads:",
+        "place of the encoder, torch pooling), with poolhead's ONNX Runtime settings and with each of the two "
+        "that act beside torch left out:",
         "",
-        "| threads after a run | s (median) | range s | pairs/s |",
+        "| session settings | s (median) | range s | pairs/s |",
         "|---|---|---|---|",
     ]
     lines += [
         f"| {label} | {statistics.median(t):.2f} | {min(t):.2f}-{max(t):.2f} | "
         f"{sentences / 2 / statistics.median(t):.0f} |"
-        for label, t in spin.items()
+        for label, t in beside.items()
     ]
     for label, share in shares.items():
         lines += ["", f"Where the time goes, {label}: " + ", ".join(f"{op} {100 * v:.0f}%" for op, v in share.items())]
@@ -254,7 +283,7 @@ def main() -> None:
         "load_after": load_after,
         "rows": rows,
         "op_shares": shares,
-        "encode_seconds_by_spinning": spin,
+        "encode_seconds_by_settings": beside,
         "sentences": sentences,
         "rounds": args.rounds,
     }

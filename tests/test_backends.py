@@ -360,6 +360,41 @@ def test_the_cards_onnx_runtime_code_runs_as_printed_with_the_measured_settings(
     assert "SkipLayerNormalization" not in fused_ops(ort_session(folder / "onnx" / "model.onnx").get_session_options())
 
 
+SUBNORMAL_PROBE = """
+import sys
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
+from poolhead.use.export.onnx_files import ORT_SETTINGS, session_options
+
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
+graph = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["y"])], "probe", [x], [y])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+options = session_options(ORT_SETTINGS) if sys.argv[1] == "poolhead" else ort.SessionOptions()
+session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+print(session.run(None, {"x": np.full(4, 1e-20, np.float32)})[0][0])
+"""
+
+
+def test_poolheads_onnx_runtime_sessions_flush_subnormals():
+    """A masked attention score's softmax is a subnormal number, slow on x86 (benchmarks/onnx_levers.py):
+    poolhead's session settings, which the model card prints, flush them to zero; ONNX Runtime's defaults keep
+    them (the control). Each in a fresh process, as ONNX Runtime sets the calling thread's mode at a process's
+    first session."""
+    needs("onnx")
+    import subprocess
+    import sys
+
+    def square_of_1e_minus_20(settings: str) -> float:
+        out = subprocess.run([sys.executable, "-c", SUBNORMAL_PROBE, settings], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return float(out.stdout)
+
+    assert 0 < square_of_1e_minus_20("defaults") < np.finfo(np.float32).tiny, "the control: 1e-40 is subnormal"
+    assert square_of_1e_minus_20("poolhead") == 0.0
+
+
 def test_the_backend_file_names_are_sentence_transformers_own(tmp_path):
     assert backend_file("onnx", None) == "onnx/model.onnx"
     assert backend_file("openvino", None) == "openvino/openvino_model.xml"

@@ -181,7 +181,9 @@ def backend_section(model: PoolheadModel, fmt: str, files: list[dict[str, Any]])
             ),
             "",
             "(Through sentence-transformers, the same `options` go in `model_kwargs` as optimum's "
-            '`"session_options"`.)',
+            '`"session_options"`.) `session.set_denormal_as_zero` flushes subnormal numbers to zero (ONNX '
+            "Runtime's softmax gives a masked padding score a subnormal weight, slow on x86); ONNX Runtime also "
+            "sets it on the thread that creates a process's first session.",
             "",
             SERVE_FILES,
             "",

@@ -28,6 +28,10 @@ ORT_SETTINGS = {
     "optimization.disable_specified_optimizers": "SkipLayerNormFusion",
     # its threads stop spinning when a run ends: the pooling runs in torch, on the same cores, between runs
     "session.force_spinning_stop": "1",
+    # subnormals flushed to zero: ONNX Runtime's softmax gives a masked (padding) score a subnormal weight, not
+    # 0, and each costs x86 a slow microcode step. It sets the mode on its threads and, at a process's first
+    # session, on the calling thread (torch and numpy there too)
+    "session.set_denormal_as_zero": "1",
 }
 ISA_FLAGS = (
     ("avx512_vnni", "avx512_vnni"),
