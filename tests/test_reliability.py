@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -119,6 +120,28 @@ def test_an_interrupted_run_leaves_a_record_that_says_so(tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["status"] == "failed" and results["finished"] is not None
     assert results["error"] == "interrupted (SystemExit); run the same command again to resume"
+
+
+class SigtermInTheSecondEpoch(L.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == 1:
+            raise SystemExit(143)
+
+
+def test_a_resumed_run_scores_its_checkpoint_without_the_unfinished_run_warning(tmp_path):
+    """Bug (caught before it landed): the warning `poolhead.load` gives for a run whose results.json is not ok
+    fired in the resumed run's own scoring, as results.json still held the interrupted attempt's record."""
+    from poolhead.run.record import UnfinishedRunWarning
+
+    common = [*FAST, "trainer.max_epochs=2"]
+    with pytest.raises(SystemExit):
+        run(compose_cfg(common, tmp_path / "run"), extra_callbacks=[SigtermInTheSecondEpoch()])
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["status"] == "failed"
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        resumed = run(compose_cfg([*common, "ckpt_path=last"], tmp_path / "run"))
+    assert resumed["status"] == "ok", resumed["error"]
+    assert not [w for w in said if issubclass(w.category, UnfinishedRunWarning)], [str(w.message) for w in said]
 
 
 @pytest.mark.parametrize("grouped", [True, False])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -611,6 +612,40 @@ def test_export_of_a_run_that_did_not_finish_is_refused_unless_forced(demo_run, 
     assert said in capsys.readouterr().err and not (tmp_path / "out").exists()
     assert cli(["export", str(run_dir), "--to", str(tmp_path / "out"), "--force"]) == 0
     assert f"warning: {run_dir / 'results.json'} says {said}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("record, said", [
+    ({"status": "failed", "error": "interrupted (SystemExit); run the same command again to resume"},
+     "status 'failed' (interrupted (SystemExit)"),
+    ({"status": "paused", "rung": {"step": 3}}, "status 'paused' (step 3 of a halving sweep)"),
+    ("{\"status\": \"o", "is not a JSON record (damaged or cut short)"),
+])
+def test_predict_eval_and_load_of_a_run_that_did_not_finish_say_so(demo_run, tmp_path, capsys, record, said):
+    """Bug: predict, eval and poolhead.load scored with an interrupted run's checkpoint, or a job's paused at a
+    halving rung, without a word (export refused it). The finished run is the control: no warning."""
+    import shutil
+    import warnings
+
+    from poolhead.run.record import UnfinishedRunWarning
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(demo_run, run_dir)
+    (run_dir / "results.json").write_text(record if isinstance(record, str) else json.dumps(record))
+    pairs = demo_pairs(tmp_path, rows=5)
+    assert cli(["predict", str(run_dir), "--input", str(pairs), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert f"poolhead: warning: {run_dir / 'results.json'}" in err and said in err, err
+    with pytest.warns(UnfinishedRunWarning, match=re.escape(said)):
+        poolhead.load(run_dir / "checkpoints" / "best.ckpt", device="cpu")
+    assert cli(["eval", str(run_dir), "data=demo", "--split", "val"]) == 0
+    assert said in json.loads((run_dir / "eval.json").read_text())["demo"]["unfinished"]
+    assert said in capsys.readouterr().err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnfinishedRunWarning)
+        poolhead.load(demo_run, device="cpu")
+        assert cli(["predict", str(demo_run), "--input", str(pairs), "--output", str(tmp_path / "ok.csv"),
+                    "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_export_best_of_a_sweep_without_a_finished_job_leaves_its_files(tmp_path, capsys):

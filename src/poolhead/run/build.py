@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from poolhead.data import TextDataModule
 from poolhead.run.checkpoint import Description, checkpoint_file, read_checkpoint
 from poolhead.run.checks import check_against_data, check_settings
 from poolhead.run.plan import autocast_dtype, resolve
+from poolhead.run.record import UnfinishedRunWarning, unfinished
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,17 @@ def make(node: Any, **kwargs: Any) -> Any:
         raise
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu", trust_remote_code: bool = False) -> PoolheadModel:
+def load(path: str | Path, map_location: str | torch.device = "cpu", trust_remote_code: bool = False,
+         warn_if_unfinished: bool = True) -> PoolheadModel:
     """The trained model from a checkpoint or a run folder (its checkpoints/best.ckpt), in eval mode, offline.
     `model.description` (`poolhead.run.checkpoint.Description`) holds the run's config, `model.encoder.tokenizer`
     its tokenizer. Nothing in the file runs: weights load without pickled code, and only poolhead's own components
-    are built from its config unless `trust_remote_code=True` (a custom pooling/head of your own)."""
+    are built from its config unless `trust_remote_code=True` (a custom pooling/head of your own). A run that did
+    not finish (its results.json: failed, interrupted, paused at a rung) is loaded with an UnfinishedRunWarning."""
     ckpt_path = checkpoint_file(path)
+    said = unfinished(ckpt_path) if warn_if_unfinished else None
+    if said:
+        warnings.warn(f"{said}; loaded anyway", UnfinishedRunWarning, stacklevel=2)
     checkpoint = read_checkpoint(ckpt_path, map_location)
     description = Description.read(checkpoint, ckpt_path, trust_remote_code)  # checked: no OmegaConf yet
     cfg = OmegaConf.create(description.config)

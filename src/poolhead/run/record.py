@@ -148,6 +148,36 @@ def read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
+class UnfinishedRunWarning(UserWarning):
+    """A checkpoint loaded from a run that did not finish: its results.json says failed, interrupted or paused."""
+
+
+def run_folder(path: str | Path) -> Path:
+    """The run folder of a run folder or checkpoint (a checkpoint outside checkpoints/: its own folder)."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+
+
+def unfinished(path: str | Path) -> str | None:
+    """What a run's results.json says when the run did not finish (failed, interrupted, paused at a halving
+    rung), so its checkpoint is the best of a partial run; None when it finished, or when no results.json is
+    beside the checkpoint (one from elsewhere)."""
+    results = run_folder(path) / "results.json"
+    if not results.is_file():
+        return None
+    record = read_json(results)
+    if not record:
+        return f"{results} is not a JSON record (damaged or cut short): whether the run finished is unknown"
+    status = record.get("status")
+    if status == "ok":
+        return None
+    why = (f"step {(record.get('rung') or {}).get('step')} of a halving sweep" if status == "paused"
+           else record.get("error") or "no reason recorded")
+    return f"{results} says status {status!r} ({why}): its checkpoint is from a run that did not finish"
+
+
 def shown(value: float | None) -> str:
     """A metric for the console: 4 decimals, or `undefined` (results.json says why)."""
     return "undefined" if value is None else f"{value:.4f}"

@@ -92,8 +92,9 @@ def run(cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None, ckpt_p
             results |= pause_at_rung(model, trainer, datamodule, out_dir, stop.stopped_at, throughput.seconds,
                                      cfg.monitor)
             return results
-        # exactly what a user gets back from the checkpoint; trusted: its config is this run's own (custom poolings)
-        evaluated = load(best, trust_remote_code=True) if best else model
+        # exactly what a user gets back from the checkpoint; trusted: its config is this run's own (custom poolings);
+        # results.json still says how an earlier attempt ended, until this one writes it
+        evaluated = load(best, trust_remote_code=True, warn_if_unfinished=False) if best else model
         evaluated.to(trainer.strategy.root_device)  # load() maps to the CPU, and so does Lightning's teardown
         splits = ["val"] + (["test"] if cfg.test and datamodule.has_test else [])
         frame, metrics, undefined, seconds = evaluate_splits(evaluated, datamodule, splits)

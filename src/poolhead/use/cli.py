@@ -11,6 +11,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +40,22 @@ def main(argv: list[str] | None = None) -> int:
         return train_command(argv[1:])
     args = parser().parse_args(argv)
     try:
-        return args.run_command(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.run_command(args)
     except (ValueError, FileNotFoundError, FileExistsError, OSError, ImportError) as err:  # DataError, ExportRefused
         print(f"poolhead {args.command}: error: {err}", file=sys.stderr)
         return 1
+
+
+def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+                  line: str | None = None, _python: Any = warnings.showwarning) -> None:
+    """poolhead's own warnings (an unfinished run loaded: poolhead.run.record.UnfinishedRunWarning) as one line,
+    as its errors are; any other as Python shows it."""
+    if category.__name__ == "UnfinishedRunWarning":
+        print(f"poolhead: warning: {message}", file=sys.stderr)
+    else:
+        _python(message, category, filename, lineno, file, line)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -225,7 +238,7 @@ def _plain(value: Any) -> Any:
 def eval_command(args: argparse.Namespace) -> int:
     from poolhead.run.checkpoint import checkpoint_file
     from poolhead.run.evaluate import evaluate_splits
-    from poolhead.run.record import atomic_write, json_text, shown
+    from poolhead.run.record import atomic_write, json_text, run_folder, shown, unfinished
     from poolhead.use.predict import data_for
 
     data = compose_data(args.overrides, args.config_dir)
@@ -249,6 +262,9 @@ def eval_command(args: argparse.Namespace) -> int:
         entry["rows"][split], entry["seconds"][split] = int((frame["split"] == split).sum()), round(seconds[split], 3)
     if undefined:
         entry["undefined"] = undefined
+    said = unfinished(args.run)
+    if said:
+        entry["unfinished"] = said
     if args.mteb:
         from poolhead.use.mteb_eval import mteb_scores
 
@@ -330,13 +346,16 @@ def same_task(model_task: Any, data_task: Any, name: str) -> None:
 # --- export -----------------------------------------------------------------------------------------------------
 def export_command(args: argparse.Namespace) -> int:
     from poolhead.run.checkpoint import checkpoint_file
+    from poolhead.run.record import UnfinishedRunWarning, run_folder
     from poolhead.use.export import ExportRefused, backend_refusal, choose, describe, export
 
     checkpoint = best_checkpoint(args.run) if args.best else checkpoint_file(args.run)
     warning = check_finished(run_folder(checkpoint), args.force)
     if warning:
         print(warning, file=sys.stderr)
-    model = _load(checkpoint, "cpu", args.trust_remote_code)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnfinishedRunWarning)  # check_finished said it
+        model = _load(checkpoint, "cpu", args.trust_remote_code)
     fmt = choose(model, args.format)  # refuses before anything is written
     why = backend_refusal(model, fmt, args.backend, args.quantize)
     if why:
@@ -396,14 +415,6 @@ def cache_command(args: argparse.Namespace) -> int:
 
 
 # --- shared -----------------------------------------------------------------------------------------------------
-def run_folder(path: Path) -> Path:
-    """The run folder of a run folder or checkpoint (a checkpoint outside checkpoints/: its own folder)."""
-    path = Path(path)
-    if path.is_dir():
-        return path
-    return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-
-
 def _load(run: str | Path, device: str | None, trust_remote_code: bool = False) -> Any:
     import torch
     from transformers.utils import logging as hf_logging

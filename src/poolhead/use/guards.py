@@ -4,7 +4,6 @@ cache entries `cache clear` may remove, the device, --max-loss, and the runs `ex
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -64,14 +63,11 @@ def loss_share(text: str) -> float:
 def check_finished(run_dir: Path, force: bool) -> str | None:
     """A run whose results.json is not `ok` (failed, interrupted, paused at a halving rung) is refused for
     export, naming its status; with `force` it goes on, and the returned warning says what was exported."""
-    results = run_dir / "results.json"
-    record = json.loads(results.read_text()) if results.is_file() else {"status": "ok"}
-    status = record.get("status")
-    if status == "ok":
+    from poolhead.run.record import unfinished
+
+    said = unfinished(run_dir)
+    if said is None:
         return None
-    why = f"step {record.get('rung', {}).get('step')} of a halving sweep" if status == "paused" else \
-        record.get("error") or "no reason recorded"
-    said = f"{results} says status {status!r} ({why}): its checkpoint is from a run that did not finish"
     if not force:
         raise ValueError(f"{said}; export a finished run, or pass --force to export this checkpoint anyway")
     return f"warning: {said}; exported anyway (--force)"
