@@ -528,6 +528,51 @@ def test_eval_writes_null_and_the_reason_for_an_undefined_correlation(demo_run, 
     assert f"spearman undefined: {reason}" in capsys.readouterr().out
 
 
+def test_a_multilabel_f1_that_is_0_over_0_is_null_with_the_reason():
+    """Bug: F1 of a label no row has and none is predicted (0/0) was reported as 0.0, as torchmetrics gives it:
+    an undefined score read as a total miss. A label predicted where no row has it is a real 0 (the control)."""
+    from torchmetrics.classification import MultilabelF1Score
+
+    from poolhead.run.evaluate import Metrics, undefined_f1
+
+    names = ["a", "b", "c"]
+    labels = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 0, 0]])
+    pred = torch.tensor([[1, 0, 1], [0, 0, 0], [0, 0, 0]])  # c predicted once, never gold: F1 0, defined
+    per_label = MultilabelF1Score(3, average=None)(pred, labels).tolist()
+    values = Metrics({"val/f1_micro": float(MultilabelF1Score(3, average="micro")(pred, labels)),
+                      **{f"val/f1_{n}": v for n, v in zip(names, per_label, strict=True)}})
+    assert values["val/f1_b"] == 0.0, "torchmetrics' value for 0/0"
+    got = undefined_f1(values, labels, pred, names)
+    assert got["val/f1_b"] is None and "no row has label 'b' and none is predicted" in got.undefined["val/f1_b"]
+    assert got["val/f1_c"] == 0.0 and got["val/f1_a"] == pytest.approx(2 / 3) and got["val/f1_micro"] is not None
+    nothing = torch.zeros(3, 3, dtype=torch.long)
+    values = Metrics({"val/f1_micro": 0.0, "val/f1_macro": 0.0, "val/f1_a": 0.0, "val/loss": 0.7})
+    got = undefined_f1(values, nothing, nothing, names)
+    assert got["val/f1_micro"] is None and got["val/f1_macro"] is None and got["val/f1_a"] is None
+    assert got["val/loss"] == 0.7 and "no row has a label and none is predicted" in got.undefined["val/f1_micro"]
+
+
+def test_evaluate_reports_a_multilabel_f1_of_0_over_0_as_null(tmp_path):
+    """The same, through the scoring every command uses: a label the val rows lack, with a threshold nothing
+    reaches, has no F1; micro F1 over the labels the rows have is a real 0."""
+    from poolhead.run.evaluate import evaluate
+
+    def rows(path: Path, labels: list[list[str]]) -> Path:
+        path.write_text("".join(json.dumps({"text": f"item {i}", "label": label}) + "\n"
+                                for i, label in enumerate(labels)))
+        return path
+
+    train = rows(tmp_path / "train.jsonl", [["x"], ["y"], ["x", "y"]] * 4)
+    val = rows(tmp_path / "val.jsonl", [["x"]] * 4)
+    datamodule, model = build(compose_cfg([*FAST, "data=csv", f"data.train={train}", f"data.val={val}",
+                                           "data.task=multilabel", "mode=single", "head=multilabel",
+                                           "head.threshold=0.999999"], tmp_path))
+    datamodule.setup("fit")
+    _, metrics, _ = evaluate(model.eval(), datamodule, "val")
+    assert metrics["val/f1_y"] is None and "no row has label 'y'" in metrics.undefined["val/f1_y"]
+    assert metrics["val/f1_micro"] == 0.0 and metrics["val/f1_x"] == 0.0
+
+
 def test_two_evals_into_one_folder_with_other_outputs_keep_both_prediction_files(demo_run, tmp_path):
     """Bug: both wrote <folder>/eval_csv.csv: the second eval's predictions replaced the first one's."""
     files = {"a": sts_csv(tmp_path / "a.csv", [0.5, 1.5, 4.0]),

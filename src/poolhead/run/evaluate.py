@@ -68,6 +68,8 @@ def evaluate(model: PoolheadModel, datamodule: Any, split: str,
     values = {f"{split}/loss": float(model.head.loss(output, labels))} | metrics.compute()
     gold = labels.double() if model.task.kind == "score" else None
     values = defined(values, gold, model.head.predict(output).double() if gold is not None else None)
+    if model.task.kind == "multilabel":
+        values = undefined_f1(values, labels, model.head.predict(output), model.task.label_names)
     rows = datamodule.rows(split)
     return prediction_frame(model, rows, output, split), values, seconds
 
@@ -95,6 +97,24 @@ def defined(values: dict[str, float], gold: torch.Tensor | None = None,
         why = why or (None if math.isfinite(values[key]) else f"not a finite number ({values[key]})")
         if why:
             undefined[key] = why
+    return Metrics({k: None if k in undefined else v for k, v in values.items()}, undefined)
+
+
+def undefined_f1(values: Metrics, labels: torch.Tensor, pred: torch.Tensor, names: list[str]) -> Metrics:
+    """`values` with a multilabel F1 that is 0/0 as None plus the reason (torchmetrics gives 0): micro and macro
+    F1 when no row has a label and none is predicted; a label's own F1 when no row has it and none predicts it
+    (the macro mean over the labels still counts it as 0, as torchmetrics and scikit-learn's default do)."""
+    undefined = dict(values.undefined)
+    for key in values:
+        metric = key.rsplit("/", 1)[-1]
+        if metric in ("f1_micro", "f1_macro"):
+            columns, what = slice(None), "no row has a label and none is predicted"
+        elif metric.startswith("f1_") and metric[3:] in names:
+            columns, what = names.index(metric[3:]), f"no row has label {metric[3:]!r} and none is predicted"
+        else:
+            continue
+        if not labels[:, columns].any() and not pred[:, columns].any():
+            undefined[key] = f"{what}: F1 is 0/0"
     return Metrics({k: None if k in undefined else v for k, v in values.items()}, undefined)
 
 
