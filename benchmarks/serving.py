@@ -98,17 +98,23 @@ def own_peak_rss_mb() -> float:
 
 # --- one contender, in its own process ---------------------------------------------------------------------
 def st_scorer(name: str, folder: Path):
-    """cos(u, v) of the folder's SentenceTransformer on the contender's backend (bf16: under CPU autocast)."""
+    """cos(u, v) of the folder's SentenceTransformer on the contender's backend (bf16: under CPU autocast); for
+    the `ort` contenders, ONNX Runtime running the file in place of module 0's Hugging Face model (poolhead's
+    EngineEncoder, where its backend="onnx" puts optimum's, with the session options poolhead's model card
+    gives): the same tokenization, length sorting and pooling as the other contenders."""
     import contextlib
 
     import torch
     from sentence_transformers import SentenceTransformer
 
-    _, backend, _, precision = CONTENDERS[name]
-    kwargs = {} if backend == "torch" else {"backend": backend, "model_kwargs": {"file_name": file_of(name)}}
+    runner, backend, _, precision = CONTENDERS[name]
+    kwargs = {} if runner == "ort" or backend == "torch" else {
+        "backend": backend, "model_kwargs": {"file_name": file_of(name)}}
     model = SentenceTransformer(
         str(folder), device="cpu", trust_remote_code=(folder / "poolhead_pooling.py").exists(), **kwargs
     )
+    if runner == "ort":
+        st_on_onnx(model, folder / file_of(name))
     autocast = (
         torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     )
@@ -118,26 +124,6 @@ def st_scorer(name: str, folder: Path):
             u = model.encode(s1, batch_size=BATCH_SIZE, convert_to_tensor=True)
             v = model.encode(s2, batch_size=BATCH_SIZE, convert_to_tensor=True)
             return torch.nn.functional.cosine_similarity(u.float(), v.float()).cpu()
-
-    return score
-
-
-def ort_scorer(name: str, folder: Path):
-    """sentence-transformers' encode with ONNX Runtime running the file in place of module 0's Hugging Face
-    model (poolhead's EngineEncoder, where its backend="onnx" puts optimum's): the same tokenization, length
-    sorting and pooling as the other contenders, and the session options poolhead's model card gives."""
-    import torch
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(
-        str(folder), device="cpu", trust_remote_code=(folder / "poolhead_pooling.py").exists()
-    )
-    st_on_onnx(model, folder / file_of(name))
-
-    def score(s1: list[str], s2: list[str]):
-        u = model.encode(s1, batch_size=BATCH_SIZE, convert_to_tensor=True)
-        v = model.encode(s2, batch_size=BATCH_SIZE, convert_to_tensor=True)
-        return torch.nn.functional.cosine_similarity(u, v)
 
     return score
 
@@ -157,11 +143,7 @@ def one(name: str, folder: Path, dev: Path, pairs: int, out: Path, run: Path | N
     runner = CONTENDERS[name][0]
     s1, s2, gold = read_sts(dev, pairs)
     start = time.perf_counter()
-    score = (
-        predict_scorer(name, run)
-        if runner == "predict"
-        else (ort_scorer if runner == "ort" else st_scorer)(name, folder)
-    )
+    score = predict_scorer(name, run) if runner == "predict" else st_scorer(name, folder)
     load = time.perf_counter() - start
     score(s1[:BATCH_SIZE], s2[:BATCH_SIZE])  # warm-up, untimed
     start = time.perf_counter()

@@ -640,11 +640,14 @@ def test_export_max_loss_is_range_checked_before_anything_runs(demo_run, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("record, said", [
+UNFINISHED = [  # (results.json, what the refusal or warning says)
     ({"status": "failed", "error": "interrupted (SystemExit); run the same command again to resume"},
      "status 'failed' (interrupted (SystemExit)"),
     ({"status": "paused", "rung": {"step": 3}}, "status 'paused' (step 3 of a halving sweep)"),
-])
+]
+
+
+@pytest.mark.parametrize("record, said", UNFINISHED)
 def test_export_of_a_run_that_did_not_finish_is_refused_unless_forced(demo_run, tmp_path, capsys, record,
                                                                       said):
     """Bug: an interrupted run, or a job paused at a halving rung, exported without a word."""
@@ -660,11 +663,7 @@ def test_export_of_a_run_that_did_not_finish_is_refused_unless_forced(demo_run, 
 
 
 @pytest.mark.parametrize("record, said", [
-    ({"status": "failed", "error": "interrupted (SystemExit); run the same command again to resume"},
-     "status 'failed' (interrupted (SystemExit)"),
-    ({"status": "paused", "rung": {"step": 3}}, "status 'paused' (step 3 of a halving sweep)"),
-    ("{\"status\": \"o", "is not a JSON record (damaged or cut short)"),
-])
+    *UNFINISHED, ("{\"status\": \"o", "is not a JSON record (damaged or cut short)")])
 def test_predict_eval_and_load_of_a_run_that_did_not_finish_say_so(demo_run, tmp_path, capsys, record, said):
     """Bug: predict, eval and poolhead.load scored with an interrupted run's checkpoint, or a job's paused at a
     halving rung, without a word (export refused it). The finished run is the control: no warning."""

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from poolhead.core.model import PoolheadModel
+from poolhead.run.record import run_folder
 from poolhead.use.export.backends import MAX_INT8_LOSS, backend_file, check_engine, check_engine_int8
 from poolhead.use.export.engine import ENGINES, importable, on_engine
 from poolhead.use.export.onnx_files import GRAPH, onnx_isa, quantize_int8, write_onnx
@@ -87,8 +88,7 @@ def backends_folder(checkpoint: Path) -> Path:
     with open(checkpoint, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-    return run / "backends" / f"{digest.hexdigest()[:12]}-{GRAPH}"
+    return run_folder(checkpoint) / "backends" / f"{digest.hexdigest()[:12]}-{GRAPH}"
 
 
 def keep(path: Path, write, check) -> None:
